@@ -1,0 +1,478 @@
+"""The CPU backend: Numba, parallel over the batch, one H0 routine for both dimensions.
+
+Per image (DESIGN section 2):
+
+1. One stable LSD radix sort of the order-preserving bits of the values gives the strict
+   (value, index) order and every pixel's rank in it. The dual pass for H1 reuses it reversed.
+2. Steepest descent: every pixel points at its lowest earlier neighbour (minima at
+   themselves); labelling pixels in rank order gives each pixel its basin minimum.
+3. Kruskal on the basin graph: pixels are visited in rank order, and only those with an
+   earlier neighbour in another basin (found by one raster pass) touch the union-find.
+   The elder rule pairs the younger minimum with the pixel where the two meet.
+4. H1 by Alexander duality: the same routine on the reversed order, with the complementary
+   connectivity and a frame around the image that precedes every pixel.
+
+Smooth images have few basins and few basin boundaries, so steps 3 and 4 cost far less
+than the sort of a plain union-find over all pixels.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+
+from .._scalar import find_root, neighbor_offset, precedes
+from . import PairIndices, PersistenceBackend
+
+__all__ = ["CPUBackend", "image_pairs", "batch_pairs"]
+
+_RADIX_BITS = 11
+_RADIX = 1 << _RADIX_BITS
+_MAX_PIXELS = 2**31 - 2
+
+
+@njit(cache=True)
+def _ordered_keys(flat: np.ndarray) -> np.ndarray:
+    """Order-preserving unsigned keys of a float32 or float64 vector (``-0.0`` as ``0.0``)."""
+    n = flat.size
+    keys = np.empty(n, dtype=np.uint64)
+    if flat.itemsize == 4:
+        bits32 = (flat + np.float32(0.0)).view(np.uint32)
+        for i in range(n):
+            b = np.uint64(bits32[i])
+            keys[i] = (b ^ np.uint64(0xFFFFFFFF)) if b >> np.uint64(31) else (b | np.uint64(0x80000000))
+    else:
+        bits64 = (flat + 0.0).view(np.uint64)
+        top = np.uint64(1) << np.uint64(63)
+        for i in range(n):
+            b = bits64[i]
+            keys[i] = ~b if b & top else b | top
+    return keys
+
+
+@njit(cache=True)
+def _radix_sort_payload(keys: np.ndarray, payload: np.ndarray, key_bits: int) -> np.ndarray:
+    """``payload`` reordered by a stable LSD radix sort of the unsigned ``keys``.
+
+    Ties keep their input order. Digit passes in which every key has the same digit are
+    skipped. ``keys`` is used as scratch space.
+    """
+    n = keys.size
+    n_passes = (key_bits + _RADIX_BITS - 1) // _RADIX_BITS
+    counts = np.zeros((n_passes, _RADIX), dtype=np.int64)
+    mask = np.uint64(_RADIX - 1)
+    for i in range(n):
+        k = keys[i]
+        for p in range(n_passes):
+            counts[p, (k >> np.uint64(p * _RADIX_BITS)) & mask] += 1
+    keys_tmp = np.empty(n, dtype=np.uint64)
+    payload = payload.copy()
+    payload_tmp = np.empty(n, dtype=np.uint64)
+    offsets = np.empty(_RADIX, dtype=np.int64)
+    for p in range(n_passes):
+        shift = np.uint64(p * _RADIX_BITS)
+        if counts[p].max() == n:
+            continue
+        running = 0
+        for d in range(_RADIX):
+            offsets[d] = running
+            running += counts[p, d]
+        for i in range(n):
+            k = keys[i]
+            d = (k >> shift) & mask
+            j = offsets[d]
+            offsets[d] = j + 1
+            keys_tmp[j] = k
+            payload_tmp[j] = payload[i]
+        keys, keys_tmp = keys_tmp, keys
+        payload, payload_tmp = payload_tmp, payload
+    return payload
+
+
+@njit(cache=True)
+def _neighbor_tables(width: int, n_neighbors: int):
+    """Row offsets, column offsets and flat offsets of the first ``n_neighbors`` neighbours."""
+    d_row = np.empty(n_neighbors, dtype=np.int64)
+    d_col = np.empty(n_neighbors, dtype=np.int64)
+    d_flat = np.empty(n_neighbors, dtype=np.int64)
+    for k in range(n_neighbors):
+        dr, dc = neighbor_offset(k)
+        d_row[k] = dr
+        d_col[k] = dc
+        d_flat[k] = dr * width + dc
+    return d_row, d_col, d_flat
+
+
+@njit(cache=True)
+def _descent_pixel(vals, sign, height, width, n_neighbors, framed, d_row, d_col, d_flat,
+                   row, col):
+    """Descent pointer and earlier-neighbour mask of one pixel, with bounds checks."""
+    v = row * width + col
+    value_v = vals[v]
+    key_v = sign * v
+    best = v
+    best_value = value_v
+    best_key = key_v
+    mask = 0
+    for k in range(n_neighbors):
+        rr = row + d_row[k]
+        cc = col + d_col[k]
+        if 0 <= rr < height and 0 <= cc < width:
+            u = v + d_flat[k]
+            value_u = vals[u]
+            key_u = sign * u
+            mask |= np.int64(precedes(value_u, key_u, value_v, key_v)) << k
+            better = precedes(value_u, key_u, best_value, best_key)
+            best = u if better else best
+            best_value = value_u if better else best_value
+            best_key = key_u if better else best_key
+        elif framed:
+            best = -1
+            best_value = -np.inf
+    if best < 0:
+        best = height * width
+    return best, mask
+
+
+@njit(cache=True)
+def _descent_inner_row(vals, sign, width, n_neighbors, d_flat, row, best_value, best_offset,
+                       masks, desc, earlier):
+    """Descent of the pixels of row ``row`` that have all their neighbours in the image.
+
+    Loops run direction by direction over slices of the row, indexed by ``range``
+    variables and without branches, so that they vectorise.
+    """
+    start = row * width + 1
+    inner = width - 2
+    center = vals[start : start + inner]
+    best_value[:inner] = center
+    best_offset[:inner] = 0
+    masks[:inner] = 0
+    for k in range(n_neighbors):
+        d = d_flat[k]
+        signed_d = sign * d
+        tie_wins = signed_d < 0
+        bit = np.uint8(1 << k)
+        neighbor = vals[start + d : start + d + inner]
+        for c in range(inner):
+            value_u = neighbor[c]
+            value_v = center[c]
+            earlier_u = (value_u < value_v) | (tie_wins & (value_u == value_v))
+            masks[c] |= bit if earlier_u else np.uint8(0)
+            current = best_value[c]
+            better = (value_u < current) | ((value_u == current) & (signed_d < sign * best_offset[c]))
+            best_value[c] = value_u if better else current
+            best_offset[c] = d if better else best_offset[c]
+    desc_row = desc[start : start + inner]
+    for c in range(inner):
+        desc_row[c] = start + c + best_offset[c]
+    earlier[start : start + inner] = masks[:inner]
+
+
+@njit(cache=True)
+def _descent(vals, sign, height, width, n_neighbors, framed, desc, earlier, labels):
+    """Steepest-descent pointers, masks of earlier neighbours and ids of the minima.
+
+    Pixel ``u`` precedes ``v`` when ``(vals[u], sign*u) < (vals[v], sign*v)``. ``desc[v]``
+    is the earliest neighbour preceding ``v`` (``v`` itself for a minimum, ``n`` for the
+    frame, which precedes every pixel when ``framed``). Bit ``k`` of ``earlier[v]`` says
+    that in-bounds neighbour ``k`` precedes ``v``. Minima get ids in raster order in
+    ``labels`` (from 1 when framed: id 0 is the frame); other pixels get -1.
+
+    Returns
+    -------
+    n_ids : int
+    """
+    n = height * width
+    d_row, d_col, d_flat = _neighbor_tables(width, n_neighbors)
+    best_value = np.empty(width, dtype=vals.dtype)
+    best_offset = np.zeros(width, dtype=np.int64)
+    masks = np.zeros(width, dtype=np.uint8)
+    for row in range(height):
+        inner_row = 0 < row < height - 1
+        if inner_row and width > 2:
+            _descent_inner_row(vals, sign, width, n_neighbors, d_flat, row, best_value,
+                               best_offset, masks, desc, earlier)
+            border_cols = (0, width - 1)
+            for col in border_cols:
+                best, mask = _descent_pixel(vals, sign, height, width, n_neighbors, framed,
+                                            d_row, d_col, d_flat, row, col)
+                desc[row * width + col] = best
+                earlier[row * width + col] = mask
+        else:
+            for col in range(width):
+                best, mask = _descent_pixel(vals, sign, height, width, n_neighbors, framed,
+                                            d_row, d_col, d_flat, row, col)
+                desc[row * width + col] = best
+                earlier[row * width + col] = mask
+    n_ids = 1 if framed else 0
+    labels[n] = 0
+    for v in range(n):
+        if desc[v] == v:
+            labels[v] = n_ids
+            n_ids += 1
+        else:
+            labels[v] = -1
+    return n_ids
+
+
+@njit(cache=True)
+def _resolve_labels(desc, labels, n):
+    """Give every pixel the id of the minimum its descent path ends in (path compression)."""
+    for v in range(n):
+        if labels[v] >= 0:
+            continue
+        u = v
+        while labels[u] < 0:
+            u = desc[u]
+        label = labels[u]
+        u = v
+        while labels[u] < 0:
+            nxt = desc[u]
+            labels[u] = label
+            u = nxt
+
+
+def _set_bit_table() -> np.ndarray:
+    """(256, 9) table: for every byte, the number of set bits, then their positions."""
+    table = np.zeros((256, 9), dtype=np.int64)
+    for byte in range(256):
+        positions = [k for k in range(8) if (byte >> k) & 1]
+        table[byte, 0] = len(positions)
+        table[byte, 1 : 1 + len(positions)] = positions
+    return table
+
+
+_SET_BITS = _set_bit_table()
+
+
+@njit(cache=True)
+def _basin_boundary(labels, height, width, n_neighbors, d_flat):
+    """(n,) uint8: 1 where a neighbour lies in another basin, or on the image border.
+
+    A cheap filter (vectorised over row slices): only these pixels can carry edges
+    between basins.
+    """
+    n = height * width
+    boundary = np.ones(n, dtype=np.uint8)
+    if width < 3:
+        return boundary
+    inner = width - 2
+    for row in range(1, height - 1):
+        start = row * width + 1
+        out = boundary[start : start + inner]
+        center = labels[start : start + inner]
+        out[:] = 0
+        for k in range(n_neighbors):
+            neighbor = labels[start + d_flat[k] : start + d_flat[k] + inner]
+            for c in range(inner):
+                out[c] |= np.uint8(neighbor[c] != center[c])
+    return boundary
+
+
+@njit(cache=True)
+def _basin_edges(vals, sign, height, width, n_neighbors, earlier, labels):
+    """Edges between basins, as (sort key of the later pixel, payload) in generation order.
+
+    Pixels are visited in increasing ``sign * index``, so a stable sort by value keys gives
+    the strict order. The payload packs ``(label of the earlier basin << 32) | pixel``.
+    Every edge goes from a pixel to an earlier neighbour, so there are at most
+    ``n * n_neighbors / 2`` of them: the buffers are sized from that bound. Repeats of the
+    same neighbouring basin in a row are skipped (the rest are harmless to Kruskal).
+    """
+    n = height * width
+    d_flat = _neighbor_tables(width, n_neighbors)[2]
+    set_bits = _SET_BITS
+    capacity = (n * n_neighbors) // 2 + n_neighbors + 1
+    keys = np.empty(capacity, dtype=np.uint64)
+    payload = np.empty(capacity, dtype=np.uint64)
+    ordered = _ordered_keys(vals)
+    boundary = _basin_boundary(labels, height, width, n_neighbors, d_flat)
+    n_edges = 0
+    for step in range(n):
+        v = step if sign > 0 else n - 1 - step
+        if not boundary[v]:
+            continue
+        mask = earlier[v]
+        count = set_bits[mask, 0]
+        if count == 0:
+            continue
+        label_v = labels[v]
+        key_v = ordered[v]
+        pixel_v = np.uint64(v)
+        previous = label_v
+        for j in range(count):
+            label_u = labels[v + d_flat[set_bits[mask, 1 + j]]]
+            keys[n_edges] = key_v
+            payload[n_edges] = (np.uint64(label_u) << np.uint64(32)) | pixel_v
+            new = (label_u != label_v) & (label_u != previous)
+            previous = label_u if new else previous
+            n_edges += np.int64(new)
+    return keys[:n_edges], payload[:n_edges]
+
+
+@njit(cache=True)
+def _elder_rule(vals, sign, payload, labels, minima, framed, dual, out_birth, out_death, start):
+    """Kruskal with the elder rule over the basin edges sorted by their later pixel.
+
+    ``minima[id]`` is the pixel of basin ``id`` (the frame, id 0 when ``framed``, is older
+    than everything). Writes (younger minimum, meeting pixel), reversed when ``dual``.
+    """
+    n_ids = minima.size
+    parent = np.arange(n_ids, dtype=np.int64)
+    end = start
+    low = np.uint64(0xFFFFFFFF)
+    for i in range(payload.size):
+        packed = payload[i]
+        v = np.int64(packed & low)
+        a = find_root(parent, np.int64(packed >> np.uint64(32)))
+        b = find_root(parent, np.int64(labels[v]))
+        if a == b:
+            continue
+        if framed and a == 0:
+            a_older = True
+        elif framed and b == 0:
+            a_older = False
+        else:
+            ma = minima[a]
+            mb = minima[b]
+            a_older = precedes(vals[ma], sign * ma, vals[mb], sign * mb)
+        if a_older:
+            parent[b] = a
+            younger = minima[b]
+        else:
+            parent[a] = b
+            younger = minima[a]
+        if dual:
+            out_birth[end] = v
+            out_death[end] = younger
+        else:
+            out_birth[end] = younger
+            out_death[end] = v
+        end += 1
+    return end
+
+
+@njit(cache=True)
+def _pass(vals, sign, height, width, n_neighbors, framed, out_birth, out_death, start):
+    """One H0 pass: sublevel (``sign`` 1), or the framed reversed pass for H1 (``sign`` -1).
+
+    Returns the new end of the output and the pixel of the oldest minimum (-1 if framed).
+    """
+    n = height * width
+    desc = np.empty(n, dtype=np.int32)
+    earlier = np.empty(n, dtype=np.uint8)
+    labels = np.empty(n + 1, dtype=np.int32)
+    n_ids = _descent(vals, sign, height, width, n_neighbors, framed, desc, earlier, labels)
+    minima = np.empty(n_ids, dtype=np.int64)
+    if framed:
+        minima[0] = -1
+    for v in range(n):
+        if desc[v] == v:
+            minima[labels[v]] = v
+    _resolve_labels(desc, labels, n)
+    keys, payload = _basin_edges(vals, sign, height, width, n_neighbors, earlier, labels)
+    payload = _radix_sort_payload(keys, payload, 8 * vals.itemsize)
+    end = _elder_rule(vals, sign, payload, labels, minima, framed, sign < 0,
+                      out_birth, out_death, start)
+    oldest = -1
+    if not framed:
+        oldest = minima[0]
+        for i in range(1, n_ids):
+            m = minima[i]
+            if precedes(vals[m], m, vals[oldest], oldest):
+                oldest = m
+    return end, oldest
+
+
+@njit(cache=True)
+def image_pairs(flat, height, width, h0_neighbors, want_h0, want_h1, out_birth, out_death):
+    """Persistence pairs of one image's sublevel filtration, as flat pixel indices.
+
+    Parameters
+    ----------
+    flat : (H*W,) float32 or float64
+        The image in C order.
+    height, width : int
+    h0_neighbors : int
+        4 or 8: the connectivity of components (H1 uses the other one).
+    want_h0, want_h1 : bool
+    out_birth, out_death : (H*W,) int32
+        Output buffers; pairs are written from 0 (H0 first, essential class first, death -1),
+        at most H*W in all (H0 and H1 births are disjoint sets of pixels).
+
+    Returns
+    -------
+    n_h0, n_h1 : int
+        Number of pairs written per dimension.
+    """
+    end = 0
+    if want_h0:
+        end, oldest = _pass(flat, 1, height, width, h0_neighbors, False, out_birth, out_death, 1)
+        out_birth[0] = oldest
+        out_death[0] = -1
+    n_h0 = end
+    if want_h1:
+        end, _ = _pass(-flat, -1, height, width, 12 - h0_neighbors, True, out_birth, out_death,
+                       end)
+    return n_h0, end - n_h0
+
+
+@njit(parallel=True, cache=True)
+def batch_pairs(images, h0_neighbors, want_h0, want_h1):
+    """Persistence pairs of a batch (B, H, W), packed; parallel over images.
+
+    Returns
+    -------
+    image, dim, birth_index, death_index : (K,) int64
+        Grouped by image, then dimension.
+    """
+    n_images, height, width = images.shape
+    n = height * width
+    births = np.empty((n_images, n), dtype=np.int32)
+    deaths = np.empty((n_images, n), dtype=np.int32)
+    counts = np.zeros((n_images, 2), dtype=np.int64)
+    for b in prange(n_images):
+        flat = images[b].ravel()
+        n_h0, n_h1 = image_pairs(flat, height, width, h0_neighbors, want_h0, want_h1,
+                                 births[b], deaths[b])
+        counts[b, 0] = n_h0
+        counts[b, 1] = n_h1
+    offsets = np.zeros(n_images + 1, dtype=np.int64)
+    for b in range(n_images):
+        offsets[b + 1] = offsets[b] + counts[b, 0] + counts[b, 1]
+    total = offsets[n_images]
+    image = np.empty(total, dtype=np.int64)
+    dim = np.empty(total, dtype=np.int64)
+    birth_index = np.empty(total, dtype=np.int64)
+    death_index = np.empty(total, dtype=np.int64)
+    for b in prange(n_images):
+        base = offsets[b]
+        for j in range(counts[b, 0] + counts[b, 1]):
+            image[base + j] = b
+            dim[base + j] = 0 if j < counts[b, 0] else 1
+            birth_index[base + j] = births[b, j]
+            death_index[base + j] = deaths[b, j]
+    return image, dim, birth_index, death_index
+
+
+class CPUBackend(PersistenceBackend):
+    """Numba CPU backend; threads over the batch (``numba.set_num_threads`` sets how many)."""
+
+    name = "cpu"
+
+    def asarray(self, images: Any) -> np.ndarray:
+        from .._validation import as_numpy_batch
+
+        return as_numpy_batch(images)
+
+    def pairs(self, images: np.ndarray, construction: str, dims: tuple[int, ...]) -> PairIndices:
+        n_pixels = images.shape[1] * images.shape[2]
+        if n_pixels > _MAX_PIXELS:
+            raise ValueError(
+                f"`images` must have fewer than 2**31 - 1 pixels per image; got {n_pixels}"
+            )
+        h0_neighbors = 8 if construction == "T" else 4
+        image, dim, birth, death = batch_pairs(images, h0_neighbors, 0 in dims, 1 in dims)
+        return PairIndices(image=image, dim=dim, birth_index=birth, death_index=death)
