@@ -65,14 +65,18 @@ def cubical_persistence(
     --------
     >>> import numpy as np
     >>> from satloss_gpu import cubical_persistence
-    >>> img = np.array([[0.0, 0.9, 0.1],
-    ...                 [0.9, 0.8, 0.9],
-    ...                 [0.2, 0.9, 0.0]])
-    >>> dg = cubical_persistence(img)
-    >>> dg.for_image(0, dim=0).death.tolist()
-    [inf, 0.8, 0.8, 0.8]
-    >>> dg.for_image(0, dim=1).birth_pixel.tolist()
-    [[0, 1]]
+
+    A ring of low values around a high pixel: one component and one loop. The loop is born
+    when the last pixel of the ring enters (ties: the largest index) and dies at the centre.
+
+    >>> ring = np.array([[0.0, 0.0, 0.0],
+    ...                  [0.0, 1.0, 0.0],
+    ...                  [0.0, 0.0, 0.0]])
+    >>> dg = cubical_persistence(ring)
+    >>> dg.dim.tolist(), dg.birth.tolist(), dg.death.tolist()
+    ([0, 1], [0.0, 0.0], [inf, 1.0])
+    >>> dg.birth_pixel.tolist(), dg.death_pixel.tolist()
+    ([[0, 0], [2, 1]], [[-1, -1], [1, 1]])
     """
     batch, single = check_images(images, "images")
     check_choice("construction", construction, CONSTRUCTIONS)

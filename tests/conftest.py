@@ -28,11 +28,6 @@ CUDA_SIMULATOR = os.environ["NUMBA_ENABLE_CUDASIM"] == "1"
 CUDA_MODE = "sim" if CUDA_SIMULATOR else ("gpu" if HAS_GPU else "none")
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs a real CUDA GPU (skipped without one)")
-    config.addinivalue_line("markers", "slow: long-running test")
-
-
 def pytest_collection_modifyitems(config, items):
     if CUDA_MODE == "gpu":
         return
@@ -62,3 +57,9 @@ def to_cuda_input(array):
 
         return torch.as_tensor(array, device="cuda")
     return array
+
+
+@pytest.fixture
+def to_cuda():
+    """Fixture returning :func:`to_cuda_input`."""
+    return to_cuda_input
