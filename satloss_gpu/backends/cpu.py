@@ -30,6 +30,8 @@ __all__ = ["CPUBackend", "image_pairs", "batch_pairs"]
 _RADIX_BITS = 11
 _RADIX = 1 << _RADIX_BITS
 _MAX_PIXELS = 2**31 - 2
+_EDGE_CACHE = 1 << 12
+_CACHE_MIN_BASIN_SIZE = 24  # mean pixels per basin above which the edge cache pays
 
 
 @njit(cache=True)
@@ -272,23 +274,41 @@ def _basin_boundary(labels, height, width, n_neighbors, d_flat):
 
 
 @njit(cache=True)
-def _basin_edges(vals, sign, height, width, n_neighbors, earlier, labels):
+def _basin_edges(vals, sign, height, width, n_neighbors, earlier, labels, use_cache):
     """Edges between basins, as (sort key of the later pixel, payload) in generation order.
 
     Pixels are visited in increasing ``sign * index``, so a stable sort by value keys gives
     the strict order. The payload packs ``(label of the earlier basin << 32) | pixel``.
     Every edge goes from a pixel to an earlier neighbour, so there are at most
-    ``n * n_neighbors / 2`` of them: the buffers are sized from that bound. Repeats of the
-    same neighbouring basin in a row are skipped (the rest are harmless to Kruskal).
+    ``n * n_neighbors / 2`` of them: the buffers are sized from that bound.
+
+    With ``use_cache``, an edge is left out when an edge between the same two basins with an
+    earlier pixel was already emitted (remembered in a small direct-mapped cache): it can
+    never merge anything. That pays where basins are large and share long boundaries.
+    Repeats that are kept are harmless to Kruskal.
     """
     n = height * width
     d_flat = _neighbor_tables(width, n_neighbors)[2]
-    set_bits = _SET_BITS
     capacity = (n * n_neighbors) // 2 + n_neighbors + 1
     keys = np.empty(capacity, dtype=np.uint64)
     payload = np.empty(capacity, dtype=np.uint64)
     ordered = _ordered_keys(vals)
     boundary = _basin_boundary(labels, height, width, n_neighbors, d_flat)
+    if use_cache:
+        n_edges = _emit_edges_cached(sign, n, d_flat, earlier, labels, ordered, boundary, keys,
+                                     payload)
+    else:
+        n_edges = _emit_edges(sign, n, d_flat, earlier, labels, ordered, boundary, keys, payload)
+    return keys[:n_edges], payload[:n_edges]
+
+
+@njit(cache=True)
+def _emit_edges(sign, n, d_flat, earlier, labels, ordered, boundary, keys, payload):
+    """Write every edge to an earlier neighbour in another basin (branch-free); count them.
+
+    Consecutive repeats of the same neighbouring basin are skipped.
+    """
+    set_bits = _SET_BITS
     n_edges = 0
     for step in range(n):
         v = step if sign > 0 else n - 1 - step
@@ -296,8 +316,6 @@ def _basin_edges(vals, sign, height, width, n_neighbors, earlier, labels):
             continue
         mask = earlier[v]
         count = set_bits[mask, 0]
-        if count == 0:
-            continue
         label_v = labels[v]
         key_v = ordered[v]
         pixel_v = np.uint64(v)
@@ -309,7 +327,46 @@ def _basin_edges(vals, sign, height, width, n_neighbors, earlier, labels):
             new = (label_u != label_v) & (label_u != previous)
             previous = label_u if new else previous
             n_edges += np.int64(new)
-    return keys[:n_edges], payload[:n_edges]
+    return n_edges
+
+
+@njit(cache=True)
+def _emit_edges_cached(sign, n, d_flat, earlier, labels, ordered, boundary, keys, payload):
+    """Like :func:`_emit_edges`, leaving out edges dominated by a remembered earlier edge."""
+    set_bits = _SET_BITS
+    cache_low = np.full(_EDGE_CACHE, -1, dtype=np.int64)
+    cache_high = np.full(_EDGE_CACHE, -1, dtype=np.int64)
+    cache_key = np.zeros(_EDGE_CACHE, dtype=np.uint64)
+    cache_pixel = np.zeros(_EDGE_CACHE, dtype=np.int64)
+    n_edges = 0
+    for step in range(n):
+        v = step if sign > 0 else n - 1 - step
+        if not boundary[v]:
+            continue
+        mask = earlier[v]
+        label_v = labels[v]
+        key_v = ordered[v]
+        previous = label_v
+        for j in range(set_bits[mask, 0]):
+            label_u = labels[v + d_flat[set_bits[mask, 1 + j]]]
+            if label_u == label_v or label_u == previous:
+                continue
+            previous = label_u
+            low = min(label_u, label_v)
+            high = max(label_u, label_v)
+            slot = ((low * 0x9E3779B1) ^ high) & (_EDGE_CACHE - 1)
+            if cache_low[slot] == low and cache_high[slot] == high:
+                cached = cache_key[slot]
+                if cached < key_v or (cached == key_v and sign * cache_pixel[slot] < sign * v):
+                    continue
+            cache_low[slot] = low
+            cache_high[slot] = high
+            cache_key[slot] = key_v
+            cache_pixel[slot] = v
+            keys[n_edges] = key_v
+            payload[n_edges] = (np.uint64(label_u) << np.uint64(32)) | np.uint64(v)
+            n_edges += 1
+    return n_edges
 
 
 @njit(cache=True)
@@ -372,7 +429,9 @@ def _pass(vals, sign, height, width, n_neighbors, framed, out_birth, out_death, 
         if desc[v] == v:
             minima[labels[v]] = v
     _resolve_labels(desc, labels, n)
-    keys, payload = _basin_edges(vals, sign, height, width, n_neighbors, earlier, labels)
+    use_cache = n_ids * _CACHE_MIN_BASIN_SIZE < n
+    keys, payload = _basin_edges(vals, sign, height, width, n_neighbors, earlier, labels,
+                                 use_cache)
     payload = _radix_sort_payload(keys, payload, 8 * vals.itemsize)
     end = _elder_rule(vals, sign, payload, labels, minima, framed, sign < 0,
                       out_birth, out_death, start)
