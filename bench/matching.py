@@ -1,0 +1,274 @@
+"""Benchmark of batched exact persistence-diagram matching.
+
+Compares, on one batch of B problems of n prediction and m target points:
+
+* ``match_batch(solver="cpu")``: the compiled shortest-augmenting-path solver (all cores);
+* ``match_batch(solver="cuda")``: the CUDA kernel (``--device cuda`` only);
+* ``ot.emd`` looped over the problems, and in a thread pool;
+* ``scipy.optimize.linear_sum_assignment`` on the square (n+m) x (m+n) augmented problem;
+* ``ot.batch.solve_batch`` (proximal point, approximate) on CUDA, with its error against emd.
+
+Three problem kinds: ``diagrams`` (synthetic persistence-like: a binary target, all target
+points at (0, 1) with random creator pixels, one strong prediction point near each of them and
+many near the diagonal, the spatial factor of SATLoss), ``real`` (true SATLoss problems: H0 and
+H1 diagrams from :func:`satloss_gpu.cubical_persistence` of a binary blob mask and of a
+prediction made of that mask plus Gaussian-filtered noise, both framed with foreground, costs
+``sp * pd`` with ``sp`` clamped to [0.05, 1]; ``--size`` sets the image side, ``--n``/``--m``
+are ignored) and ``uniform`` (uniform random costs).
+
+Prints a table of medians (ms) and ratios to looped ``ot.emd``; writes JSON to
+``bench/out/matching.json``.
+
+Example (GPU machine)::
+
+    python bench/matching.py --device cuda --batch 64 --n 2000 --m 200 --repeats 10
+    python bench/matching.py --device cuda --kind real --batch 64 --size 256 --repeats 10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from satloss_gpu._matching_cpu import K_START, match_cpu
+from satloss_gpu.matching import _emd_one, match_batch
+
+
+def diagram_problems(rng, batch, n, m, close=None):
+    """Persistence-like problems: SATLoss costs between a noisy prediction and a binary target."""
+    close = min(n, m) if close is None else min(close, n, m)
+    target_pos = rng.random((batch, m, 2))
+    pred_pos = rng.random((batch, n, 2))
+    birth = 0.8 * rng.random((batch, n))
+    death = birth + rng.exponential(0.02, (batch, n))
+    pred_pos[:, :close] = target_pos[:, :close] + rng.normal(0, 0.01, (batch, close, 2))
+    birth[:, :close] = 0.2 * rng.random((batch, close))
+    death[:, :close] = 1 - 0.2 * rng.random((batch, close))
+    spatial = np.clip(np.linalg.norm(pred_pos[:, :, None] - target_pos[:, None], axis=-1), 0.05, 1)
+    distance = np.hypot(birth, 1 - death)
+    cost = spatial * distance[:, :, None]
+    diag_pred = (death - birth) / np.sqrt(2)
+    diag_target = np.full((batch, m), 1 / np.sqrt(2))
+    return cost, diag_pred, diag_target
+
+
+def real_problems(rng, batch, size=256, noise=0.3, sigma=1.0, sigma_target=4.0):
+    """True SATLoss problems (H0 and H1 of ``batch // 2`` images), padded: (cost, dp, dt, n, m)."""
+    from scipy.ndimage import gaussian_filter
+
+    from satloss_gpu import cubical_persistence
+
+    problems = []
+    for index in range(batch):
+        if index % 2 == 0:
+            field = gaussian_filter(rng.normal(size=(size, size)), sigma_target)
+            target = (field > 0.3 * field.std()).astype(np.float64)
+            noisy = target + noise * rng.normal(size=(size, size))
+            pred = np.clip(gaussian_filter(noisy, sigma), 0.0, 1.0)
+            images = 1.0 - np.pad(np.stack([pred, target]), ((0, 0), (1, 1), (1, 1)),
+                                  constant_values=1.0)
+            dg = cubical_persistence(images, backend="cpu")
+        dim = index % 2
+        sides = []
+        for image in (0, 1):
+            keep = (dg.image == image) & (dg.dim == dim)
+            birth, death = dg.birth[keep], dg.death[keep]
+            death = np.where(np.isinf(death), images[image].max(), death)
+            sides.append((birth, death, dg.birth_pixel[keep]))
+        (b1, d1, p1), (b2, d2, p2) = sides
+        offset = (p1[:, None, :] - p2[None, :, :]) / float(size)
+        spatial = np.clip(np.sqrt((offset ** 2).sum(-1)), 0.05, 1.0)
+        distance = np.hypot(b1[:, None] - b2[None], d1[:, None] - d2[None])
+        problems.append((spatial * distance, np.abs(d1 - b1) / np.sqrt(2),
+                         np.abs(d2 - b2) / np.sqrt(2)))
+    n = np.array([p[1].size for p in problems])
+    m = np.array([p[2].size for p in problems])
+    cost = np.zeros((batch, n.max(), m.max()))
+    diag_pred = np.zeros((batch, n.max()))
+    diag_target = np.zeros((batch, m.max()))
+    for b, (c, dp, dt) in enumerate(problems):
+        cost[b, :n[b], :m[b]], diag_pred[b, :n[b]], diag_target[b, :m[b]] = c, dp, dt
+    return cost, diag_pred, diag_target, n, m
+
+
+def uniform_problems(rng, batch, n, m):
+    return rng.random((batch, n, m)), 0.3 * rng.random((batch, n)), 0.3 * rng.random((batch, m))
+
+
+def augmented_square(cost, diag_pred, diag_target):
+    """Square (n+m) x (m+n) assignment matrix equivalent to the diagram matching."""
+    n, m = cost.shape
+    big = np.full((n + m, m + n), np.inf)
+    big[:n, :m] = cost
+    big[:n, m:][np.arange(n), np.arange(n)] = diag_pred
+    big[n:, :m][np.arange(m), np.arange(m)] = diag_target
+    big[n:, m:] = 0.0
+    return big
+
+
+def timed(fn, repeats, sync=None):
+    """Median wall time (s) of ``fn`` over ``repeats`` runs after one warm-up; last result."""
+    result = fn()
+    if sync:
+        sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--n", type=int, default=2000, help="prediction points per problem")
+    parser.add_argument("--m", type=int, default=200, help="target points per problem")
+    parser.add_argument("--kind", choices=["diagrams", "real", "uniform"], default="diagrams")
+    parser.add_argument("--size", type=int, default=256, help="image side (--kind real)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--slow-repeats", type=int, default=1,
+                        help="repeats of the slow CPU baselines (emd, scipy)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="threads of the threaded ot.emd baseline")
+    parser.add_argument("--skip-scipy", action="store_true")
+    parser.add_argument("--skip-dense", action="store_true",
+                        help="skip the dense CPU solver (the CUDA kernel's twin)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out",
+                                                      "matching.json"))
+    args = parser.parse_args(argv)
+
+    rng = np.random.default_rng(args.seed)
+    if args.kind == "real":
+        cost, diag_pred, diag_target, n, m = real_problems(rng, args.batch, args.size)
+        print(f"real problems: n = {n.tolist()}, m = {m.tolist()}")
+    else:
+        make = diagram_problems if args.kind == "diagrams" else uniform_problems
+        cost, diag_pred, diag_target = make(rng, args.batch, args.n, args.m)
+        n = np.full(args.batch, args.n)
+        m = np.full(args.batch, args.m)
+    rows = {}
+
+    def one(b):
+        return _emd_one(cost[b, :n[b], :m[b]], diag_pred[b, :n[b]], diag_target[b, :m[b]])[0]
+
+    def emd_loop():
+        return np.array([one(b) for b in range(args.batch)])
+
+    def emd_threads():
+        with ThreadPoolExecutor(args.threads) as pool:
+            return np.array(list(pool.map(one, range(args.batch))))
+
+    t, reference = timed(emd_loop, args.slow_repeats)
+    rows["ot.emd looped"] = {"ms": 1e3 * t, "max_rel_err": 0.0}
+    t, res = timed(emd_threads, args.slow_repeats)
+    rows[f"ot.emd {args.threads} threads"] = {"ms": 1e3 * t, "max_rel_err": _err(res, reference)}
+
+    if not args.skip_scipy:
+        from scipy.optimize import linear_sum_assignment
+
+        def scipy_loop():
+            out = []
+            for b in range(args.batch):
+                big = augmented_square(cost[b, :n[b], :m[b]], diag_pred[b, :n[b]],
+                                       diag_target[b, :m[b]])
+                r, c = linear_sum_assignment(big)
+                out.append(big[r, c].sum())
+            return np.array(out)
+
+        t, res = timed(scipy_loop, args.slow_repeats)
+        rows["scipy LSA (augmented)"] = {"ms": 1e3 * t, "max_rel_err": _err(res, reference)}
+
+    t, res = timed(lambda: match_batch(cost, diag_pred, diag_target, n, m, solver="cpu"),
+                   args.repeats)
+    rows["ours cpu (sparse SAP)"] = {"ms": 1e3 * t, "max_rel_err": _err(res.total, reference)}
+    _, _, stats = match_cpu(cost, diag_pred, diag_target, n, m, return_stats=True,
+                            k_start=K_START)
+    rows["ours cpu (sparse SAP)"].update(steps_median=float(np.median(stats["steps"])),
+                                         rounds_max=int(stats["rounds"].max()))
+    if not args.skip_dense:
+        t, (total, _, stats) = timed(lambda: match_cpu(cost, diag_pred, diag_target, n, m,
+                                                       return_stats=True), args.slow_repeats)
+        rows["ours cpu (dense SAP)"] = {"ms": 1e3 * t, "max_rel_err": _err(total, reference),
+                                        "steps_median": float(np.median(stats["steps"]))}
+
+    if args.device == "cuda":
+        import torch
+
+        sync = torch.cuda.synchronize
+        tensors = [torch.as_tensor(a, device="cuda") for a in (cost, diag_pred, diag_target)]
+        for dtype in (torch.float32, torch.float64):
+            data = [x.to(dtype) for x in tensors]
+            n_d, m_d = torch.as_tensor(n, device="cuda"), torch.as_tensor(m, device="cuda")
+            t, res = timed(lambda: match_batch(*data, n_d, m_d, solver="cuda"), args.repeats, sync)
+            name = f"ours cuda ({str(dtype).replace('torch.', '')})"
+            rows[name] = {"ms": 1e3 * t, "max_rel_err": _err(res.total.cpu().numpy(), reference)}
+        if args.kind != "real":  # padded problems: not comparable with the reference
+            _bench_pot_batch(rows, tensors, reference, args, sync)
+
+    base = rows["ot.emd looped"]["ms"]
+    for row in rows.values():
+        row["speedup_vs_emd"] = base / row["ms"] if row["ms"] > 0 else float("inf")
+    _print_table(rows, args)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump({"config": vars(args), "results": rows}, handle, indent=2)
+    print(f"wrote {args.out}")
+    return rows
+
+
+def _bench_pot_batch(rows, tensors, reference, args, sync):
+    """POT's batched GPU solver (approximate) on the augmented problems, when available."""
+    try:
+        import torch
+        from ot.batch import solve_batch
+    except ImportError:
+        print("ot.batch not available: skipped")
+        return
+    cost, diag_pred, diag_target = tensors
+    batch, n, m = cost.shape
+    big = torch.zeros((batch, n + 1, m + 1), dtype=torch.float64, device=cost.device)
+    big[:, :n, :m] = cost
+    big[:, :n, m] = diag_pred
+    big[:, n, :m] = diag_target
+    a = torch.ones((batch, n + 1), dtype=torch.float64, device=cost.device)
+    b = torch.ones((batch, m + 1), dtype=torch.float64, device=cost.device)
+    a[:, n] = m
+    b[:, m] = n
+    try:
+        t, res = timed(lambda: solve_batch(big, a=a, b=b, grad="detach"), args.repeats, sync)
+    except Exception as error:  # an API change must not hide the other numbers
+        print(f"ot.batch.solve_batch failed: {error!r}: skipped")
+        return
+    value = (res.plan * big).sum((1, 2)).cpu().numpy()
+    rows["POT ot.batch (GPU, approx.)"] = {"ms": 1e3 * t, "max_rel_err": _err(value, reference)}
+
+
+def _err(values, reference):
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.max(np.abs(values - reference) / np.maximum(np.abs(reference), 1e-300)))
+
+
+def _print_table(rows, args):
+    shape = f"{args.size}x{args.size} images" if args.kind == "real" else f"{args.n} x {args.m}"
+    print(f"\nbatch {args.batch} x ({shape}), {args.kind}, device {args.device}, "
+          f"median of {args.repeats} (slow baselines: {args.slow_repeats})")
+    print(f"{'solver':32s} {'ms':>10s} {'x emd':>8s} {'max rel err':>12s} {'steps':>8s}")
+    for name, row in rows.items():
+        steps = f"{row['steps_median']:8.0f}" if "steps_median" in row else f"{'':8s}"
+        print(f"{name:32s} {row['ms']:10.2f} {row['speedup_vs_emd']:8.2f} "
+              f"{row['max_rel_err']:12.2e} {steps}")
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
