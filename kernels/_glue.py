@@ -153,8 +153,11 @@ class TorchGlue(Glue):
         if getattr(self, "_stream", None) is None:
             from numba import cuda
 
+            # Launch on torch's current stream (handle 0 is the legacy default stream, which
+            # is not Numba's default stream under NUMBA_CUDA_PER_THREAD_DEFAULT_STREAM=1).
             handle = self.torch.cuda.current_stream(self.device).cuda_stream
-            self._stream = cuda.external_stream(handle) if handle else cuda.default_stream()
+            self._stream = (cuda.external_stream(handle) if handle
+                            else cuda.legacy_default_stream())
         return kernel[blocks, threads, self._stream]
 
     def sm_count(self) -> int:
@@ -216,7 +219,8 @@ class CupyGlue(Glue):
             from numba import cuda
 
             handle = self.cupy.cuda.get_current_stream().ptr
-            self._stream = cuda.external_stream(handle) if handle else cuda.default_stream()
+            self._stream = (cuda.external_stream(handle) if handle
+                            else cuda.legacy_default_stream())
         return kernel[blocks, threads, self._stream]
 
     def sm_count(self):

@@ -75,8 +75,12 @@ def _union_offset(parent, base, x, y):
             return
         if x < y:
             x, y = y, x
-        if cuda.atomic.cas(parent, base + x, int32(x), int32(y)) == x:
+        # The CAS returns the current parent of ``x``: on failure continue from it, so that
+        # progress never depends on re-reading a word another thread has just changed.
+        seen = cuda.atomic.cas(parent, base + x, int32(x), int32(y))
+        if seen == x:
             return
+        x = seen
 
 
 @cuda.jit(device=True, inline=True)
@@ -188,42 +192,40 @@ def pairing_halving_kernel(sorted_keys, width, edge_count, label, order, dual_fl
 @cuda.jit
 def pairing_sequential_kernel(sorted_keys, width, edge_count, label, order, dual_flags,
                               n_dims, height, image_width, parent, out_birth, out_death):
-    """Baseline: thread ``p`` runs Kruskal with the elder rule over problem ``p``'s edges.
+    """Baseline: one thread per problem (grid-stride) runs Kruskal with the elder rule.
 
     ``parent`` (P * (n + 1)) int32 is scratch; a component's root is always its oldest basin,
     so its birth is the root's own key.
     """
-    p = cuda.grid(1)
-    if p >= edge_count.size:
-        return
-    m = int64(edge_count[p])
     n = height * image_width
-    dual = int64(dual_flags[p])
-    image_base = (p // n_dims) * n
-    node_base = p * (n + 1)
-    row = p * width
-    for t in range(m):
-        v, u = _edge_ends(sorted_keys[row + t], dual, height, image_width)
-        a = label[node_base + v] - node_base
-        b = label[node_base + u] - node_base
-        parent[node_base + a] = a
-        parent[node_base + b] = b
-    for t in range(m):
-        key = sorted_keys[row + t]
-        v, u = _edge_ends(key, dual, height, image_width)
-        root_a = _find_offset(parent, node_base, label[node_base + v] - node_base)
-        root_b = _find_offset(parent, node_base, label[node_base + u] - node_base)
-        key_a = _basin_key(order, image_base, root_a, n, dual)
-        key_b = _basin_key(order, image_base, root_b, n, dual)
-        younger = root_a
-        older = root_b
-        younger_key = key_a
-        if key_a < key_b:
-            younger = root_b
-            older = root_a
-            younger_key = key_b
-        parent[node_base + younger] = older
-        _write_pair(dual, v, key_pixel(younger_key, dual), out_birth, out_death, row + t)
+    for p in range(cuda.grid(1), edge_count.size, cuda.gridsize(1)):
+        m = int64(edge_count[p])
+        dual = int64(dual_flags[p])
+        image_base = (p // n_dims) * n
+        node_base = p * (n + 1)
+        row = p * width
+        for t in range(m):
+            v, u = _edge_ends(sorted_keys[row + t], dual, height, image_width)
+            a = label[node_base + v] - node_base
+            b = label[node_base + u] - node_base
+            parent[node_base + a] = a
+            parent[node_base + b] = b
+        for t in range(m):
+            key = sorted_keys[row + t]
+            v, u = _edge_ends(key, dual, height, image_width)
+            root_a = _find_offset(parent, node_base, label[node_base + v] - node_base)
+            root_b = _find_offset(parent, node_base, label[node_base + u] - node_base)
+            key_a = _basin_key(order, image_base, root_a, n, dual)
+            key_b = _basin_key(order, image_base, root_b, n, dual)
+            younger = root_a
+            older = root_b
+            younger_key = key_a
+            if key_a < key_b:
+                younger = root_b
+                older = root_a
+                younger_key = key_b
+            parent[node_base + younger] = older
+            _write_pair(dual, v, key_pixel(younger_key, dual), out_birth, out_death, row + t)
 
 
 @cuda.jit

@@ -479,8 +479,13 @@ def _match_cuda_torch(cost, diag_pred, diag_target, n, m, return_stats: bool = F
     results = [torch.empty(batch, dtype=torch.float64, device=device) for _ in range(3)]
     results.append(torch.empty(batch, dtype=torch.int64, device=device))
     with cuda.gpus[device.index if device.index is not None else torch.cuda.current_device()]:
-        stream = cuda.external_stream(torch.cuda.current_stream(device).cuda_stream)
-        as_dev = cuda.as_cuda_array
+        handle = torch.cuda.current_stream(device).cuda_stream
+        stream = cuda.external_stream(handle) if handle else cuda.legacy_default_stream()
+
+        def as_dev(x):
+            # The kernel runs on torch's stream: no host synchronisation per argument.
+            return cuda.as_cuda_array(x, sync=False)
+
         kernel.launch(*(as_dev(x) for x in (A, dr, dk, nr_d, nk_d)),
                       [as_dev(x) for x in work], [as_dev(x) for x in results], stream=stream)
     total, violation, scale, steps = results

@@ -105,6 +105,41 @@ def test_sequential_pairing_matches(construction, to_cuda):
     assert sequential == halving
 
 
+@pytest.mark.parametrize("pairing", ["halving", "sequential"])
+def test_more_problems_than_launched_threads(pairing, to_cuda):
+    # 2 * 30 problems: more than the capped grid of the pixel kernels runs threads in the
+    # simulator (3 blocks of 16), so every per-problem kernel must loop over problems.
+    images = RNG.random((30, 4, 5)).astype(np.float32)
+    got = assert_same_as_oracles(images, to_cuda, pairing=pairing, oracles=["cpu"])
+    assert {i for i, _, _, _ in got} == set(range(30))
+
+
+class _ReversedOrder:
+    """Stand-in for NumPy in the simulator's launcher: blocks and threads start in reverse."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def ndindex(*shape):
+        return reversed(list(np.ndindex(*shape)))
+
+
+@pytest.mark.parametrize("pairing", ["halving", "sequential"])
+def test_reversed_block_and_thread_order(pairing, cuda_mode, monkeypatch):
+    # Blocks run one after another in the simulator; reversing their order (and the start
+    # order of the threads of each block) changes which writes the in-place pointer jumping,
+    # the Boruvka finds and the union-find of the pairing see first. Results must not change.
+    if cuda_mode != "sim":
+        pytest.skip("reorders the simulator's blocks")
+    from numba.cuda.simulator import kernel as sim_kernel
+
+    images = np.stack([RNG.random((12, 12)), RNG.integers(0, 3, (12, 12)).astype(np.float64)])
+    expected = pair_tuples(cubical_persistence(images, backend="gudhi"))
+    monkeypatch.setattr(sim_kernel, "np", _ReversedOrder())
+    assert pair_tuples(run_cuda(images, lambda x: x, pairing)) == expected
+
+
 def test_larger_image_and_single_image_input(to_cuda):
     image = RNG.random((24, 20)).astype(np.float32)
     got = assert_same_as_oracles(image, to_cuda)
@@ -140,6 +175,17 @@ def test_too_many_pixels_rejected(monkeypatch):
     monkeypatch.setattr(persistence_common, "MAX_PIXELS", 10)
     with pytest.raises(ValueError, match="at most 10 pixels"):
         cuda_module._Pipeline(None, np.zeros((1, 4, 4)), "T", (0,), cuda_backend())
+
+
+def test_too_many_edges_rejected(monkeypatch, cuda_mode):
+    # Edge ends and list counts are int32 in the kernels: a larger edge total must not wrap.
+    if cuda_mode != "sim":
+        pytest.skip("patches the simulator's glue")
+    from satloss_gpu.kernels import _glue
+
+    monkeypatch.setattr(_glue.Glue, "item", lambda self, array, index: 2 ** 31)
+    with pytest.raises(ValueError, match="basin-graph edges"):
+        cuda_backend().pairs(np.zeros((1, 3, 3), dtype=np.float32), "T", (0,))
 
 
 def test_keys_follow_the_strict_order():

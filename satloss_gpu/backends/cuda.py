@@ -109,6 +109,12 @@ class CUDABackend(PersistenceBackend):
         from satloss_gpu.kernels._glue import glue_for
 
         glue = glue_for(images)
+        if glue.library == "torch":
+            # Numba launches in the thread's current CUDA context: make it the input's device.
+            import torch
+
+            with torch.cuda.device(images.device):
+                return _Pipeline(glue, images, construction, tuple(dims), self).run()
         return _Pipeline(glue, images, construction, tuple(dims), self).run()
 
 
@@ -216,6 +222,10 @@ class _Pipeline:
                      dummy_key_k, dummy_end_k, dummy_end_k)
         ends = glue.cumsum(counts)
         total = glue.item(ends, self.problems * n - 1)
+        if total >= 2 ** 31:
+            # Edge ends, list counts and compaction offsets are int32 in the kernels.
+            raise ValueError("the batch is too large for one call of the cuda backend "
+                             f"({total} basin-graph edges, at most {2 ** 31 - 1}); split it")
         ends_k = glue.view(ends, "i64")
         key, key_k = self._buffer("u64", total)
         end_a, end_a_k = self._buffer("i32", total)
