@@ -26,6 +26,7 @@ setup(
         "scikit-image>=0.22",
         "tqdm>=4.60",
         "matplotlib>=3.7",
+        "imageio>=2.28",
     ],
     extras_require={
         "test": TEST_REQUIRES,

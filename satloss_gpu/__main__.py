@@ -1,0 +1,10 @@
+"""``python -m satloss_gpu`` and the ``satloss`` console script (see :mod:`satloss_gpu.cli`).
+
+Also the target of ``torchrun --nproc_per_node=N -m satloss_gpu train ...``.
+"""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

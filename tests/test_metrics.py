@@ -1,0 +1,172 @@
+"""Metrics against hand-made masks with known values, and Betti numbers against labelling."""
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+from skimage.measure import label
+
+from satloss_gpu import metrics as M
+from satloss_gpu.cldice import SoftClDiceLoss, soft_cldice_loss, soft_dice_loss, soft_skeleton
+
+
+def _mask(rows):
+    return np.array([[c == "#" for c in r] for r in rows])
+
+
+RING = _mask(["#####",
+              "#...#",
+              "#...#",
+              "#####"])
+FIGURE_EIGHT = _mask(["#######",
+                      "#..#..#",
+                      "#######"])
+DIAGONAL = _mask(["#..",
+                  ".#.",
+                  "..#"])
+# The hole touches the outside only diagonally: background is 4-connected, so it is a hole.
+DIAGONAL_HOLE = _mask(["###.",
+                       "#.#.",
+                       "##..",
+                       "...."])
+LINE_ACROSS = _mask(["....",
+                     "####",
+                     "...."])
+
+
+@pytest.mark.parametrize("mask, expected, expected_padded", [
+    (np.zeros((4, 4), bool), (0, 0), (1, 1)),
+    (_mask(["....", ".#..", "...."]), (1, 0), (2, 1)),
+    (RING, (1, 1), (1, 1)),
+    (FIGURE_EIGHT, (1, 2), (1, 2)),
+    (DIAGONAL, (1, 0), (1, 2)),
+    (DIAGONAL_HOLE, (1, 1), (1, 2)),
+    (LINE_ACROSS, (1, 0), (1, 2)),
+    (np.hstack([RING, np.zeros((4, 1), bool), RING]), (2, 2), (1, 3)),
+])
+def test_betti_numbers_of_hand_made_masks(mask, expected, expected_padded):
+    assert tuple(M.betti_numbers(mask)) == expected
+    assert tuple(M.betti_numbers(mask, pad=True)) == expected_padded
+
+
+def _betti_by_labelling(mask):
+    """beta0: 8-connected foreground components; beta1: enclosed 4-connected background ones."""
+    b0 = label(mask, connectivity=2).max()
+    background = label(~mask, connectivity=1)
+    border = np.unique(np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]]))
+    b1 = len(set(np.unique(background)) - set(border) - {0})
+    return b0, b1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_betti_numbers_match_connected_component_labelling(seed):
+    rng = np.random.default_rng(seed)
+    masks = rng.random((3, 17, 23)) < rng.uniform(0.3, 0.7)
+    masks[1] = ndi.binary_opening(masks[1])
+    got = M.betti_numbers(masks)
+    expected = np.array([_betti_by_labelling(m) for m in masks])
+    np.testing.assert_array_equal(got, expected)
+    # Probabilities are thresholded at 0.5 first.
+    np.testing.assert_array_equal(M.betti_numbers(masks * 0.9 + 0.05), expected)
+
+
+def test_betti_errors_and_summary_row():
+    target = np.hstack([RING, np.zeros((4, 1), bool), RING])
+    broken = target.copy()
+    broken[0, 2] = False  # opens the first ring: one hole fewer, still one component
+    assert M.betti_errors(broken, target) == (0, 1)
+    row = M.segmentation_metrics(broken, target)
+    assert set(row) == set(M.METRIC_NAMES)
+    assert row["betti0_error"] == 0 and row["betti1_error"] == 1
+    assert row["precision"] == 1.0
+    assert row["recall"] == pytest.approx(27 / 28)
+
+
+def test_pixel_metrics_by_hand():
+    pred = np.array([[1, 1, 0, 0]], dtype=np.uint8)
+    target = np.array([[1, 0, 1, 0]], dtype=bool)
+    assert M.accuracy(pred, target) == 0.5
+    assert M.precision(pred, target) == 0.5
+    assert M.recall(pred, target) == 0.5
+    assert M.dice(pred, target) == 0.5
+    assert M.f1_score(pred, target) == 0.5
+    empty = np.zeros((3, 3), bool)
+    assert M.dice(empty, empty) == 1.0 and M.precision(empty, empty) == 1.0
+    assert M.dice(empty, ~empty) == 0.0 and M.recall(empty, ~empty) == 0.0
+
+
+def test_cldice_by_hand():
+    target = np.zeros((5, 11), bool)
+    target[2, 1:8] = True                     # a 1-pixel line of 7 pixels
+    pred = np.zeros_like(target)
+    pred[2, 1:5] = True                       # its first 4 pixels
+    # topology precision 1 (prediction skeleton inside the target), sensitivity 4/7
+    assert M.cldice(pred, target) == pytest.approx(2 * (4 / 7) / (1 + 4 / 7))
+    assert M.cldice(target, target) == 1.0
+    thick = np.zeros((9, 15), bool)
+    thick[3:6, 2:13] = True
+    assert M.cldice(thick, thick) == 1.0
+    assert M.cldice(np.zeros_like(thick), thick) == 0.0
+
+
+def test_rand_error_and_variation_of_information():
+    target = np.hstack([RING, np.zeros((4, 1), bool), RING])
+    assert M.adapted_rand_error(target, target) == 0.0
+    assert M.variation_of_information(target, target) == pytest.approx(0.0, abs=1e-12)
+    merged = target.copy()
+    merged[1, 5] = True                       # joins the two rings into one component
+    assert M.adapted_rand_error(merged, target) > 0.1
+    assert M.variation_of_information(merged, target) > 0.1
+    empty = np.zeros_like(target)
+    assert M.adapted_rand_error(empty, empty) == 0.0
+    assert M.adapted_rand_error(target, empty) == 1.0
+
+
+def test_summarize_ignores_nan_and_counts_images():
+    rows = [M.segmentation_metrics(RING, RING, topology=False), M.segmentation_metrics(RING, RING)]
+    assert np.isnan(rows[0]["voi"])
+    summary = M.summarize(rows)
+    assert summary["n_images"] == 2.0
+    assert summary["dice"] == 1.0 and summary["betti1_error"] == 0.0
+
+
+def test_metric_errors_name_the_argument():
+    with pytest.raises(ValueError, match="`pred` and `target` must have the same shape"):
+        M.dice(np.zeros((3, 3)), np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="`target` must be binary"):
+        M.dice(np.zeros((3, 3)), np.full((3, 3), 7))
+    with pytest.raises(ValueError, match=r"`pred` must have shape \(H, W\)"):
+        M.accuracy(np.zeros((2, 3, 3)), np.zeros((2, 3, 3)))
+    with pytest.raises(ValueError, match="`masks` must have shape"):
+        M.betti_numbers(np.zeros(5))
+
+
+# --------------------------------------------------------------------------- soft (clDice) losses
+def test_soft_cldice_loss_is_zero_for_a_perfect_prediction_and_differentiable():
+    target = torch.zeros(2, 1, 24, 24)
+    target[0, 0, 10:13, 2:22] = 1
+    target[1, 0, 2:22, 5:8] = 1
+    assert float(soft_cldice_loss(target, target, smooth=0.0)) == pytest.approx(0.0, abs=1e-6)
+    pred = torch.full_like(target, 0.3, requires_grad=True)
+    loss = SoftClDiceLoss()(pred, target)
+    loss.backward()
+    assert 0.0 < float(loss.detach()) <= 1.0
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+    assert soft_cldice_loss(pred, target, reduction="none").shape == (2,)
+
+
+def test_soft_skeleton_of_a_bar_is_its_centre_line():
+    bar = torch.zeros(1, 1, 11, 21)
+    bar[..., 3:8, 2:19] = 1
+    skel = soft_skeleton(bar, iterations=5)[0, 0]
+    assert float(skel[5, 5:16].min()) == 1.0          # the centre row is kept
+    assert float(skel[3, 5:16].max()) == 0.0          # the border rows are not
+
+
+def test_soft_dice_loss_by_hand():
+    pred = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]]])
+    target = torch.tensor([[[[1.0, 0.0, 1.0, 0.0]]]])
+    assert float(soft_dice_loss(pred, target, smooth=0.0)) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="`reduction` must be one of"):
+        soft_dice_loss(pred, target, reduction="max")
+    with pytest.raises(ValueError, match="same shape"):
+        soft_dice_loss(pred, target[..., :3])
