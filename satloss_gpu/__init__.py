@@ -6,9 +6,12 @@ cubical_persistence
     Persistence diagrams of a batch of 2D images with the critical pixel of every value.
 PersistenceDiagrams
     The packed container it returns.
+SATLoss, TopoLoss
+    Batched topological segmentation losses (``torch.nn.Module``).
 """
 from .diagrams import PersistenceDiagrams
 from .persistence import cubical_persistence
+from .losses import SATLoss, TopoLoss
 
-__all__ = ["cubical_persistence", "PersistenceDiagrams"]
+__all__ = ["cubical_persistence", "PersistenceDiagrams", "SATLoss", "TopoLoss"]
 __version__ = "0.1.0"

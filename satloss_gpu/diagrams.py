@@ -80,7 +80,7 @@ class PersistenceDiagrams:
     def death_index(self) -> Any:
         """(K,) int64 flat index of the death pixel, -1 for essential classes."""
         flat = self.death_pixel[:, 0] * self.image_shape[1] + self.death_pixel[:, 1]
-        return flat * (self.death_pixel[:, 0] >= 0) - (self.death_pixel[:, 0] < 0)
+        return flat - (flat + 1) * (self.death_pixel[:, 0] < 0)
 
     def select(self, mask: Any) -> "PersistenceDiagrams":
         """The pairs where the boolean (K,) ``mask`` is true, in the same container."""

@@ -276,3 +276,15 @@ def test_docstring_examples_run():
     for module in (persistence, diagrams):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+@pytest.mark.parametrize("to_library", [np.asarray, torch.as_tensor])
+def test_flat_indices_of_critical_pixels(to_library):
+    image = np.random.default_rng(6).random((7, 9))
+    dg = cubical_persistence(to_library(image))
+    d = dg.to_numpy()
+    birth, death = np.asarray(dg.birth_index), np.asarray(dg.death_index)
+    np.testing.assert_array_equal(birth, d.birth_pixel[:, 0] * 9 + d.birth_pixel[:, 1])
+    essential = np.isinf(d.death)
+    assert np.all(death[essential] == -1)
+    np.testing.assert_array_equal(image.ravel()[death[~essential]], d.death[~essential])
