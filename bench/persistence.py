@@ -104,23 +104,31 @@ def single_image_table(images, repeats: int, skip_slow: bool) -> list:
 
 
 def thread_scaling(batch_size: int, repeats: int) -> list:
-    import numba
-    from scipy.ndimage import gaussian_filter
+    """Batch throughput of the CPU backend by thread count, in a fresh process.
 
-    from satloss_gpu import cubical_persistence
-
-    rng = np.random.default_rng(1)
-    batch = np.stack([gaussian_filter(rng.random((512, 512)), 2) for _ in range(batch_size)])
-    batch = batch.astype(np.float32)
-    rows = []
-    before = numba.get_num_threads()
-    for threads in sorted({1, 2, numba.config.NUMBA_NUM_THREADS}):
-        numba.set_num_threads(threads)
-        seconds = median_time(lambda: cubical_persistence(batch, backend="cpu"), repeats)
-        rows.append({"threads": threads, "batch": batch_size, "seconds": seconds,
-                     "images_per_second": batch_size / seconds})
-    numba.set_num_threads(before)
-    return rows
+    A fresh process keeps worker threads that other libraries leave spinning (gudhi's, after
+    the single-image table) from taking the cores being measured.
+    """
+    code = (
+        "import json, sys, numba, numpy as np\n"
+        "from scipy.ndimage import gaussian_filter\n"
+        "sys.path.insert(0, %r)\n"
+        "from persistence import median_time\n"
+        "from satloss_gpu import cubical_persistence\n"
+        "rng = np.random.default_rng(1)\n"
+        "batch = np.stack([gaussian_filter(rng.random((512, 512)), 2) for _ in range(%d)])\n"
+        "batch = batch.astype(np.float32)\n"
+        "rows = []\n"
+        "for threads in sorted({1, 2, numba.config.NUMBA_NUM_THREADS}):\n"
+        "    numba.set_num_threads(threads)\n"
+        "    seconds = median_time(lambda: cubical_persistence(batch, backend='cpu'), %d)\n"
+        "    rows.append({'threads': threads, 'batch': %d, 'seconds': seconds,\n"
+        "                 'images_per_second': %d / seconds})\n"
+        "print(json.dumps(rows))\n"
+    ) % (str(Path(__file__).resolve().parent), batch_size, repeats, batch_size, batch_size)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def peak_memory_4096() -> dict:

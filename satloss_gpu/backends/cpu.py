@@ -250,8 +250,8 @@ _SET_BITS = _set_bit_table()
 
 
 @njit(cache=True)
-def _basin_boundary(labels, height, width, n_neighbors, d_flat):
-    """(n,) uint8: 1 where a neighbour lies in another basin, or on the image border.
+def _basin_boundary(labels, earlier, height, width, n_neighbors, d_flat):
+    """(n,) uint8: 1 where an earlier neighbour lies in another basin, or on the image border.
 
     A cheap filter (vectorised over row slices): only these pixels can carry edges
     between basins.
@@ -265,11 +265,14 @@ def _basin_boundary(labels, height, width, n_neighbors, d_flat):
         start = row * width + 1
         out = boundary[start : start + inner]
         center = labels[start : start + inner]
+        masks = earlier[start : start + inner]
         out[:] = 0
         for k in range(n_neighbors):
             neighbor = labels[start + d_flat[k] : start + d_flat[k] + inner]
             for c in range(inner):
-                out[c] |= np.uint8(neighbor[c] != center[c])
+                out[c] |= np.uint8(neighbor[c] != center[c]) & (masks[c] >> np.uint8(k))
+        for c in range(inner):
+            out[c] &= np.uint8(1)
     return boundary
 
 
@@ -293,7 +296,7 @@ def _basin_edges(vals, sign, height, width, n_neighbors, earlier, labels, use_ca
     keys = np.empty(capacity, dtype=np.uint64)
     payload = np.empty(capacity, dtype=np.uint64)
     ordered = _ordered_keys(vals)
-    boundary = _basin_boundary(labels, height, width, n_neighbors, d_flat)
+    boundary = _basin_boundary(labels, earlier, height, width, n_neighbors, d_flat)
     if use_cache:
         n_edges = _emit_edges_cached(sign, n, d_flat, earlier, labels, ordered, boundary, keys,
                                      payload)
