@@ -189,6 +189,31 @@ def _heap_pop(hv, hk, size):
 
 
 @numba.njit(cache=True)
+def _update_duals_and_augment(cur, sink, min_value, scanned, n_scanned, visited, n_visited, spc,
+                              path, u, v, row4col, col4row):
+    """End of a shortest-path search: update the duals of the scanned rows and visited
+    columns (before ``col4row`` changes), then flip the alternating path from ``sink``."""
+    for k in range(n_scanned):
+        i = scanned[k]
+        if i == cur:
+            u[i] += min_value
+        else:
+            u[i] += min_value - spc[col4row[i]]
+    for k in range(n_visited):
+        col = visited[k]
+        v[col] -= min_value - spc[col]
+    col = sink
+    while True:
+        i = path[col]
+        row4col[col] = i
+        previous = col4row[i]
+        col4row[i] = col
+        if i == cur:
+            break
+        col = previous
+
+
+@numba.njit(cache=True)
 def _greedy(dr, b, nr, nk, cand, cand_cost, cand_len, u, row4col, col4row):
     """Give every row its cheapest column (list head, else private) when still free, in order."""
     for r in range(nr):
@@ -251,26 +276,8 @@ def _augment_row(dr, b, cur, nk, cand, cand_cost, cand_len, u, v, row4col, col4r
             sink = best_col
         else:
             i = row4col[best_col]
-    # Dual update (before the augmentation changes col4row).
-    for k in range(n_scanned):
-        i = scanned[k]
-        if i == cur:
-            u[i] += min_value
-        else:
-            u[i] += min_value - spc[col4row[i]]
-    for k in range(n_visited):
-        col = visited[k]
-        v[col] -= min_value - spc[col]
-    # Augment along the path.
-    col = sink
-    while True:
-        i = path[col]
-        row4col[col] = i
-        previous = col4row[i]
-        col4row[i] = col
-        if i == cur:
-            break
-        col = previous
+    _update_duals_and_augment(cur, sink, min_value, scanned, n_scanned, visited, n_visited, spc,
+                              path, u, v, row4col, col4row)
     # Reset the search state of every touched column.
     for k in range(n_touched):
         spc[touched[k]] = math.inf
@@ -473,24 +480,8 @@ def _augment_row_dense(A, dr, dk, b, cur, nr, nk, u, v, row4col, col4row, spc, p
             sink = best_col
         else:
             i = row4col[best_col]
-    for k in range(n_scanned):
-        i = scanned[k]
-        if i == cur:
-            u[i] += min_value
-        else:
-            u[i] += min_value - spc[col4row[i]]
-    for k in range(n_visited):
-        col = visited[k]
-        v[col] -= min_value - spc[col]
-    col = sink
-    while True:
-        i = path[col]
-        row4col[col] = i
-        previous = col4row[i]
-        col4row[i] = col
-        if i == cur:
-            break
-        col = previous
+    _update_duals_and_augment(cur, sink, min_value, scanned, n_scanned, visited, n_visited, spc,
+                              path, u, v, row4col, col4row)
     for c in range(nk):
         spc[c] = math.inf
         done[c] = False
