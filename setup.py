@@ -5,8 +5,12 @@ sub-package ``satloss_gpu.kernels`` so that the name cannot clash with other pac
 """
 from setuptools import setup
 
-TEST_REQUIRES = ["pytest>=7", "hypothesis>=6", "gudhi>=3.10", "cripser>=0.0.37", "scipy>=1.10"]
-BENCH_REQUIRES = ["gudhi>=3.10", "cripser>=0.0.37", "scipy>=1.10", "psutil>=5"]
+TEST_REQUIRES = [
+    "pytest>=7", "hypothesis>=6", "gudhi>=3.10", "cripser>=0.0.37", "scipy>=1.10",
+    # the CUDA kernels are tested under its simulator and compiled to PTX without a GPU
+    "numba-cuda>=0.30",
+]
+BENCH_REQUIRES = ["gudhi>=3.10", "cripser>=0.0.37", "scipy>=1.10", "scikit-learn>=1.3"]
 
 setup(
     name="satloss-gpu",
