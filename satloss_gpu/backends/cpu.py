@@ -449,8 +449,8 @@ def _pass(vals, sign, height, width, n_neighbors, framed, out_birth, out_death, 
 
 
 @njit(cache=True)
-def image_pairs(flat, height, width, h0_neighbors, want_h0, want_h1, out_birth, out_death):
-    """Persistence pairs of one image's sublevel filtration, as flat pixel indices.
+def dimension_pairs(flat, height, width, h0_neighbors, dim, out_birth, out_death):
+    """Persistence pairs of one dimension of one image's sublevel filtration.
 
     Parameters
     ----------
@@ -459,31 +459,32 @@ def image_pairs(flat, height, width, h0_neighbors, want_h0, want_h1, out_birth, 
     height, width : int
     h0_neighbors : int
         4 or 8: the connectivity of components (H1 uses the other one).
-    want_h0, want_h1 : bool
+    dim : int
+        0 or 1.
     out_birth, out_death : (H*W,) int32
-        Output buffers; pairs are written from 0 (H0 first, essential class first, death -1),
-        at most H*W in all (H0 and H1 births are disjoint sets of pixels).
+        Output buffers: flat pixel indices of the pairs, from 0. For H0 the essential class
+        comes first, with death -1. There are at most H*W pairs.
 
     Returns
     -------
-    n_h0, n_h1 : int
-        Number of pairs written per dimension.
+    int
+        Number of pairs written.
     """
-    end = 0
-    if want_h0:
+    if dim == 0:
         end, oldest = _pass(flat, 1, height, width, h0_neighbors, False, out_birth, out_death, 1)
         out_birth[0] = oldest
         out_death[0] = -1
-    n_h0 = end
-    if want_h1:
-        end, _ = _pass(-flat, -1, height, width, 12 - h0_neighbors, True, out_birth, out_death,
-                       end)
-    return n_h0, end - n_h0
+        return end
+    end, _ = _pass(-flat, -1, height, width, 12 - h0_neighbors, True, out_birth, out_death, 0)
+    return end
 
 
 @njit(parallel=True, cache=True)
 def batch_pairs(images, h0_neighbors, want_h0, want_h1):
-    """Persistence pairs of a batch (B, H, W), packed; parallel over images.
+    """Persistence pairs of a batch (B, H, W), packed; parallel over images and dimensions.
+
+    Each (image, dimension) is one task for the threads, so that even a single image keeps
+    two threads busy.
 
     Returns
     -------
@@ -492,30 +493,33 @@ def batch_pairs(images, h0_neighbors, want_h0, want_h1):
     """
     n_images, height, width = images.shape
     n = height * width
-    births = np.empty((n_images, n), dtype=np.int32)
-    deaths = np.empty((n_images, n), dtype=np.int32)
-    counts = np.zeros((n_images, 2), dtype=np.int64)
-    for b in prange(n_images):
-        flat = images[b].ravel()
-        n_h0, n_h1 = image_pairs(flat, height, width, h0_neighbors, want_h0, want_h1,
-                                 births[b], deaths[b])
-        counts[b, 0] = n_h0
-        counts[b, 1] = n_h1
-    offsets = np.zeros(n_images + 1, dtype=np.int64)
-    for b in range(n_images):
-        offsets[b + 1] = offsets[b] + counts[b, 0] + counts[b, 1]
-    total = offsets[n_images]
+    dims = np.array([d for d, wanted in ((0, want_h0), (1, want_h1)) if wanted], dtype=np.int64)
+    n_dims = dims.size
+    births = np.empty((n_images, n_dims, n), dtype=np.int32)
+    deaths = np.empty((n_images, n_dims, n), dtype=np.int32)
+    counts = np.zeros((n_images, n_dims), dtype=np.int64)
+    for task in prange(n_images * n_dims):
+        b = task // n_dims
+        j = task - b * n_dims
+        counts[b, j] = dimension_pairs(images[b].ravel(), height, width, h0_neighbors, dims[j],
+                                       births[b, j], deaths[b, j])
+    offsets = np.zeros(n_images * n_dims + 1, dtype=np.int64)
+    for task in range(n_images * n_dims):
+        offsets[task + 1] = offsets[task] + counts[task // n_dims, task % n_dims]
+    total = offsets[-1]
     image = np.empty(total, dtype=np.int64)
     dim = np.empty(total, dtype=np.int64)
     birth_index = np.empty(total, dtype=np.int64)
     death_index = np.empty(total, dtype=np.int64)
-    for b in prange(n_images):
-        base = offsets[b]
-        for j in range(counts[b, 0] + counts[b, 1]):
-            image[base + j] = b
-            dim[base + j] = 0 if j < counts[b, 0] else 1
-            birth_index[base + j] = births[b, j]
-            death_index[base + j] = deaths[b, j]
+    for task in prange(n_images * n_dims):
+        b = task // n_dims
+        j = task - b * n_dims
+        base = offsets[task]
+        for k in range(counts[b, j]):
+            image[base + k] = b
+            dim[base + k] = dims[j]
+            birth_index[base + k] = births[b, j, k]
+            death_index[base + k] = deaths[b, j, k]
     return image, dim, birth_index, death_index
 
 
