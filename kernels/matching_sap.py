@@ -164,18 +164,23 @@ def _augment_row(A, dr, dk, b, cur, n_cols, u, v, spc, path, row4col, col4row, d
                      row4col, done, scanned, red_value, red_taken, red_col, tid)
         if tid == 0:
             col = red_col[0]
-            state_f[0] = red_value[0]
-            done[b, col] = 1
-            visited[b, state[3]] = col
-            state[3] += 1
-            steps += 1
-            owner = row4col[b, col]
-            if owner == -1:
-                state[1] = col
+            if col >= _BIG_COL:
+                # No open column: only NaN distances get here. Stop; the certificate fails
+                # and the host solves the problem again.
+                state[1] = -2
             else:
-                state[0] = owner
-                scanned[b, state[2]] = owner
-                state[2] += 1
+                state_f[0] = red_value[0]
+                done[b, col] = 1
+                visited[b, state[3]] = col
+                state[3] += 1
+                steps += 1
+                owner = row4col[b, col]
+                if owner == -1:
+                    state[1] = col
+                else:
+                    state[0] = owner
+                    scanned[b, state[2]] = owner
+                    state[2] += 1
         cuda.syncthreads()
         if state[1] != -1:
             break
@@ -192,7 +197,7 @@ def _augment_row(A, dr, dk, b, cur, n_cols, u, v, spc, path, row4col, col4row, d
         col = visited[b, k]
         v[b, col] -= min_value - spc[b, col]
     cuda.syncthreads()
-    if tid == 0:
+    if tid == 0 and state[1] >= 0:
         col = state[1]
         while True:
             i = path[b, col]

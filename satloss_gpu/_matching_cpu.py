@@ -617,7 +617,7 @@ def match_cpu(
 
 def redo_uncertified(total, assignment, violation, scale, cost, diag_pred, diag_target, n, m):
     """Re-solve with POT (in place) every problem whose certificate fails; warn if any."""
-    bad = np.nonzero(violation > CERTIFICATE_RTOL * scale)[0]
+    bad = np.nonzero(~(violation <= CERTIFICATE_RTOL * scale))[0]  # NaN fails too
     if bad.size == 0:
         return
     import warnings

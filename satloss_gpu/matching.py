@@ -500,7 +500,7 @@ def _match_cuda_torch(cost, diag_pred, diag_target, n, m, return_stats: bool = F
         assignment = assignment[:, :big_n].contiguous()
     else:
         assignment = torch.where(real, col4row, torch.full_like(col4row, -1))
-    bad = violation > CERTIFICATE_RTOL * scale
+    bad = ~(violation <= CERTIFICATE_RTOL * scale)  # NaN fails too
     if bool(bad.any()):
         total_h, assign_h = total.cpu().numpy(), assignment.cpu().numpy()
         redo_uncertified(total_h, assign_h, violation.cpu().numpy(), scale.cpu().numpy(),
