@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: the whole test suite with real CUDA, then every GPU benchmark.
+# On a GPU machine: the whole test suite with real CUDA, then every GPU benchmark.
 #
 #   bash bench/gpu_run.sh [OUT_DIR]
 #
 # Logs and JSON go to OUT_DIR (default bench/out/gpu). Wheels found in .wheels/ (for machines
 # without a package index) are installed first. Each step is time-limited and a failing step
 # does not stop the next one; the summary at the end lists the exit code of every step.
+# The whole script needs about 30 minutes; split the steps across calls where one call is
+# limited to less.
 set -u
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-bench/out/gpu}}
@@ -51,6 +53,7 @@ step pytest_all 420 $PY -m pytest -q -p no:cacheprovider
 step bench_persistence_cuda 300 $PY bench/persistence_cuda.py
 step bench_matching 300 $PY bench/matching.py --device cuda --batch 64 --n 2000 --m 200 --repeats 10
 step bench_loss 300 $PY bench/loss.py --device cuda
+step bench_training_cost 300 $PY bench/training_cost.py --device cuda
 cp bench/out/*.json "$OUT_DIR/" 2>/dev/null
 
 echo "=== summary"
