@@ -4,7 +4,7 @@ Each function here is a plain ``numba.njit`` function: the CPU backend calls it 
 ``njit`` code and the Numba-CUDA kernels call it from device code, so the rules it encodes
 (the strict pixel order, neighbourhoods, union-find) are written once.
 
-The strict order of DESIGN section 2: pixel ``a`` precedes pixel ``b`` when
+The strict order of the tie rule (see :func:`satloss_gpu.cubical_persistence`): pixel ``a`` precedes pixel ``b`` when
 ``(value[a], a) < (value[b], b)`` lexicographically. For float32 images the pair packs into
 one uint64 key (order-preserving bits of the value, then the index), which sorts and
 compares, and works with 64-bit atomics, without a global sort.

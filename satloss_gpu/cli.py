@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Sequence
 
 __all__ = ["main", "run_main", "build_parser", "build_run_parser", "QUICK_START", "REFERENCE"]
 
-# Defaults of run.py: the reference training (DESIGN section 1, item 6).
+# Defaults of run.py: the reference implementation's training recipe.
 REFERENCE: Dict[str, Any] = dict(
     dataset="ROADS", dataroot="./data", exp="default", model="UNet", epoch=30, batch_size=16,
     lr=1e-3, lr_decay_epoch=10, lr_decay_rate=0.1, wd=1e-3, tloss_w=1e-2, loss="bce+sat",

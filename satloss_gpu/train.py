@@ -1,6 +1,6 @@
 """Training and testing of segmentation models with topological losses.
 
-:func:`train` follows the reference recipe (DESIGN section 1, item 6): Adam with weight
+:func:`train` follows the reference implementation's recipe: Adam with weight
 decay, the learning rate multiplied by ``lr_decay_rate`` every ``lr_decay_epoch`` epochs,
 loss ``BCE + tloss_w * topological loss``, validation after every epoch, checkpoints of the
 best Dice, the best accuracy and the last epoch. The model is put back in training mode

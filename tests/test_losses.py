@@ -1,4 +1,4 @@
-"""SATLoss / TopoLoss against a plain per-image implementation of DESIGN section 1.
+"""SATLoss / TopoLoss against a plain per-image implementation of the reference semantics.
 
 The reference below is written directly from the specification: gudhi's T-construction
 cubical complex on the rank image (the tie rule of section 2), values read back from the

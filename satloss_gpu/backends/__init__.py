@@ -1,7 +1,7 @@
 """Persistence backends: one small interface, implemented for the CPU, the GPU and gudhi.
 
 A backend computes, for a batch of images, the persistence pairs of the sublevel filtration
-under the strict total order (value, C-order flat index) of DESIGN section 2, as flat pixel
+under the strict total order (value, C-order flat index) of the tie rule, as flat pixel
 indices. Everything else (validation, superlevel filtrations, gathering the values, dropping
 zero-persistence pairs, moving results to the caller's library) is done once, by
 :func:`satloss_gpu.cubical_persistence`, so callers never branch on the device.

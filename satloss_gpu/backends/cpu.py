@@ -1,6 +1,6 @@
 """The CPU backend: Numba, parallel over the batch, one H0 routine for both dimensions.
 
-Per image (DESIGN section 2):
+Per image:
 
 1. One stable LSD radix sort of the order-preserving bits of the values gives the strict
    (value, index) order and every pixel's rank in it. The dual pass for H1 reuses it reversed.

@@ -1,6 +1,6 @@
 """The GPU backend: the whole batch on the device, with parallelism inside every image.
 
-Pipeline (kernels in ``satloss_gpu.kernels``; DESIGN section 2). H0 and H1 of every image are
+Pipeline (kernels in ``satloss_gpu.kernels``). H0 and H1 of every image are
 *problems* of one batch (H1 is H0 of the reversed order with a frame, by duality), so every
 stage is one launch for all of them:
 

@@ -1,7 +1,7 @@
 """The reference backend: gudhi's cubical complexes, one image at a time, on the CPU.
 
 gudhi breaks ties between equal values by its internal cell order, which no pixel rule
-reproduces. To follow the tie rule of DESIGN section 2, every image is replaced by the rank
+reproduces. To follow the tie rule of :func:`satloss_gpu.cubical_persistence`, every image is replaced by the rank
 of each pixel in the strict (value, C-order index) order before it is handed to gudhi:
 persistence pairs depend on the order of the values only, so this is gudhi run on the
 index-perturbed image, with the values read back unperturbed by the caller.
