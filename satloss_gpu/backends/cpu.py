@@ -250,30 +250,28 @@ _SET_BITS = _set_bit_table()
 
 
 @njit(cache=True)
-def _basin_boundary(labels, earlier, height, width, n_neighbors, d_flat):
-    """(n,) uint8: 1 where an earlier neighbour lies in another basin, or on the image border.
+def _edge_bits(labels, earlier, height, width, n_neighbors, d_flat):
+    """(n,) uint8: bit ``k`` set where neighbour ``k`` is earlier and in another basin.
 
-    A cheap filter (vectorised over row slices): only these pixels can carry edges
-    between basins.
+    Computed direction by direction over row slices (vectorised). Pixels on the image
+    border keep all their earlier-neighbour bits: the emitting loop compares their labels.
     """
-    n = height * width
-    boundary = np.ones(n, dtype=np.uint8)
+    edge_bits = earlier.copy()
     if width < 3:
-        return boundary
+        return edge_bits
     inner = width - 2
     for row in range(1, height - 1):
         start = row * width + 1
-        out = boundary[start : start + inner]
+        out = edge_bits[start : start + inner]
         center = labels[start : start + inner]
         masks = earlier[start : start + inner]
         out[:] = 0
         for k in range(n_neighbors):
             neighbor = labels[start + d_flat[k] : start + d_flat[k] + inner]
+            bit = np.uint8(1 << k)
             for c in range(inner):
-                out[c] |= np.uint8(neighbor[c] != center[c]) & (masks[c] >> np.uint8(k))
-        for c in range(inner):
-            out[c] &= np.uint8(1)
-    return boundary
+                out[c] |= (bit if neighbor[c] != center[c] else np.uint8(0)) & masks[c]
+    return edge_bits
 
 
 @njit(cache=True)
@@ -296,18 +294,17 @@ def _basin_edges(vals, sign, height, width, n_neighbors, earlier, labels, use_ca
     keys = np.empty(capacity, dtype=np.uint64)
     payload = np.empty(capacity, dtype=np.uint64)
     ordered = _ordered_keys(vals)
-    boundary = _basin_boundary(labels, earlier, height, width, n_neighbors, d_flat)
+    edge_bits = _edge_bits(labels, earlier, height, width, n_neighbors, d_flat)
     if use_cache:
-        n_edges = _emit_edges_cached(sign, n, d_flat, earlier, labels, ordered, boundary, keys,
-                                     payload)
+        n_edges = _emit_edges_cached(sign, n, d_flat, edge_bits, labels, ordered, keys, payload)
     else:
-        n_edges = _emit_edges(sign, n, d_flat, earlier, labels, ordered, boundary, keys, payload)
+        n_edges = _emit_edges(sign, n, d_flat, edge_bits, labels, ordered, keys, payload)
     return keys[:n_edges], payload[:n_edges]
 
 
 @njit(cache=True)
-def _emit_edges(sign, n, d_flat, earlier, labels, ordered, boundary, keys, payload):
-    """Write every edge to an earlier neighbour in another basin (branch-free); count them.
+def _emit_edges(sign, n, d_flat, edge_bits, labels, ordered, keys, payload):
+    """Write every edge marked in ``edge_bits`` (labels checked, branch-free); count them.
 
     Consecutive repeats of the same neighbouring basin are skipped.
     """
@@ -315,9 +312,9 @@ def _emit_edges(sign, n, d_flat, earlier, labels, ordered, boundary, keys, paylo
     n_edges = 0
     for step in range(n):
         v = step if sign > 0 else n - 1 - step
-        if not boundary[v]:
+        mask = edge_bits[v]
+        if mask == 0:
             continue
-        mask = earlier[v]
         count = set_bits[mask, 0]
         label_v = labels[v]
         key_v = ordered[v]
@@ -334,7 +331,7 @@ def _emit_edges(sign, n, d_flat, earlier, labels, ordered, boundary, keys, paylo
 
 
 @njit(cache=True)
-def _emit_edges_cached(sign, n, d_flat, earlier, labels, ordered, boundary, keys, payload):
+def _emit_edges_cached(sign, n, d_flat, edge_bits, labels, ordered, keys, payload):
     """Like :func:`_emit_edges`, leaving out edges dominated by a remembered earlier edge."""
     set_bits = _SET_BITS
     cache_low = np.full(_EDGE_CACHE, -1, dtype=np.int64)
@@ -344,9 +341,9 @@ def _emit_edges_cached(sign, n, d_flat, earlier, labels, ordered, boundary, keys
     n_edges = 0
     for step in range(n):
         v = step if sign > 0 else n - 1 - step
-        if not boundary[v]:
+        mask = edge_bits[v]
+        if mask == 0:
             continue
-        mask = earlier[v]
         label_v = labels[v]
         key_v = ordered[v]
         previous = label_v
