@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import numpy as np
+from numba import njit
 
 from ._arraylib import array_library, to_numpy
 from ._validation import check_choice, check_dims, check_images
@@ -94,6 +95,12 @@ def cubical_persistence(
 def _assemble(batch: Any, indices: PairIndices, superlevel: bool) -> PersistenceDiagrams:
     """Gather values at the critical pixels, drop zero-persistence pairs, pack the result."""
     n_images, height, width = (int(s) for s in batch.shape)
+    if array_library(batch) == "numpy" and array_library(indices.image) == "numpy":
+        fields = _assemble_numpy(batch.reshape(n_images, height * width), indices.image,
+                                 indices.dim, indices.birth_index, indices.death_index, width,
+                                 superlevel)
+        return PersistenceDiagrams(*fields, batch_size=n_images, image_shape=(height, width),
+                                   superlevel=superlevel)
     image, dim, birth_index, death_index = (
         _in_library_of(a, batch) for a in (indices.image, indices.dim,
                                            indices.birth_index, indices.death_index)
@@ -118,6 +125,45 @@ def _assemble(batch: Any, indices: PairIndices, superlevel: bool) -> Persistence
         image_shape=(height, width),
         superlevel=superlevel,
     )
+
+
+@njit(cache=True)
+def _assemble_numpy(flat, image, dim, birth_index, death_index, width, superlevel):
+    """:func:`_assemble` for NumPy inputs in one compiled pass: the same fields."""
+    total = image.size
+    keep = np.empty(total, dtype=np.bool_)
+    infinity = -np.inf if superlevel else np.inf
+    for k in range(total):
+        death_index_k = death_index[k]
+        death = infinity if death_index_k < 0 else flat[image[k], death_index_k]
+        keep[k] = flat[image[k], birth_index[k]] != death
+    count = keep.sum()
+    out_image = np.empty(count, dtype=np.int64)
+    out_dim = np.empty(count, dtype=np.int64)
+    birth = np.empty(count, dtype=flat.dtype)
+    death = np.empty(count, dtype=flat.dtype)
+    birth_pixel = np.empty((count, 2), dtype=np.int64)
+    death_pixel = np.empty((count, 2), dtype=np.int64)
+    j = 0
+    for k in range(total):
+        if not keep[k]:
+            continue
+        b = image[k]
+        out_image[j] = b
+        out_dim[j] = dim[k]
+        birth[j] = flat[b, birth_index[k]]
+        birth_pixel[j, 0] = birth_index[k] // width
+        birth_pixel[j, 1] = birth_index[k] % width
+        if death_index[k] < 0:
+            death[j] = infinity
+            death_pixel[j, 0] = -1
+            death_pixel[j, 1] = -1
+        else:
+            death[j] = flat[b, death_index[k]]
+            death_pixel[j, 0] = death_index[k] // width
+            death_pixel[j, 1] = death_index[k] % width
+        j += 1
+    return out_image, out_dim, birth, death, birth_pixel, death_pixel
 
 
 def _in_library_of(array: Any, reference: Any) -> Any:
