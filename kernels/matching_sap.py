@@ -83,6 +83,17 @@ def _block_reduce(red_value, tid, use_max):
 
 
 @cuda.jit(device=True)
+def _reduce_into(red_value, tid, value, use_max, out, index):
+    """Reduce every thread's ``value`` (sum, or max) over the block into ``out[index]``."""
+    red_value[tid] = value
+    cuda.syncthreads()
+    _block_reduce(red_value, tid, use_max)
+    if tid == 0:
+        out[index] = red_value[0]
+    cuda.syncthreads()
+
+
+@cuda.jit(device=True)
 def _greedy(A, dr, dk, b, n_rows, n_cols, u, row4col, col4row, tid):
     """Parallel version of ``_matching_cpu._greedy`` (same result)."""
     for c in range(tid, n_cols + n_rows, THREADS):
@@ -249,23 +260,9 @@ def _certify(A, dr, dk, b, n_rows, n_cols, u, v, row4col, col4row, red_value, ti
         total += np.float64(A[b, r, c]) if c < n_cols else cost
         if row4col[b, n_cols + r] == -1:
             violation = max(violation, abs(v[b, n_cols + r]))
-    red_value[tid] = total
-    cuda.syncthreads()
-    _block_reduce(red_value, tid, False)
-    if tid == 0:
-        out[0] = red_value[0]
-    cuda.syncthreads()
-    red_value[tid] = violation
-    cuda.syncthreads()
-    _block_reduce(red_value, tid, True)
-    if tid == 0:
-        out[1] = red_value[0]
-    cuda.syncthreads()
-    red_value[tid] = scale
-    cuda.syncthreads()
-    _block_reduce(red_value, tid, True)
-    if tid == 0:
-        out[2] = red_value[0]
+    _reduce_into(red_value, tid, total, False, out, 0)
+    _reduce_into(red_value, tid, violation, True, out, 1)
+    _reduce_into(red_value, tid, scale, True, out, 2)
 
 
 @cuda.jit

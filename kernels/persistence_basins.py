@@ -48,6 +48,19 @@ def rank_order_kernel(sorted_index, n_pixels, order):
         order[img * n_pixels + int64(sorted_index[img, j])] = uint32(j + 1)
 
 
+@cuda.jit(device=True, inline=True)
+def _pixel_problem(gid, n, order, dual_flags, n_dims, connectivity):
+    """Where global pixel ``gid`` lives: (problem, pixel, dual flag, image offset, node
+    offset, connectivity of the pass, key of the pixel)."""
+    p = gid // n
+    v = gid - p * n
+    dual = int64(dual_flags[p])
+    image_base = (p // n_dims) * n
+    node_base = p * (n + 1)
+    conn = pass_connectivity(connectivity, dual)
+    return p, v, dual, image_base, node_base, conn, pixel_key(order[image_base + v], v, dual)
+
+
 @cuda.jit
 def descent_kernel(order, dual_flags, n_dims, height, width, connectivity, pointer, first_key):
     """Steepest descent: every pixel points to its lowest earlier neighbour (itself if none).
@@ -61,13 +74,8 @@ def descent_kernel(order, dual_flags, n_dims, height, width, connectivity, point
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     for gid in range(start, total, stride):
-        p = gid // n
-        v = gid - p * n
-        dual = int64(dual_flags[p])
-        image_base = (p // n_dims) * n
-        node_base = p * (n + 1)
-        conn = pass_connectivity(connectivity, dual)
-        key_v = pixel_key(order[image_base + v], v, dual)
+        p, v, dual, image_base, node_base, conn, key_v = _pixel_problem(
+            gid, n, order, dual_flags, n_dims, connectivity)
         best = key_v
         target = v
         for k in range(conn):
@@ -118,13 +126,8 @@ def _pixel_edges(gid, order, label, dual_flags, n_dims, height, width, connectiv
     its key is ``key(v) | k``. Writes them at ``offset`` if ``emit``; returns their number.
     """
     n = height * width
-    p = gid // n
-    v = gid - p * n
-    dual = int64(dual_flags[p])
-    image_base = (p // n_dims) * n
-    node_base = p * (n + 1)
-    conn = pass_connectivity(connectivity, dual)
-    key_v = pixel_key(order[image_base + v], v, dual)
+    p, v, dual, image_base, node_base, conn, key_v = _pixel_problem(
+        gid, n, order, dual_flags, n_dims, connectivity)
     own = label[node_base + v]
     count = 0
     for k in range(conn):
