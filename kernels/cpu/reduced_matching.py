@@ -1,0 +1,299 @@
+"""Numba kernels of the exact reduced diagram matching (candidate lists, then a small solve).
+
+Two compiled passes over a batch of ``Q`` problems (``n[q]`` prediction points, ``m[q]`` target
+points; reduced cost ``r(i, j) = cost(i, j) - diag_pred(i) - diag_target(j)``):
+
+1. *Lists.* For every target point ``j``, the ``min(m, n)`` prediction points of least
+   ``r(i, j)`` among those with ``r(i, j) < 0``, sorted by (``r``, prediction index). The
+   costs are computed on the fly from the points (:func:`lists_from_points`) or read from a
+   dense matrix (:func:`lists_from_dense`); nothing of size ``n x m`` is stored. Work items are
+   blocks of target points, so one large problem still uses every thread.
+2. *Solve.* :func:`solve_lists` solves every problem restricted to the list edges exactly, by
+   shortest augmenting paths (the scalar steps of the CPU matching solver, rows = target points,
+   a private diagonal column per row), and checks a dual certificate on those edges.
+
+Why the restriction is exact (the argument of the package's matching documentation): take an
+optimal matching that uses the fewest pairs outside the lists. A matched pair ``(i, j)`` with
+``r(i, j) >= 0`` can be dropped (both points to the diagonal) at no extra cost. If ``j`` is
+matched with ``i`` outside its list while ``r(i, j) < 0``, the list of ``j`` is full (``m``
+points), and the other ``m - 1`` target points are matched with at most ``m - 1`` of them, so
+some ``i'`` of the list goes to the diagonal; matching ``j`` with ``i'`` instead and sending
+``i`` to the diagonal changes the cost by ``r(i', j) - r(i, j) <= 0`` and uses one pair outside
+the lists fewer, a contradiction. So some optimal matching uses list edges only, and the
+restricted problem (on the union of the lists, at most ``m^2`` prediction points; every other
+prediction point goes to the diagonal) has the same optimum. Ties may be broken in any way.
+
+Everything here assumes valid, contiguous input: the driver checks and converts.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from satloss_gpu._matching_cpu import _augment_row, _greedy, slack
+
+__all__ = ["lists_from_points", "lists_from_dense", "solve_lists", "list_blocks",
+           "TARGET_BLOCK"]
+
+#: Target points per work item of the list pass.
+TARGET_BLOCK = 16
+
+
+def list_blocks(m: np.ndarray, block: int = TARGET_BLOCK) -> np.ndarray:
+    """(problem, first target, end target) of every work item of the list pass, int64 (W, 3)."""
+    items = [(q, start, min(start + block, int(size)))
+             for q, size in enumerate(m) for start in range(0, int(size), block)]
+    return np.array(items, dtype=np.int64).reshape(-1, 3)
+
+
+# ----------------------------------------------------------------------------- list pass
+
+
+@numba.njit(cache=True, inline="always")
+def point_cost(pb, pd, pr, pc, tb, td, tr, tc, height, width, spatial, low, high):
+    """Matching cost of a prediction point and a target point (SATLoss, float64)."""
+    distance = math.sqrt((pb - tb) ** 2 + (pd - td) ** 2)
+    if not spatial:
+        return distance
+    row = (pr - tr) / height
+    col = (pc - tc) / width
+    factor = math.sqrt(row * row + col * col)
+    return min(max(factor, low), high) * distance
+
+
+@numba.njit(cache=True, inline="always")
+def _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, cost):
+    """Insert prediction point ``i`` into the sorted list of target ``j`` of problem ``q``.
+
+    Points arrive in increasing index order, so a strict ``<`` keeps ties in index order.
+    """
+    length = cand_len[q, j]
+    if length == cap:
+        if not key < cand_key[q, j, length - 1]:
+            return
+        pos = length - 1
+    else:
+        pos = length
+        cand_len[q, j] = length + 1
+    while pos > 0 and key < cand_key[q, j, pos - 1]:
+        cand_pred[q, j, pos] = cand_pred[q, j, pos - 1]
+        cand_key[q, j, pos] = cand_key[q, j, pos - 1]
+        cand_cost[q, j, pos] = cand_cost[q, j, pos - 1]
+        pos -= 1
+    cand_pred[q, j, pos] = i
+    cand_key[q, j, pos] = key
+    cand_cost[q, j, pos] = cost
+
+
+@numba.njit(cache=True, parallel=True)
+def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_death,
+                      target_pixel, n, m, blocks, height, width, spatial, low, high,
+                      cand_pred, cand_key, cand_cost, cand_len):
+    """Candidate lists of every target point, costs computed from the points.
+
+    Parameters
+    ----------
+    pred_birth, pred_death : float32 or float64, shape (Q, N)
+    pred_pixel : int64, shape (Q, N, 2)
+        (row, col) of the birth pixels.
+    target_birth, target_death : float, shape (Q, M); target_pixel : int64, shape (Q, M, 2)
+    n, m : int64, shape (Q,)
+    blocks : int64, shape (W, 3)
+        Work items from :func:`list_blocks`.
+    height, width : float
+        Image size the pixel offsets are divided by.
+    spatial : bool; low, high : float
+        Spatial factor on/off and its clamp.
+    cand_pred : int64, shape (Q, M, K), written
+        Prediction indices of each list (``K >= min(m[q], n[q])``).
+    cand_key : float64, shape (Q, M, K), written
+        ``cost - diag_pred`` of each entry (the reduced cost plus ``diag_target(j)``).
+    cand_cost : float64, shape (Q, M, K), written
+        The cost of each entry.
+    cand_len : int64, shape (Q, M), written
+        List lengths.
+    """
+    sqrt2 = math.sqrt(2.0)
+    for w in numba.prange(blocks.shape[0]):
+        q, j0, j1 = blocks[w, 0], blocks[w, 1], blocks[w, 2]
+        cap = min(m[q], n[q])
+        for j in range(j0, j1):
+            cand_len[q, j] = 0
+        for i in range(n[q]):
+            pb = np.float64(pred_birth[q, i])
+            pd = np.float64(pred_death[q, i])
+            pr = np.float64(pred_pixel[q, i, 0])
+            pc = np.float64(pred_pixel[q, i, 1])
+            diag_pred = abs(pd - pb) / sqrt2
+            for j in range(j0, j1):
+                tb = np.float64(target_birth[q, j])
+                td = np.float64(target_death[q, j])
+                cost = point_cost(pb, pd, pr, pc, tb, td, np.float64(target_pixel[q, j, 0]),
+                                  np.float64(target_pixel[q, j, 1]), height, width, spatial,
+                                  low, high)
+                key = cost - diag_pred
+                if key < abs(td - tb) / sqrt2:
+                    _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, cost)
+
+
+@numba.njit(cache=True, parallel=True)
+def lists_from_dense(cost, diag_pred, diag_target, n, m, blocks, cand_pred, cand_key,
+                     cand_cost, cand_len):
+    """Candidate lists of every target point from dense costs (Q, N, M); see
+    :func:`lists_from_points` for the outputs."""
+    for w in numba.prange(blocks.shape[0]):
+        q, j0, j1 = blocks[w, 0], blocks[w, 1], blocks[w, 2]
+        cap = min(m[q], n[q])
+        for j in range(j0, j1):
+            cand_len[q, j] = 0
+        for i in range(n[q]):
+            dp = np.float64(diag_pred[q, i])
+            for j in range(j0, j1):
+                value = np.float64(cost[q, i, j])
+                key = value - dp
+                if key < np.float64(diag_target[q, j]):
+                    _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, value)
+
+
+# ----------------------------------------------------------------------------- solve pass
+
+
+@numba.njit(cache=True)
+def _compact_columns(cand_pred, cand_len, q, rows):
+    """Sorted distinct prediction indices of the lists of problem ``q`` (the union)."""
+    total = 0
+    for j in range(rows):
+        total += cand_len[q, j]
+    flat = np.empty(total, dtype=np.int64)
+    k = 0
+    for j in range(rows):
+        for e in range(cand_len[q, j]):
+            flat[k] = cand_pred[q, j, e]
+            k += 1
+    return np.unique(flat)
+
+
+@numba.njit(cache=True)
+def _certify_lists(diag_target, q, rows, n_cols, cols_pred, diag_pred_cols, cand, key, length,
+                   u, v, row4col, col4row):
+    """(violation, scale) of the dual certificate of the list-restricted problem ``q``."""
+    violation = 0.0
+    scale = 0.0
+    for c in range(n_cols):
+        scale = max(scale, abs(diag_pred_cols[c]))
+        if row4col[c] == -1:
+            violation = max(violation, abs(v[c]))
+        else:
+            violation = max(violation, v[c])
+    for r in range(rows):
+        u_r = u[r]
+        matched = col4row[r]
+        for e in range(length[0, r]):
+            c = cand[0, r, e]
+            scale = max(scale, abs(key[0, r, e]))
+            gap = slack(key[0, r, e], u_r, v[c])
+            violation = max(violation, -gap)
+            if c == matched:
+                violation = max(violation, abs(gap))
+        private = np.float64(diag_target[q, r])
+        scale = max(scale, abs(private))
+        gap = slack(private, u_r, v[n_cols + r])
+        violation = max(violation, -gap)
+        if matched == n_cols + r:
+            violation = max(violation, abs(gap))
+        elif row4col[n_cols + r] == -1:
+            violation = max(violation, abs(v[n_cols + r]))
+    return violation, scale
+
+
+@numba.njit(cache=True)
+def _solve_one(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q, rows,
+               n_pred, pred_of_target, total_out, violation_out, scale_out):
+    """Solve problem ``q`` on its list edges; write its outputs (see :func:`solve_lists`)."""
+    base = 0.0
+    for i in range(n_pred):
+        base += np.float64(diag_pred[q, i])
+    for j in range(rows):
+        pred_of_target[q, j] = -1
+    if rows == 0:
+        total_out[q] = base
+        violation_out[q] = 0.0
+        scale_out[q] = 0.0
+        return
+    cols = _compact_columns(cand_pred, cand_len, q, rows)
+    n_cols = cols.shape[0]
+    width = max(1, cand_pred.shape[2])
+    cand = np.empty((1, rows, width), dtype=np.int64)
+    key = np.empty((1, rows, width), dtype=np.float64)
+    length = np.empty((1, rows), dtype=np.int64)
+    for j in range(rows):
+        length[0, j] = cand_len[q, j]
+        for e in range(cand_len[q, j]):
+            cand[0, j, e] = np.searchsorted(cols, cand_pred[q, j, e])
+            key[0, j, e] = cand_key[q, j, e]
+    nc = n_cols + rows
+    u = np.zeros(rows, dtype=np.float64)
+    v = np.zeros(nc, dtype=np.float64)
+    row4col = np.full(nc, -1, dtype=np.int64)
+    col4row = np.full(rows, -1, dtype=np.int64)
+    spc = np.full(nc, math.inf, dtype=np.float64)
+    path = np.full(nc, -1, dtype=np.int64)
+    done = np.zeros(nc, dtype=np.bool_)
+    scanned = np.empty(rows, dtype=np.int64)
+    visited = np.empty(nc, dtype=np.int64)
+    touched = np.empty(nc, dtype=np.int64)
+    heap_cap = rows * (width + 1) + 1
+    hv = np.empty(heap_cap, dtype=np.float64)
+    hk = np.empty(heap_cap, dtype=np.int64)
+    _greedy(diag_target, q, rows, n_cols, cand, key, length, u, row4col, col4row)
+    for cur in range(rows):
+        if col4row[cur] == -1:
+            _augment_row(diag_target, q, cur, n_cols, cand, key, length, u, v, row4col,
+                         col4row, spc, path, done, scanned, visited, touched, hv, hk)
+    diag_cols = np.empty(n_cols, dtype=np.float64)
+    for c in range(n_cols):
+        diag_cols[c] = np.float64(diag_pred[q, cols[c]])
+    violation, scale = _certify_lists(diag_target, q, rows, n_cols, cols, diag_cols, cand, key,
+                                      length, u, v, row4col, col4row)
+    total = base
+    for j in range(rows):
+        c = col4row[j]
+        if c < n_cols:
+            for e in range(length[0, j]):
+                if cand[0, j, e] == c:
+                    total += cand_cost[q, j, e] - diag_cols[c]
+                    break
+            pred_of_target[q, j] = cols[c]
+        else:
+            total += np.float64(diag_target[q, j])
+    total_out[q] = total
+    violation_out[q] = violation
+    scale_out[q] = scale
+
+
+@numba.njit(cache=True, parallel=True)
+def solve_lists(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, n, m, order,
+                pred_of_target, total_out, violation_out, scale_out):
+    """Solve every problem of the batch restricted to its candidate lists, in parallel.
+
+    Parameters
+    ----------
+    cand_pred, cand_key, cand_cost : shape (Q, M, K); cand_len : int64, shape (Q, M)
+        The lists of :func:`lists_from_points` / :func:`lists_from_dense`.
+    diag_pred : float, shape (Q, N); diag_target : float, shape (Q, M)
+        Diagonal costs.
+    n, m : int64, shape (Q,)
+    order : int64, shape (Q,)
+        Problems in the order they are handed to the threads (largest first balances them).
+    pred_of_target : int64, shape (Q, M), written
+        Prediction point matched with each target point, or -1 (the diagonal).
+    total_out, violation_out, scale_out : float64, shape (Q,), written
+        Optimal total and the certificate: the problem is certified when
+        ``violation <= rtol * scale``.
+    """
+    for k in numba.prange(order.shape[0]):
+        q = order[k]
+        _solve_one(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q, m[q],
+                   n[q], pred_of_target, total_out, violation_out, scale_out)

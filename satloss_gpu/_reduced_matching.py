@@ -1,0 +1,294 @@
+"""Exact reduced matching of persistence diagrams: candidate lists, then a small exact problem.
+
+A SATLoss matching problem has ``n`` prediction points and ``m`` target points with ``m``
+usually much smaller than ``n`` (a few target points, thousands to millions of prediction
+points). With the reduced cost ``r(i, j) = cost(i, j) - diag_pred(i) - diag_target(j)``, every
+target point ``j`` keeps only its ``min(m, #{i : r(i, j) < 0})`` prediction points of least
+``r(i, j)``; the problem restricted to those pairs (at most ``m^2`` prediction points, each of
+which may also go to the diagonal, every other prediction point to the diagonal) has the same
+optimum as the full problem.
+
+Proof. Take an optimal matching with the fewest pairs outside the lists and suppose ``j`` is
+matched with ``i`` outside its list. If ``r(i, j) >= 0``, sending both to the diagonal does not
+raise the cost and removes that pair. Otherwise the list of ``j`` is full: it holds ``m``
+prediction points, every one with ``r(i', j) <= r(i, j)``. The other ``m - 1`` target points
+are matched with at most ``m - 1`` of them, so some ``i'`` of the list goes to the diagonal;
+matching ``j`` with ``i'`` and sending ``i`` to the diagonal changes the cost by
+``r(i', j) - r(i, j) <= 0`` and removes a pair outside the lists. Either way the number of such
+pairs drops, a contradiction; so an optimal matching uses list pairs only. Ties between equal
+reduced costs may be broken in any way.
+
+Paths
+-----
+* NumPy / CPU tensors: one compiled pass builds the lists (costs computed on the fly from the
+  points, or read from a dense matrix), one compiled pass solves the small problems by
+  shortest augmenting paths over the list edges, with a dual certificate; a problem failing
+  the certificate (rounding) is solved again with POT's ``ot.emd`` on its union of lists.
+* CUDA tensors: the lists are a running ``torch.topk`` over chunks of prediction points (the
+  chunk bounds the memory), the union of each problem's lists is gathered into a small dense
+  problem and solved by the CUDA kernel of :mod:`satloss_gpu.matching`.
+
+Memory is ``O(n + m^2)`` per problem (``O(chunk * m)`` more on the GPU), never ``O(n m)``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = ["ReducedResult", "reduced_match_points", "reduced_match_dense", "lists_torch",
+           "CERTIFICATE_RTOL"]
+
+#: Problems whose certificate violation exceeds ``CERTIFICATE_RTOL * scale`` are re-solved.
+CERTIFICATE_RTOL = 1e-11
+#: Bytes of one chunk of reduced costs in the GPU list pass.
+CHUNK_BYTES = 1 << 27
+
+
+@dataclass(frozen=True)
+class ReducedResult:
+    """Optimal matchings of a batch, from the target points' side.
+
+    Attributes
+    ----------
+    total : numpy.ndarray or torch.Tensor, float64, shape (Q,)
+        Optimal total cost of every problem.
+    pred_of_target : numpy.ndarray or torch.Tensor, int64, shape (Q, M)
+        Prediction point matched with each target point; -1 for the diagonal (and padding).
+    """
+
+    total: Any
+    pred_of_target: Any
+
+    def assignment(self, big_n: int) -> Any:
+        """``MatchResult.assignment`` form: (Q, N) target of each prediction point or -1."""
+        return pred_to_target(self.pred_of_target, big_n)
+
+
+def pred_to_target(pred_of_target: Any, big_n: int) -> Any:
+    """Invert (Q, M) ``pred_of_target`` into (Q, N) target of each prediction point (-1)."""
+    if not isinstance(pred_of_target, np.ndarray):
+        import torch
+
+        batch, big_m = pred_of_target.shape
+        out = torch.full((batch, big_n + 1), -1, dtype=torch.int64,
+                         device=pred_of_target.device)
+        index = torch.where(pred_of_target >= 0, pred_of_target,
+                            torch.full_like(pred_of_target, big_n))
+        source = torch.arange(big_m, device=pred_of_target.device).expand(batch, big_m)
+        out.scatter_(1, index, source.contiguous())
+        return out[:, :big_n]
+    out = np.full((pred_of_target.shape[0], big_n), -1, dtype=np.int64)
+    q_idx, j_idx = np.nonzero(pred_of_target >= 0)
+    out[q_idx, pred_of_target[q_idx, j_idx]] = j_idx
+    return out
+
+
+# ----------------------------------------------------------------------------- CPU path
+
+
+def _empty_lists(n: np.ndarray, m: np.ndarray, big_m: int):
+    width = max(1, int(np.minimum(n, m).max(initial=0)))
+    batch = n.shape[0]
+    return (np.zeros((batch, big_m, width), np.int64), np.zeros((batch, big_m, width)),
+            np.zeros((batch, big_m, width)), np.zeros((batch, big_m), np.int64))
+
+
+def _solve(lists, diag_pred: np.ndarray, diag_target: np.ndarray, n: np.ndarray,
+           m: np.ndarray) -> ReducedResult:
+    """Solve the list-restricted problems; re-solve uncertified ones with POT."""
+    from satloss_gpu.kernels.cpu.reduced_matching import solve_lists
+
+    batch, big_m = diag_target.shape
+    pred_of_target = np.full((batch, big_m), -1, dtype=np.int64)
+    total = np.zeros(batch)
+    violation = np.zeros(batch)
+    scale = np.zeros(batch)
+    order = np.argsort(-(m.astype(np.int64) ** 2), kind="stable").astype(np.int64)
+    solve_lists(*lists, diag_pred, diag_target, n, m, order, pred_of_target, total,
+                violation, scale)
+    bad = np.nonzero(~(violation <= CERTIFICATE_RTOL * scale))[0]  # NaN fails too
+    if bad.size:
+        _redo_with_emd(bad, lists, diag_pred, diag_target, n, m, total, pred_of_target)
+    return ReducedResult(total=total, pred_of_target=pred_of_target)
+
+
+def _redo_with_emd(bad, lists, diag_pred, diag_target, n, m, total, pred_of_target) -> None:
+    """Solve problems ``bad`` again with ``ot.emd`` on their union of lists (in place)."""
+    import warnings
+
+    from .matching import _emd_one
+
+    warnings.warn(
+        f"{bad.size} matching problem(s) failed the optimality certificate (rounding); "
+        "re-solved with ot.emd", RuntimeWarning, stacklevel=4)
+    cand_pred, _, cand_cost, cand_len = lists
+    for q in bad:
+        rows, n_pred = int(m[q]), int(n[q])
+        dp = diag_pred[q, :n_pred].astype(np.float64)
+        dt = diag_target[q, :rows].astype(np.float64)
+        entries = [(j, e) for j in range(rows) for e in range(cand_len[q, j])]
+        cols = np.unique([cand_pred[q, j, e] for j, e in entries]).astype(np.int64)
+        # Pairs outside the lists get reduced cost 0: never better than the diagonal.
+        cost = dp[cols][:, None] + dt[None, :]
+        for j, e in entries:
+            cost[np.searchsorted(cols, cand_pred[q, j, e]), j] = cand_cost[q, j, e]
+        value, assignment = _emd_one(cost, dp[cols], dt)
+        outside = np.ones(n_pred, dtype=bool)
+        outside[cols] = False
+        total[q] = value + dp[outside].sum()
+        pred_of_target[q] = -1
+        matched = np.nonzero(assignment >= 0)[0]
+        pred_of_target[q, assignment[matched]] = cols[matched]
+
+
+def reduced_match_points(
+    pred_birth: np.ndarray, pred_death: np.ndarray, pred_pixel: np.ndarray,
+    target_birth: np.ndarray, target_death: np.ndarray, target_pixel: np.ndarray,
+    n: np.ndarray, m: np.ndarray, image_shape: tuple[int, int], spatial: bool = True,
+    spatial_clamp: tuple[float, float] = (0.05, 1.0),
+) -> ReducedResult:
+    """Exact SATLoss matchings of a padded batch, costs computed only inside compiled code.
+
+    Parameters
+    ----------
+    pred_birth, pred_death : numpy.ndarray, float32 or float64, shape (Q, N)
+        Prediction points (padding past ``n[q]`` ignored).
+    pred_pixel : numpy.ndarray, int64, shape (Q, N, 2)
+        (row, col) of their birth pixels.
+    target_birth, target_death : numpy.ndarray, float, shape (Q, M)
+    target_pixel : numpy.ndarray, int64, shape (Q, M, 2)
+    n, m : numpy.ndarray, int64, shape (Q,)
+        True numbers of points.
+    image_shape : (int, int)
+        (H, W) the pixel offsets are divided by.
+    spatial : bool
+        Multiply by the clamped spatial distance (False: plain distance of the points).
+    spatial_clamp : (float, float)
+        Bounds of the spatial factor.
+
+    Returns
+    -------
+    ReducedResult
+        NumPy float64 totals (Q,) and int64 ``pred_of_target`` (Q, M).
+    """
+    from satloss_gpu.kernels.cpu.reduced_matching import list_blocks, lists_from_points
+
+    n = np.ascontiguousarray(n, dtype=np.int64)
+    m = np.ascontiguousarray(m, dtype=np.int64)
+    lists = _empty_lists(n, m, target_birth.shape[1])
+    height, width = (float(s) for s in image_shape)
+    low, high = (float(s) for s in spatial_clamp)
+    lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_death,
+                      target_pixel, n, m, list_blocks(m), height, width, bool(spatial), low,
+                      high, *lists)
+    sqrt2 = math.sqrt(2.0)
+    diag_pred = np.abs(pred_death.astype(np.float64) - pred_birth) / sqrt2
+    diag_target = np.abs(target_death.astype(np.float64) - target_birth) / sqrt2
+    return _solve(lists, diag_pred, diag_target, n, m)
+
+
+def reduced_match_dense(cost: np.ndarray, diag_pred: np.ndarray, diag_target: np.ndarray,
+                        n: np.ndarray, m: np.ndarray) -> ReducedResult:
+    """Exact matchings of a dense padded batch (the :func:`match_batch` problem form).
+
+    Parameters
+    ----------
+    cost : numpy.ndarray, float, shape (Q, N, M)
+    diag_pred : numpy.ndarray, float, shape (Q, N)
+    diag_target : numpy.ndarray, float, shape (Q, M)
+    n, m : numpy.ndarray, int64, shape (Q,)
+
+    Returns
+    -------
+    ReducedResult
+        NumPy float64 totals (Q,) and int64 ``pred_of_target`` (Q, M).
+    """
+    from satloss_gpu.kernels.cpu.reduced_matching import list_blocks, lists_from_dense
+
+    n = np.ascontiguousarray(n, dtype=np.int64)
+    m = np.ascontiguousarray(m, dtype=np.int64)
+    lists = _empty_lists(n, m, cost.shape[2])
+    lists_from_dense(cost, diag_pred, diag_target, n, m, list_blocks(m), *lists)
+    return _solve(lists, diag_pred, diag_target, n, m)
+
+
+# ----------------------------------------------------------------------------- torch path
+
+
+def lists_torch(key_chunk, diag_target, n, m, big_n: int, width: int,
+                chunk: Optional[int] = None):
+    """Candidate lists by a running top-k over chunks of prediction points (torch, any device).
+
+    Parameters
+    ----------
+    key_chunk : callable
+        ``key_chunk(start, stop)`` returns the (Q, stop - start, M) tensor of
+        ``cost - diag_pred`` for prediction points ``start:stop`` (padding entries any value).
+    diag_target : torch.Tensor, float, shape (Q, M)
+    n, m : torch.Tensor, int64, shape (Q,), on the device
+    big_n : int
+        Padded number of prediction points N.
+    width : int
+        List length K (at least ``max min(n, m)``).
+    chunk : int, optional
+        Prediction points per chunk; by default sized to ``CHUNK_BYTES``.
+
+    Returns
+    -------
+    (index, key) : torch.Tensor, shapes (Q, K, M)
+        Prediction index and key of each list entry; entries with ``key = inf`` are empty.
+    """
+    import torch
+
+    batch, big_m = diag_target.shape
+    device = diag_target.device
+    if chunk is None:
+        chunk = max(1, CHUNK_BYTES // (8 * max(1, batch * big_m)))
+    best_key = torch.full((batch, 0, big_m), math.inf, dtype=torch.float64, device=device)
+    best_index = torch.zeros((batch, 0, big_m), dtype=torch.int64, device=device)
+    cols_valid = torch.arange(big_m, device=device)[None, :] < m[:, None]
+    limit = torch.where(cols_valid, diag_target.to(torch.float64),
+                        torch.full_like(diag_target, -math.inf, dtype=torch.float64))
+    for start in range(0, big_n, chunk):
+        stop = min(big_n, start + chunk)
+        key = key_chunk(start, stop).to(torch.float64)
+        rows = torch.arange(start, stop, device=device)
+        useful = (rows[None, :, None] < n[:, None, None]) & (key < limit[:, None, :])
+        key = torch.where(useful, key, torch.full_like(key, math.inf))
+        keys = torch.cat([best_key, key], dim=1)
+        index = torch.cat([best_index, rows[None, :, None].expand(batch, -1, big_m)], dim=1)
+        k = min(width, keys.shape[1])
+        best_key, pos = torch.topk(keys, k, dim=1, largest=False, sorted=False)
+        best_index = torch.gather(index, 1, pos)
+    return best_index, best_key
+
+
+def union_of_lists(index, key, big_n: int):
+    """Distinct prediction points of each problem's lists, padded (torch).
+
+    Parameters
+    ----------
+    index, key : torch.Tensor, shape (Q, K, M)
+        From :func:`lists_torch`.
+    big_n : int
+
+    Returns
+    -------
+    (points, size) : torch.Tensor int64 (Q, U) and (Q,)
+        Sorted distinct prediction indices (padding ``big_n``) and their number.
+    """
+    import torch
+
+    batch = index.shape[0]
+    flat = torch.where(torch.isfinite(key), index, torch.full_like(index, big_n))
+    flat = torch.sort(flat.reshape(batch, -1), dim=1).values
+    repeated = torch.zeros_like(flat, dtype=torch.bool)
+    repeated[:, 1:] = flat[:, 1:] == flat[:, :-1]
+    flat = torch.where(repeated, torch.full_like(flat, big_n), flat)
+    flat = torch.sort(flat, dim=1).values
+    size = (flat < big_n).sum(1)
+    width = max(1, int(size.max()) if batch else 1)
+    return flat[:, :width].contiguous(), size
