@@ -38,6 +38,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ._threads import run_ranges
+
 __all__ = ["ReducedResult", "reduced_match_points", "reduced_match_dense", "lists_torch",
            "CERTIFICATE_RTOL"]
 
@@ -96,6 +98,14 @@ def _empty_lists(n: np.ndarray, m: np.ndarray, big_m: int):
             np.zeros((batch, big_m, width)), np.zeros((batch, big_m), np.int64))
 
 
+def _blocks(n: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Work items of the list pass, the most expensive (largest ``n``) first."""
+    from satloss_gpu.kernels.cpu.reduced_matching import list_blocks
+
+    blocks = list_blocks(m)
+    return np.ascontiguousarray(blocks[np.argsort(-n[blocks[:, 0]], kind="stable")])
+
+
 def _solve(lists, diag_pred: np.ndarray, diag_target: np.ndarray, n: np.ndarray,
            m: np.ndarray) -> ReducedResult:
     """Solve the list-restricted problems; re-solve uncertified ones with POT."""
@@ -107,8 +117,9 @@ def _solve(lists, diag_pred: np.ndarray, diag_target: np.ndarray, n: np.ndarray,
     violation = np.zeros(batch)
     scale = np.zeros(batch)
     order = np.argsort(-(m.astype(np.int64) ** 2), kind="stable").astype(np.int64)
-    solve_lists(*lists, diag_pred, diag_target, n, m, order, pred_of_target, total,
-                violation, scale)
+    run_ranges(lambda first, stop: solve_lists(*lists, diag_pred, diag_target, n, m, order,
+                                               pred_of_target, total, violation, scale,
+                                               first, stop), batch)
     bad = np.nonzero(~(violation <= CERTIFICATE_RTOL * scale))[0]  # NaN fails too
     if bad.size:
         _redo_with_emd(bad, lists, diag_pred, diag_target, n, m, total, pred_of_target)
@@ -174,16 +185,17 @@ def reduced_match_points(
     ReducedResult
         NumPy float64 totals (Q,) and int64 ``pred_of_target`` (Q, M).
     """
-    from satloss_gpu.kernels.cpu.reduced_matching import list_blocks, lists_from_points
+    from satloss_gpu.kernels.cpu.reduced_matching import lists_from_points
 
     n = np.ascontiguousarray(n, dtype=np.int64)
     m = np.ascontiguousarray(m, dtype=np.int64)
     lists = _empty_lists(n, m, target_birth.shape[1])
     height, width = (float(s) for s in image_shape)
     low, high = (float(s) for s in spatial_clamp)
-    lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_death,
-                      target_pixel, n, m, list_blocks(m), height, width, bool(spatial), low,
-                      high, *lists)
+    blocks = _blocks(n, m)
+    run_ranges(lambda first, stop: lists_from_points(
+        pred_birth, pred_death, pred_pixel, target_birth, target_death, target_pixel, n, m,
+        blocks, height, width, bool(spatial), low, high, *lists, first, stop), len(blocks))
     sqrt2 = math.sqrt(2.0)
     diag_pred = np.abs(pred_death.astype(np.float64) - pred_birth) / sqrt2
     diag_target = np.abs(target_death.astype(np.float64) - target_birth) / sqrt2
@@ -206,12 +218,14 @@ def reduced_match_dense(cost: np.ndarray, diag_pred: np.ndarray, diag_target: np
     ReducedResult
         NumPy float64 totals (Q,) and int64 ``pred_of_target`` (Q, M).
     """
-    from satloss_gpu.kernels.cpu.reduced_matching import list_blocks, lists_from_dense
+    from satloss_gpu.kernels.cpu.reduced_matching import lists_from_dense
 
     n = np.ascontiguousarray(n, dtype=np.int64)
     m = np.ascontiguousarray(m, dtype=np.int64)
     lists = _empty_lists(n, m, cost.shape[2])
-    lists_from_dense(cost, diag_pred, diag_target, n, m, list_blocks(m), *lists)
+    blocks = _blocks(n, m)
+    run_ranges(lambda first, stop: lists_from_dense(cost, diag_pred, diag_target, n, m, blocks,
+                                                    *lists, first, stop), len(blocks))
     return _solve(lists, diag_pred, diag_target, n, m)
 
 

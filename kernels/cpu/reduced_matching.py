@@ -3,6 +3,11 @@
 Two compiled passes over a batch of ``Q`` problems (``n[q]`` prediction points, ``m[q]`` target
 points; reduced cost ``r(i, j) = cost(i, j) - diag_pred(i) - diag_target(j)``):
 
+Both are serial loops over a range of work items that release the GIL: the driver hands
+ranges to a pool of Python threads, which wait on a lock, never spin (Numba's OpenMP layer
+spins, and on a core shared with another process that made a two-thread run three times
+slower than one thread).
+
 1. *Lists.* For every target point ``j``, the ``min(m, n)`` prediction points of least
    ``r(i, j)`` among those with ``r(i, j) < 0``, sorted by (``r``, prediction index). The
    costs are computed on the fly from the points (:func:`lists_from_points`) or read from a
@@ -87,10 +92,10 @@ def _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, cost):
     cand_cost[q, j, pos] = cost
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_death,
                       target_pixel, n, m, blocks, height, width, spatial, low, high,
-                      cand_pred, cand_key, cand_cost, cand_len):
+                      cand_pred, cand_key, cand_cost, cand_len, first, stop):
     """Candidate lists of every target point, costs computed from the points.
 
     Parameters
@@ -102,6 +107,9 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
     n, m : int64, shape (Q,)
     blocks : int64, shape (W, 3)
         Work items from :func:`list_blocks`.
+    first, stop : int
+        The work items ``first:stop`` are done by this call (disjoint ranges may run in
+        concurrent threads: the function releases the GIL).
     height, width : float
         Image size the pixel offsets are divided by.
     spatial : bool; low, high : float
@@ -116,7 +124,7 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
         List lengths.
     """
     sqrt2 = math.sqrt(2.0)
-    for w in numba.prange(blocks.shape[0]):
+    for w in range(first, stop):
         q, j0, j1 = blocks[w, 0], blocks[w, 1], blocks[w, 2]
         cap = min(m[q], n[q])
         for j in range(j0, j1):
@@ -138,12 +146,12 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
                     _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, cost)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def lists_from_dense(cost, diag_pred, diag_target, n, m, blocks, cand_pred, cand_key,
-                     cand_cost, cand_len):
+                     cand_cost, cand_len, first, stop):
     """Candidate lists of every target point from dense costs (Q, N, M); see
-    :func:`lists_from_points` for the outputs."""
-    for w in numba.prange(blocks.shape[0]):
+    :func:`lists_from_points` for the other arguments and the outputs."""
+    for w in range(first, stop):
         q, j0, j1 = blocks[w, 0], blocks[w, 1], blocks[w, 2]
         cap = min(m[q], n[q])
         for j in range(j0, j1):
@@ -273,10 +281,12 @@ def _solve_one(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target,
     scale_out[q] = scale
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def solve_lists(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, n, m, order,
-                pred_of_target, total_out, violation_out, scale_out):
-    """Solve every problem of the batch restricted to its candidate lists, in parallel.
+                pred_of_target, total_out, violation_out, scale_out, first, stop):
+    """Solve problems ``order[first:stop]`` restricted to their candidate lists.
+
+    Releases the GIL: disjoint ranges may run in concurrent threads.
 
     Parameters
     ----------
@@ -287,13 +297,15 @@ def solve_lists(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target
     n, m : int64, shape (Q,)
     order : int64, shape (Q,)
         Problems in the order they are handed to the threads (largest first balances them).
+    first, stop : int
+        The range of ``order`` solved by this call.
     pred_of_target : int64, shape (Q, M), written
         Prediction point matched with each target point, or -1 (the diagonal).
     total_out, violation_out, scale_out : float64, shape (Q,), written
         Optimal total and the certificate: the problem is certified when
         ``violation <= rtol * scale``.
     """
-    for k in numba.prange(order.shape[0]):
+    for k in range(first, stop):
         q = order[k]
         _solve_one(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q, m[q],
                    n[q], pred_of_target, total_out, violation_out, scale_out)

@@ -1,0 +1,69 @@
+"""Worker threads for the compiled passes of the loss: a pool that waits, never spins.
+
+The compiled matching passes release the GIL and work on a range of items; :func:`run_ranges`
+hands ranges to a pool of Python threads, one range at a time, so a thread on a core that
+another process keeps busy simply takes fewer ranges (dynamic scheduling), and idle threads
+sleep on a lock. The number of threads is Numba's (``NUMBA_NUM_THREADS``, or
+``numba.set_num_threads`` at run time): ``NUMBA_NUM_THREADS=1`` runs everything in the
+calling thread.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Optional
+
+__all__ = ["thread_count", "run_ranges"]
+
+_POOL: Optional[ThreadPoolExecutor] = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
+#: Ranges per thread: more gives better balance on a loaded machine, fewer less overhead.
+RANGES_PER_THREAD = 4
+
+
+def thread_count() -> int:
+    """Threads the compiled passes may use: Numba's current setting."""
+    import numba
+
+    return max(1, int(numba.get_num_threads()))
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    global _POOL, _POOL_SIZE
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_SIZE != size:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(max_workers=size, thread_name_prefix="satloss")
+            _POOL_SIZE = size
+        return _POOL
+
+
+def run_ranges(work: Callable[[int, int], None], count: int,
+               threads: Optional[int] = None) -> None:
+    """Call ``work(first, stop)`` on ranges covering ``0:count``, in parallel threads.
+
+    Parameters
+    ----------
+    work : callable
+        A GIL-releasing function of a half-open range of item indices; ranges are disjoint.
+    count : int
+        Number of items.
+    threads : int, optional
+        Default :func:`thread_count`. With one thread (or one item) ``work(0, count)`` runs in
+        the calling thread.
+    """
+    threads = thread_count() if threads is None else max(1, int(threads))
+    if count <= 0:
+        return
+    if threads == 1 or count == 1:
+        work(0, count)
+        return
+    pieces = min(count, RANGES_PER_THREAD * threads)
+    bounds = [round(k * count / pieces) for k in range(pieces + 1)]
+    pool = _pool(min(threads, pieces))
+    futures = [pool.submit(work, bounds[k], bounds[k + 1]) for k in range(pieces)
+               if bounds[k + 1] > bounds[k]]
+    for future in futures:
+        future.result()
