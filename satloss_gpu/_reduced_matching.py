@@ -306,3 +306,100 @@ def union_of_lists(index, key, big_n: int):
     size = (flat < big_n).sum(1)
     width = max(1, int(size.max()) if batch else 1)
     return flat[:, :width].contiguous(), size
+
+
+def reduced_match_torch(
+    pred_birth, pred_death, pred_pixel, target_birth, target_death, target_pixel, n, m,
+    image_shape: tuple[int, int], spatial: bool = True,
+    spatial_clamp: tuple[float, float] = (0.05, 1.0), solver: str = "cuda",
+    chunk: Optional[int] = None,
+) -> ReducedResult:
+    """Exact SATLoss matchings of a padded batch of torch tensors, lists built on the device.
+
+    Parameters
+    ----------
+    pred_birth, pred_death : torch.Tensor, float, shape (Q, N)
+    pred_pixel : torch.Tensor, int64, shape (Q, N, 2)
+    target_birth, target_death : torch.Tensor, float, shape (Q, M)
+    target_pixel : torch.Tensor, int64, shape (Q, M, 2)
+    n, m : torch.Tensor, int64, shape (Q,), on the device of the points
+    image_shape, spatial, spatial_clamp
+        As for :func:`reduced_match_points`.
+    solver : {"cuda", "emd"}
+        Solver of the small dense problems on the union of the lists: the CUDA kernel (on
+        CUDA tensors in place; NumPy copies in the simulator) or POT.
+    chunk : int, optional
+        Prediction points per chunk of the top-k pass.
+
+    Returns
+    -------
+    ReducedResult
+        float64 totals (Q,) and int64 ``pred_of_target`` (Q, M), on the device of the points.
+
+    Notes
+    -----
+    Reads two integers back from the device (the widest union, and the certificate flag of
+    the CUDA kernel); the cost entries computed are ``chunk x M`` at a time, then
+    ``U x M`` for the union of ``U <= M^2`` points.
+    """
+    import torch
+
+    from .costs import pair_costs
+
+    batch, big_n = pred_birth.shape
+    big_m = target_birth.shape[1]
+    device = pred_birth.device
+    f64 = torch.float64
+    pb, pd, tb, td = (x.detach().to(f64) for x in (pred_birth, pred_death, target_birth,
+                                                   target_death))
+    rows_valid = torch.arange(big_n, device=device)[None, :] < n[:, None]
+    cols_valid = torch.arange(big_m, device=device)[None, :] < m[:, None]
+    zero = torch.zeros((), dtype=f64, device=device)
+    diag_pred = torch.where(rows_valid, (pd - pb).abs() / math.sqrt(2.0), zero)
+    diag_target = torch.where(cols_valid, (td - tb).abs() / math.sqrt(2.0), zero)
+    base = diag_pred.sum(1)
+    pred_of_target = torch.full((batch, big_m), -1, dtype=torch.int64, device=device)
+    if batch == 0 or big_m == 0 or big_n == 0:
+        return ReducedResult(total=base + diag_target.sum(1), pred_of_target=pred_of_target)
+
+    def costs(index, birth, death, pixel):
+        return pair_costs(birth[:, :, None], death[:, :, None], pixel[:, :, None, :],
+                          tb[:, None, :], td[:, None, :], target_pixel[:, None, :, :],
+                          image_shape, spatial, spatial_clamp)
+
+    def key_chunk(start, stop):
+        part = slice(start, stop)
+        return (costs(None, pb[:, part], pd[:, part], pred_pixel[:, part])
+                - diag_pred[:, part, None])
+
+    index, key = lists_torch(key_chunk, diag_target, n, m, big_n, min(big_n, big_m), chunk)
+    points, size = union_of_lists(index, key, big_n)
+    safe = points.clamp(max=big_n - 1)
+    in_union = points < big_n
+    cost_u = costs(None, pb.gather(1, safe), pd.gather(1, safe),
+                   torch.gather(pred_pixel, 1, safe[:, :, None].expand(-1, -1, 2)))
+    diag_u = torch.where(in_union, diag_pred.gather(1, safe), zero)
+    total, assignment = _solve_union(cost_u.contiguous(), diag_u, diag_target, size, m, solver)
+    total = total.to(device=device, dtype=f64) + base - diag_u.sum(1)
+    assignment = torch.as_tensor(assignment, device=device)
+    matched = assignment >= 0
+    spill = torch.where(matched, assignment, torch.full_like(assignment, big_m))
+    out = torch.full((batch, big_m + 1), -1, dtype=torch.int64, device=device)
+    out.scatter_(1, spill, torch.where(matched, points, torch.full_like(points, -1)))
+    return ReducedResult(total=total, pred_of_target=out[:, :big_m])
+
+
+def _solve_union(cost, diag_pred, diag_target, size, m, solver: str):
+    """Solve the dense union problems with the CUDA kernel or POT; (total, assignment)."""
+    import torch
+
+    from .matching import _match_cuda_host, _match_cuda_torch, _match_emd
+
+    n_host = size.cpu().numpy().astype(np.int64)
+    m_host = m.cpu().numpy().astype(np.int64)
+    if solver == "cuda" and cost.is_cuda:
+        return _match_cuda_torch(cost, diag_pred, diag_target, n_host, m_host)
+    arrays = [x.cpu().numpy() for x in (cost, diag_pred, diag_target)]
+    run = _match_cuda_host if solver == "cuda" else _match_emd
+    total, assignment = run(*arrays, n_host, m_host)
+    return torch.as_tensor(total), torch.as_tensor(assignment)
