@@ -45,6 +45,10 @@ __all__ = ["ReducedResult", "reduced_match_points", "reduced_match_dense", "list
 
 #: Problems whose certificate violation exceeds ``CERTIFICATE_RTOL * scale`` are re-solved.
 CERTIFICATE_RTOL = 1e-11
+#: First prefix length of the candidate lists in the solve (lengthened until it suffices).
+PREFIX_START = 8
+#: Problems with at least this many target points are solved by POT on their union of lists.
+POT_FROM = 128
 #: Bytes of one chunk of reduced costs in the GPU list pass.
 CHUNK_BYTES = 1 << 27
 
@@ -108,7 +112,13 @@ def _blocks(n: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 def _solve(lists, diag_pred: np.ndarray, diag_target: np.ndarray, n: np.ndarray,
            m: np.ndarray) -> ReducedResult:
-    """Solve the list-restricted problems; re-solve uncertified ones with POT."""
+    """Solve the list-restricted problems; re-solve uncertified ones with POT.
+
+    Problems with at least ``POT_FROM`` target points go to POT on their union of lists: their
+    lists are then nearly identical (every target point's list starts with the same strong
+    prediction points), the restricted problem is nearly dense and the network simplex beats
+    the augmenting-path searches (measured in ``bench/matching.py``).
+    """
     from satloss_gpu.kernels.cpu.reduced_matching import solve_lists
 
     batch, big_m = diag_target.shape
@@ -116,36 +126,41 @@ def _solve(lists, diag_pred: np.ndarray, diag_target: np.ndarray, n: np.ndarray,
     total = np.zeros(batch)
     violation = np.zeros(batch)
     scale = np.zeros(batch)
+    large = m >= POT_FROM
     order = np.argsort(-(m.astype(np.int64) ** 2), kind="stable").astype(np.int64)
+    order = np.ascontiguousarray(order[~large[order]])
     run_ranges(lambda first, stop: solve_lists(*lists, diag_pred, diag_target, n, m, order,
-                                               pred_of_target, total, violation, scale,
-                                               first, stop), batch)
-    bad = np.nonzero(~(violation <= CERTIFICATE_RTOL * scale))[0]  # NaN fails too
+                                               PREFIX_START, pred_of_target, total, violation,
+                                               scale, first, stop), len(order))
+    _emd_on_lists(np.nonzero(large)[0], lists, diag_pred, diag_target, n, m, total,
+                  pred_of_target)
+    bad = np.nonzero(~(violation <= CERTIFICATE_RTOL * scale) & ~large)[0]  # NaN fails too
     if bad.size:
-        _redo_with_emd(bad, lists, diag_pred, diag_target, n, m, total, pred_of_target)
+        import warnings
+
+        warnings.warn(
+            f"{bad.size} matching problem(s) failed the optimality certificate (rounding); "
+            "re-solved with ot.emd", RuntimeWarning, stacklevel=3)
+        _emd_on_lists(bad, lists, diag_pred, diag_target, n, m, total, pred_of_target)
     return ReducedResult(total=total, pred_of_target=pred_of_target)
 
 
-def _redo_with_emd(bad, lists, diag_pred, diag_target, n, m, total, pred_of_target) -> None:
-    """Solve problems ``bad`` again with ``ot.emd`` on their union of lists (in place)."""
-    import warnings
-
+def _emd_on_lists(problems, lists, diag_pred, diag_target, n, m, total, pred_of_target) -> None:
+    """Solve ``problems`` with ``ot.emd`` on their union of lists (in place)."""
     from .matching import _emd_one
 
-    warnings.warn(
-        f"{bad.size} matching problem(s) failed the optimality certificate (rounding); "
-        "re-solved with ot.emd", RuntimeWarning, stacklevel=4)
     cand_pred, _, cand_cost, cand_len = lists
-    for q in bad:
+    for q in problems:
         rows, n_pred = int(m[q]), int(n[q])
         dp = diag_pred[q, :n_pred].astype(np.float64)
         dt = diag_target[q, :rows].astype(np.float64)
-        entries = [(j, e) for j in range(rows) for e in range(cand_len[q, j])]
-        cols = np.unique([cand_pred[q, j, e] for j, e in entries]).astype(np.int64)
+        in_list = np.arange(cand_pred.shape[2])[None, :] < cand_len[q, :rows, None]
+        row_of = np.nonzero(in_list)[0]
+        members = cand_pred[q, :rows][in_list]
+        cols = np.unique(members)
         # Pairs outside the lists get reduced cost 0: never better than the diagonal.
         cost = dp[cols][:, None] + dt[None, :]
-        for j, e in entries:
-            cost[np.searchsorted(cols, cand_pred[q, j, e]), j] = cand_cost[q, j, e]
+        cost[np.searchsorted(cols, members), row_of] = cand_cost[q, :rows][in_list]
         value, assignment = _emd_one(cost, dp[cols], dt)
         outside = np.ones(n_pred, dtype=bool)
         outside[cols] = False

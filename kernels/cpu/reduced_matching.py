@@ -124,6 +124,7 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
         List lengths.
     """
     sqrt2 = math.sqrt(2.0)
+    low2, high2 = low * low, high * high
     for w in range(first, stop):
         q, j0, j1 = blocks[w, 0], blocks[w, 1], blocks[w, 2]
         cap = min(m[q], n[q])
@@ -138,11 +139,25 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
             for j in range(j0, j1):
                 tb = np.float64(target_birth[q, j])
                 td = np.float64(target_death[q, j])
-                cost = point_cost(pb, pd, pr, pc, tb, td, np.float64(target_pixel[q, j, 0]),
-                                  np.float64(target_pixel[q, j, 1]), height, width, spatial,
-                                  low, high)
+                length = cand_len[q, j]
+                limit = cand_key[q, j, length - 1] if length == cap else abs(td - tb) / sqrt2
+                # Cheap rejection without square roots: key < limit needs cost < reach.
+                reach = limit + diag_pred
+                if reach <= 0.0:
+                    continue
+                squared = (pb - tb) ** 2 + (pd - td) ** 2
+                tr = np.float64(target_pixel[q, j, 0])
+                tc = np.float64(target_pixel[q, j, 1])
+                if spatial:
+                    row = (pr - tr) / height
+                    col = (pc - tc) / width
+                    squared *= min(max(row * row + col * col, low2), high2)
+                if squared > reach * reach * (1.0 + 1e-9):
+                    continue
+                cost = point_cost(pb, pd, pr, pc, tb, td, tr, tc, height, width, spatial, low,
+                                  high)
                 key = cost - diag_pred
-                if key < abs(td - tb) / sqrt2:
+                if key < limit:
                     _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, cost)
 
 
@@ -166,21 +181,6 @@ def lists_from_dense(cost, diag_pred, diag_target, n, m, blocks, cand_pred, cand
 
 
 # ----------------------------------------------------------------------------- solve pass
-
-
-@numba.njit(cache=True)
-def _compact_columns(cand_pred, cand_len, q, rows):
-    """Sorted distinct prediction indices of the lists of problem ``q`` (the union)."""
-    total = 0
-    for j in range(rows):
-        total += cand_len[q, j]
-    flat = np.empty(total, dtype=np.int64)
-    k = 0
-    for j in range(rows):
-        for e in range(cand_len[q, j]):
-            flat[k] = cand_pred[q, j, e]
-            k += 1
-    return np.unique(flat)
 
 
 @numba.njit(cache=True)
@@ -217,28 +217,34 @@ def _certify_lists(diag_target, q, rows, n_cols, cols_pred, diag_pred_cols, cand
 
 
 @numba.njit(cache=True)
-def _solve_one(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q, rows,
-               n_pred, pred_of_target, total_out, violation_out, scale_out):
-    """Solve problem ``q`` on its list edges; write its outputs (see :func:`solve_lists`)."""
-    base = 0.0
-    for i in range(n_pred):
-        base += np.float64(diag_pred[q, i])
+def _solve_prefix(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q, rows,
+                  base, k_max, pred_of_target, total_out, violation_out, scale_out):
+    """Solve problem ``q`` on the first ``k_max`` entries of every list; write its outputs.
+
+    Returns whether the prefixes sufficed: every row's dual ``u`` is at most the key of its
+    first left-out entry. Then every left-out list edge has a non-negative slack (the column
+    duals are never positive), so the duals certify the solution on the full lists too.
+    """
+    width = min(k_max, max(1, cand_pred.shape[2]))
+    total = 0
     for j in range(rows):
-        pred_of_target[q, j] = -1
-    if rows == 0:
-        total_out[q] = base
-        violation_out[q] = 0.0
-        scale_out[q] = 0.0
-        return
-    cols = _compact_columns(cand_pred, cand_len, q, rows)
+        total += min(cand_len[q, j], width)
+    flat = np.empty(total, dtype=np.int64)
+    k = 0
+    for j in range(rows):
+        for e in range(min(cand_len[q, j], width)):
+            flat[k] = cand_pred[q, j, e]
+            k += 1
+    cols = np.unique(flat)
     n_cols = cols.shape[0]
-    width = max(1, cand_pred.shape[2])
     cand = np.empty((1, rows, width), dtype=np.int64)
     key = np.empty((1, rows, width), dtype=np.float64)
     length = np.empty((1, rows), dtype=np.int64)
+    bound = np.empty(rows, dtype=np.float64)
     for j in range(rows):
-        length[0, j] = cand_len[q, j]
-        for e in range(cand_len[q, j]):
+        length[0, j] = min(cand_len[q, j], width)
+        bound[j] = cand_key[q, j, width] if cand_len[q, j] > width else math.inf
+        for e in range(length[0, j]):
             cand[0, j, e] = np.searchsorted(cols, cand_pred[q, j, e])
             key[0, j, e] = cand_key[q, j, e]
     nc = n_cols + rows
@@ -260,30 +266,60 @@ def _solve_one(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target,
         if col4row[cur] == -1:
             _augment_row(diag_target, q, cur, n_cols, cand, key, length, u, v, row4col,
                          col4row, spc, path, done, scanned, visited, touched, hv, hk)
+    for j in range(rows):
+        if u[j] > bound[j]:
+            return False
     diag_cols = np.empty(n_cols, dtype=np.float64)
     for c in range(n_cols):
         diag_cols[c] = np.float64(diag_pred[q, cols[c]])
     violation, scale = _certify_lists(diag_target, q, rows, n_cols, cols, diag_cols, cand, key,
                                       length, u, v, row4col, col4row)
-    total = base
+    value = base
     for j in range(rows):
         c = col4row[j]
+        pred_of_target[q, j] = -1
         if c < n_cols:
             for e in range(length[0, j]):
                 if cand[0, j, e] == c:
-                    total += cand_cost[q, j, e] - diag_cols[c]
+                    value += cand_cost[q, j, e] - diag_cols[c]
                     break
             pred_of_target[q, j] = cols[c]
         else:
-            total += np.float64(diag_target[q, j])
-    total_out[q] = total
+            value += np.float64(diag_target[q, j])
+    total_out[q] = value
     violation_out[q] = violation
     scale_out[q] = scale
+    return True
+
+
+@numba.njit(cache=True)
+def _solve_one(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q, rows,
+               n_pred, k_start, pred_of_target, total_out, violation_out, scale_out):
+    """Solve problem ``q`` on its lists: prefixes of ``k_start`` entries, four times longer
+    until they suffice (the full lists always do); write its outputs."""
+    base = 0.0
+    for i in range(n_pred):
+        base += np.float64(diag_pred[q, i])
+    for j in range(rows):
+        pred_of_target[q, j] = -1
+    total_out[q] = base
+    violation_out[q] = 0.0
+    scale_out[q] = 0.0
+    if rows == 0:
+        return
+    longest = 0
+    for j in range(rows):
+        longest = max(longest, cand_len[q, j])
+    k_max = max(1, min(k_start, longest))
+    while not _solve_prefix(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target,
+                            q, rows, base, k_max, pred_of_target, total_out, violation_out,
+                            scale_out):
+        k_max = min(4 * k_max, longest)
 
 
 @numba.njit(cache=True, nogil=True)
 def solve_lists(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, n, m, order,
-                pred_of_target, total_out, violation_out, scale_out, first, stop):
+                k_start, pred_of_target, total_out, violation_out, scale_out, first, stop):
     """Solve problems ``order[first:stop]`` restricted to their candidate lists.
 
     Releases the GIL: disjoint ranges may run in concurrent threads.
@@ -297,6 +333,8 @@ def solve_lists(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target
     n, m : int64, shape (Q,)
     order : int64, shape (Q,)
         Problems in the order they are handed to the threads (largest first balances them).
+    k_start : int
+        First prefix length of the lists (lengthened four times until it suffices).
     first, stop : int
         The range of ``order`` solved by this call.
     pred_of_target : int64, shape (Q, M), written
@@ -308,4 +346,4 @@ def solve_lists(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target
     for k in range(first, stop):
         q = order[k]
         _solve_one(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q, m[q],
-                   n[q], pred_of_target, total_out, violation_out, scale_out)
+                   n[q], k_start, pred_of_target, total_out, violation_out, scale_out)
