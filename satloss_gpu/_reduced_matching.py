@@ -158,8 +158,9 @@ def _emd_on_lists(problems, lists, diag_pred, diag_target, n, m, total, pred_of_
         row_of = np.nonzero(in_list)[0]
         members = cand_pred[q, :rows][in_list]
         cols = np.unique(members)
-        # Pairs outside the lists get reduced cost 0: never better than the diagonal.
-        cost = dp[cols][:, None] + dt[None, :]
+        # Pairs outside the lists get a positive reduced cost: never in an optimal matching.
+        outer = dp[cols][:, None] + dt[None, :]
+        cost = outer + 1.0 + np.abs(outer)
         cost[np.searchsorted(cols, members), row_of] = cand_cost[q, :rows][in_list]
         value, assignment = _emd_one(cost, dp[cols], dt)
         outside = np.ones(n_pred, dtype=bool)
