@@ -49,6 +49,8 @@ CERTIFICATE_RTOL = 1e-11
 PREFIX_START = 8
 #: Problems with at least this many target points are solved by POT on their union of lists.
 POT_FROM = 128
+#: Largest dense union problem (entries) handed to POT.
+POT_MAX_ENTRIES = 1 << 22
 #: Bytes of one chunk of reduced costs in the GPU list pass.
 CHUNK_BYTES = 1 << 27
 
@@ -114,10 +116,12 @@ def _solve(lists, diag_pred: np.ndarray, diag_target: np.ndarray, n: np.ndarray,
            m: np.ndarray) -> ReducedResult:
     """Solve the list-restricted problems; re-solve uncertified ones with POT.
 
-    Problems with at least ``POT_FROM`` target points go to POT on their union of lists: their
-    lists are then nearly identical (every target point's list starts with the same strong
-    prediction points), the restricted problem is nearly dense and the network simplex beats
-    the augmenting-path searches (measured in ``bench/matching.py``).
+    Problems with at least ``POT_FROM`` target points go to POT on their union of lists when
+    that dense problem has at most ``POT_MAX_ENTRIES`` entries: their lists are then nearly
+    identical (every target point's list starts with the same strong prediction points), the
+    restricted problem is nearly dense and the network simplex beats the augmenting-path
+    searches (measured in ``bench/matching.py``); larger ones stay with the augmenting paths,
+    whose memory stays ``O(m^2)`` (POT's grows with the union times ``m``).
     """
     from satloss_gpu.kernels.cpu.reduced_matching import solve_lists
 
@@ -126,7 +130,7 @@ def _solve(lists, diag_pred: np.ndarray, diag_target: np.ndarray, n: np.ndarray,
     total = np.zeros(batch)
     violation = np.zeros(batch)
     scale = np.zeros(batch)
-    large = m >= POT_FROM
+    large = (m >= POT_FROM) & (_union_sizes(lists[0], lists[3], m) * m <= POT_MAX_ENTRIES)
     order = np.argsort(-(m.astype(np.int64) ** 2), kind="stable").astype(np.int64)
     order = np.ascontiguousarray(order[~large[order]])
     run_ranges(lambda first, stop: solve_lists(*lists, diag_pred, diag_target, n, m, order,
@@ -143,6 +147,15 @@ def _solve(lists, diag_pred: np.ndarray, diag_target: np.ndarray, n: np.ndarray,
             "re-solved with ot.emd", RuntimeWarning, stacklevel=3)
         _emd_on_lists(bad, lists, diag_pred, diag_target, n, m, total, pred_of_target)
     return ReducedResult(total=total, pred_of_target=pred_of_target)
+
+
+def _union_sizes(cand_pred: np.ndarray, cand_len: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """(Q,) number of distinct prediction points in each problem's lists (0 for small m)."""
+    sizes = np.zeros(m.shape[0], dtype=np.int64)
+    for q in np.nonzero(m >= POT_FROM)[0]:
+        in_list = np.arange(cand_pred.shape[2])[None, :] < cand_len[q, : m[q], None]
+        sizes[q] = np.unique(cand_pred[q, : m[q]][in_list]).size
+    return sizes
 
 
 def _emd_on_lists(problems, lists, diag_pred, diag_target, n, m, total, pred_of_target) -> None:
@@ -208,14 +221,48 @@ def reduced_match_points(
     lists = _empty_lists(n, m, target_birth.shape[1])
     height, width = (float(s) for s in image_shape)
     low, high = (float(s) for s in spatial_clamp)
-    blocks = _blocks(n, m)
-    run_ranges(lambda first, stop: lists_from_points(
-        pred_birth, pred_death, pred_pixel, target_birth, target_death, target_pixel, n, m,
-        blocks, height, width, bool(spatial), low, high, *lists, first, stop), len(blocks))
     sqrt2 = math.sqrt(2.0)
     diag_pred = np.abs(pred_death.astype(np.float64) - pred_birth) / sqrt2
     diag_target = np.abs(target_death.astype(np.float64) - target_birth) / sqrt2
+    visit, lower = _visit_order(pred_birth, pred_death, diag_pred, target_birth, target_death,
+                                n, m, low if spatial else 1.0)
+    blocks = _blocks(n, m)
+    run_ranges(lambda first, stop: lists_from_points(
+        pred_birth, pred_death, pred_pixel, target_birth, target_death, target_pixel, n, m,
+        blocks, height, width, bool(spatial), low, high, visit, lower, *lists, first, stop),
+        len(blocks))
     return _solve(lists, diag_pred, diag_target, n, m)
+
+
+def _visit_order(pred_birth, pred_death, diag_pred, target_birth, target_death, n, m,
+                 low: float) -> tuple[np.ndarray, np.ndarray]:
+    """Visit order of the prediction points of the list pass and its lower bounds.
+
+    ``cost(i, j) >= low * ||(b_i, d_i) - (b_j, d_j)||`` and the distance to target point ``j``
+    is at least the distance to the bounding box of the problem's target points, so
+    ``low * distance(i, box) - diag_pred(i)`` bounds every key of point ``i``. For a binary
+    target (every target point at (0, 1)) the box is a point and the bound is tight up to the
+    spatial factor: the strong prediction points come first and the weak ones are never read.
+    """
+    batch, big_n = pred_birth.shape
+    big_m = target_birth.shape[1]
+    cols = np.arange(big_m)[None, :] < m[:, None]
+    if big_m:
+        box = [np.where(cols, values, fill).min(1) if fill > 0 else
+               np.where(cols, values, fill).max(1)
+               for values in (target_birth, target_death) for fill in (np.inf, -np.inf)]
+    else:
+        box = [np.zeros(batch)] * 4
+    birth_low, birth_high, death_low, death_high = (np.asarray(b, dtype=np.float64)[:, None]
+                                                    for b in box)
+    gap_birth = np.maximum(0.0, np.maximum(birth_low - pred_birth, pred_birth - birth_high))
+    gap_death = np.maximum(0.0, np.maximum(death_low - pred_death, pred_death - death_high))
+    lower = low * np.hypot(gap_birth, gap_death) * (1.0 - 1e-12) - diag_pred * (1.0 + 1e-12)
+    rows = np.arange(big_n)[None, :] < n[:, None]
+    lower = np.where(rows, lower, np.inf)
+    visit = np.argsort(lower, axis=1, kind="stable")
+    return (np.ascontiguousarray(visit, dtype=np.int64),
+            np.ascontiguousarray(np.take_along_axis(lower, visit, axis=1)))
 
 
 def reduced_match_dense(cost: np.ndarray, diag_pred: np.ndarray, diag_target: np.ndarray,

@@ -72,7 +72,7 @@ def point_cost(pb, pd, pr, pc, tb, td, tr, tc, height, width, spatial, low, high
 def _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, cost):
     """Insert prediction point ``i`` into the sorted list of target ``j`` of problem ``q``.
 
-    Points arrive in increasing index order, so a strict ``<`` keeps ties in index order.
+    Equal keys keep their order of arrival (any order of ties is exact).
     """
     length = cand_len[q, j]
     if length == cap:
@@ -95,7 +95,7 @@ def _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, cost):
 @numba.njit(cache=True, nogil=True)
 def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_death,
                       target_pixel, n, m, blocks, height, width, spatial, low, high,
-                      cand_pred, cand_key, cand_cost, cand_len, first, stop):
+                      visit, lower, cand_pred, cand_key, cand_cost, cand_len, first, stop):
     """Candidate lists of every target point, costs computed from the points.
 
     Parameters
@@ -114,6 +114,12 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
         Image size the pixel offsets are divided by.
     spatial : bool; low, high : float
         Spatial factor on/off and its clamp.
+    visit : int64, shape (Q, N)
+        Order in which the prediction points of each problem are visited: by ``lower``.
+    lower : float64, shape (Q, N)
+        ``lower[q, k]`` is a lower bound of ``cost - diag_pred`` of the point ``visit[q, k]``
+        with every target point of problem ``q``, non-decreasing in ``k``: a block stops
+        once it reaches every list's current limit (all later points would be rejected).
     cand_pred : int64, shape (Q, M, K), written
         Prediction indices of each list (``K >= min(m[q], n[q])``).
     cand_key : float64, shape (Q, M, K), written
@@ -130,7 +136,18 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
         cap = min(m[q], n[q])
         for j in range(j0, j1):
             cand_len[q, j] = 0
-        for i in range(n[q]):
+        for k in range(n[q]):
+            block_limit = -math.inf
+            for j in range(j0, j1):
+                length = cand_len[q, j]
+                if length == cap:
+                    block_limit = max(block_limit, cand_key[q, j, length - 1])
+                else:
+                    block_limit = max(block_limit, abs(np.float64(target_death[q, j])
+                                                       - np.float64(target_birth[q, j])) / sqrt2)
+            if lower[q, k] >= block_limit:
+                break
+            i = visit[q, k]
             pb = np.float64(pred_birth[q, i])
             pd = np.float64(pred_death[q, i])
             pr = np.float64(pred_pixel[q, i, 0])
