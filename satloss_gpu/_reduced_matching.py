@@ -47,10 +47,6 @@ __all__ = ["ReducedResult", "reduced_match_points", "reduced_match_dense", "list
 CERTIFICATE_RTOL = 1e-11
 #: First prefix length of the candidate lists in the solve (lengthened until it suffices).
 PREFIX_START = 8
-#: Problems with at least this many target points are solved by POT on their union of lists.
-POT_FROM = 128
-#: Largest dense union problem (entries) handed to POT.
-POT_MAX_ENTRIES = 1 << 22
 #: Bytes of one chunk of reduced costs in the GPU list pass.
 CHUNK_BYTES = 1 << 27
 
@@ -114,15 +110,7 @@ def _blocks(n: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 def _solve(lists, diag_pred: np.ndarray, diag_target: np.ndarray, n: np.ndarray,
            m: np.ndarray) -> ReducedResult:
-    """Solve the list-restricted problems; re-solve uncertified ones with POT.
-
-    Problems with at least ``POT_FROM`` target points go to POT on their union of lists when
-    that dense problem has at most ``POT_MAX_ENTRIES`` entries: their lists are then nearly
-    identical (every target point's list starts with the same strong prediction points), the
-    restricted problem is nearly dense and the network simplex beats the augmenting-path
-    searches (measured in ``bench/matching.py``); larger ones stay with the augmenting paths,
-    whose memory stays ``O(m^2)`` (POT's grows with the union times ``m``).
-    """
+    """Solve the list-restricted problems; re-solve uncertified ones with POT."""
     from satloss_gpu.kernels.cpu.reduced_matching import solve_lists
 
     batch, big_m = diag_target.shape
@@ -130,15 +118,11 @@ def _solve(lists, diag_pred: np.ndarray, diag_target: np.ndarray, n: np.ndarray,
     total = np.zeros(batch)
     violation = np.zeros(batch)
     scale = np.zeros(batch)
-    large = (m >= POT_FROM) & (_union_sizes(lists[0], lists[3], m) * m <= POT_MAX_ENTRIES)
     order = np.argsort(-(m.astype(np.int64) ** 2), kind="stable").astype(np.int64)
-    order = np.ascontiguousarray(order[~large[order]])
     run_ranges(lambda first, stop: solve_lists(*lists, diag_pred, diag_target, n, m, order,
                                                PREFIX_START, pred_of_target, total, violation,
-                                               scale, first, stop), len(order))
-    _emd_on_lists(np.nonzero(large)[0], lists, diag_pred, diag_target, n, m, total,
-                  pred_of_target)
-    bad = np.nonzero(~(violation <= CERTIFICATE_RTOL * scale) & ~large)[0]  # NaN fails too
+                                               scale, first, stop), batch)
+    bad = np.nonzero(~(violation <= CERTIFICATE_RTOL * scale))[0]  # NaN fails too
     if bad.size:
         import warnings
 
@@ -147,15 +131,6 @@ def _solve(lists, diag_pred: np.ndarray, diag_target: np.ndarray, n: np.ndarray,
             "re-solved with ot.emd", RuntimeWarning, stacklevel=3)
         _emd_on_lists(bad, lists, diag_pred, diag_target, n, m, total, pred_of_target)
     return ReducedResult(total=total, pred_of_target=pred_of_target)
-
-
-def _union_sizes(cand_pred: np.ndarray, cand_len: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """(Q,) number of distinct prediction points in each problem's lists (0 for small m)."""
-    sizes = np.zeros(m.shape[0], dtype=np.int64)
-    for q in np.nonzero(m >= POT_FROM)[0]:
-        in_list = np.arange(cand_pred.shape[2])[None, :] < cand_len[q, : m[q], None]
-        sizes[q] = np.unique(cand_pred[q, : m[q]][in_list]).size
-    return sizes
 
 
 def _emd_on_lists(problems, lists, diag_pred, diag_target, n, m, total, pred_of_target) -> None:

@@ -37,7 +37,8 @@ import math
 import numba
 import numpy as np
 
-from satloss_gpu._matching_cpu import _augment_row, _greedy, slack
+from satloss_gpu._matching_cpu import (_greedy, _heap_pop, _heap_push,
+                                       _update_duals_and_augment, relaxed_distance, slack)
 
 __all__ = ["lists_from_points", "lists_from_dense", "solve_lists", "list_blocks",
            "TARGET_BLOCK"]
@@ -234,6 +235,77 @@ def _certify_lists(diag_target, q, rows, n_cols, cols_pred, diag_pred_cols, cand
 
 
 @numba.njit(cache=True)
+def _augment_row_pruned(row_diag, b, cur, n_cols, cand, key, length, u, v, row4col, col4row,
+                        spc, path, done, scanned, visited, touched, heap_value, heap_key):
+    """One Dijkstra search from the unassigned row ``cur`` over sorted lists, pruned.
+
+    The search of the CPU matching solver, with one addition: ``bound`` is the least distance
+    to a free column found so far, an upper bound of the shortest augmenting path. Lists are
+    sorted by cost and column duals are never positive, so once ``min_value + cost - u[i]``
+    reaches ``bound`` no later entry of row ``i`` (nor its private column, dearer than every
+    entry) can shorten the path: the scan of the row stops there. On nearly identical lists
+    (every target point wanting the same strong prediction points) this cuts the searches from
+    whole lists to short prefixes. Returns the number of columns popped.
+    """
+    n_all = spc.shape[0]
+    min_value = 0.0
+    i = cur
+    n_scanned = 0
+    n_visited = 0
+    n_touched = 0
+    size = 0
+    sink = -1
+    bound = math.inf
+    while sink == -1:
+        scanned[n_scanned] = i
+        n_scanned += 1
+        u_i = u[i]
+        row_length = length[0, i]
+        for e in range(row_length + 1):
+            if e < row_length:
+                col = cand[0, i, e]
+                cost = key[0, i, e]
+            else:
+                col = n_cols + i
+                cost = np.float64(row_diag[b, i])
+            if (min_value + cost) - u_i >= bound:
+                break
+            if done[col]:
+                continue
+            dist = relaxed_distance(min_value, cost, u_i, v[col])
+            if dist < spc[col]:
+                if spc[col] == math.inf:
+                    touched[n_touched] = col
+                    n_touched += 1
+                spc[col] = dist
+                path[col] = i
+                taken = 1 if row4col[col] != -1 else 0
+                if taken == 0 and dist < bound:
+                    bound = dist
+                size = _heap_push(heap_value, heap_key, size, dist, taken * n_all + col)
+        while True:
+            best_value = heap_value[0]
+            best_col = heap_key[0] % n_all
+            size = _heap_pop(heap_value, heap_key, size)
+            if not done[best_col] and best_value == spc[best_col]:
+                break
+        min_value = best_value
+        done[best_col] = True
+        visited[n_visited] = best_col
+        n_visited += 1
+        if row4col[best_col] == -1:
+            sink = best_col
+        else:
+            i = row4col[best_col]
+    _update_duals_and_augment(cur, sink, min_value, scanned, n_scanned, visited, n_visited, spc,
+                              path, u, v, row4col, col4row)
+    for k in range(n_touched):
+        spc[touched[k]] = math.inf
+        done[touched[k]] = False
+    return n_visited
+
+
+@numba.njit(cache=True)
 def _solve_prefix(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q, rows,
                   base, k_max, pred_of_target, total_out, violation_out, scale_out):
     """Solve problem ``q`` on the first ``k_max`` entries of every list; write its outputs.
@@ -281,8 +353,8 @@ def _solve_prefix(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_targ
     _greedy(diag_target, q, rows, n_cols, cand, key, length, u, row4col, col4row)
     for cur in range(rows):
         if col4row[cur] == -1:
-            _augment_row(diag_target, q, cur, n_cols, cand, key, length, u, v, row4col,
-                         col4row, spc, path, done, scanned, visited, touched, hv, hk)
+            _augment_row_pruned(diag_target, q, cur, n_cols, cand, key, length, u, v, row4col,
+                                col4row, spc, path, done, scanned, visited, touched, hv, hk)
     for j in range(rows):
         if u[j] > bound[j]:
             return False
