@@ -137,15 +137,20 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
         cap = min(m[q], n[q])
         for j in range(j0, j1):
             cand_len[q, j] = 0
+        block_limit = math.inf
+        changed = True
         for k in range(n[q]):
-            block_limit = -math.inf
-            for j in range(j0, j1):
-                length = cand_len[q, j]
-                if length == cap:
-                    block_limit = max(block_limit, cand_key[q, j, length - 1])
-                else:
-                    block_limit = max(block_limit, abs(np.float64(target_death[q, j])
-                                                       - np.float64(target_birth[q, j])) / sqrt2)
+            if changed:  # the limits only move when a list changes
+                block_limit = -math.inf
+                for j in range(j0, j1):
+                    length = cand_len[q, j]
+                    if length == cap:
+                        block_limit = max(block_limit, cand_key[q, j, length - 1])
+                    else:
+                        block_limit = max(block_limit, abs(np.float64(target_death[q, j])
+                                                           - np.float64(target_birth[q, j]))
+                                          / sqrt2)
+                changed = False
             if lower[q, k] >= block_limit:
                 break
             i = visit[q, k]
@@ -177,6 +182,7 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
                 key = cost - diag_pred
                 if key < limit:
                     _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, cost)
+                    changed = True
 
 
 @numba.njit(cache=True, nogil=True)
