@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from satloss_gpu import SATLoss
-from satloss_gpu.functional import _build, _loss_from_assignment, _solve
-from satloss_gpu.synthetic import generate
+from satloss_gpu.losses.functional import _build, _loss_from_assignment, _solve
+from satloss_gpu.training.synthetic import generate
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -190,7 +190,7 @@ def time_reference(pred: torch.Tensor, target: torch.Tensor, repeats: int):
 
 
 def time_unet(name: str, pred: torch.Tensor, target: torch.Tensor, repeats: int, device: str):
-    from satloss_gpu.models import build_model, pad_to_multiple
+    from satloss_gpu.training.models import build_model, pad_to_multiple
 
     model = build_model(name, in_channels=3).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
