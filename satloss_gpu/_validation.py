@@ -10,7 +10,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from ._arraylib import array_library, to_numpy
+from ._arraylib import array_library, get_namespace, to_numpy
 
 __all__ = [
     "check_choice", "check_rank", "check_images", "check_dims", "check_finite", "check_finite_valid",
@@ -63,19 +63,7 @@ def check_rank(array: Any, name: str, ranks: Sequence[int], shapes: str) -> None
 
 def _dtype_kind(array: Any) -> tuple[str, str]:
     """(kind letter, dtype name) of an array of any supported library."""
-    if array_library(array) == "torch":
-        import torch
-
-        dtype = array.dtype
-        if dtype.is_complex:
-            return "c", str(dtype)
-        if dtype.is_floating_point:
-            return "f", str(dtype)
-        if dtype == torch.bool:
-            return "b", str(dtype)
-        return "i", str(dtype)
-    dtype = np.dtype(array.dtype)
-    return dtype.kind, dtype.name
+    return get_namespace(array).dtype_kind(array)
 
 
 def check_images(images: Any, name: str = "images") -> tuple[Any, bool]:
@@ -112,47 +100,16 @@ def check_images(images: Any, name: str = "images") -> tuple[Any, bool]:
             f"`{name}` must hold real numbers (float, int or bool); got dtype {dtype_name}"
         )
     check_rank(images, name, (2, 3), "(H, W) or (B, H, W)")
-    images = _as_float(images, library, kind)
+    images = get_namespace(images).as_float(images)
     check_finite(images, name)
     single = images.ndim == 2
     return (images[None] if single else images), single
 
 
-def _as_float(images: Any, library: str, kind: str) -> Any:
-    """Convert integer, bool and half-precision arrays to a float dtype the backends take."""
-    if library == "torch":
-        import torch
-
-        if images.dtype not in (torch.float32, torch.float64):
-            return images.to(torch.float32)
-        return images
-    if kind in "biu":
-        return images.astype(np.float64)
-    if images.dtype.itemsize < 4:
-        return images.astype(np.float32)
-    return images
-
-
 def check_finite(array: Any, name: str) -> None:
     """Raise ``ValueError`` naming ``name`` if ``array`` holds NaN or infinite values."""
-    library = array_library(array)
-    if library == "torch":
-        import torch
-
-        bad = ~torch.isfinite(array)
-        if bool(bad.any()):
-            n_nan = int(torch.isnan(array).sum())
-            n_inf = int(bad.sum()) - n_nan
-            raise ValueError(f"`{name}` must be finite; found {n_nan} NaN and {n_inf} inf values")
-        return
-    if library == "cupy":
-        import cupy as xp
-    else:
-        xp = np
-    bad = ~xp.isfinite(array)
-    if bool(bad.any()):
-        n_nan = int(xp.isnan(array).sum())
-        n_inf = int(bad.sum()) - n_nan
+    n_nan, n_inf = get_namespace(array).count_nonfinite(array)
+    if n_nan or n_inf:
         raise ValueError(f"`{name}` must be finite; found {n_nan} NaN and {n_inf} inf values")
 
 

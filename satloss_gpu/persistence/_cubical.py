@@ -6,7 +6,7 @@ from typing import Any, Iterable
 import numpy as np
 from numba import njit
 
-from .._arraylib import array_library, to_numpy
+from .._arraylib import array_library, get_namespace
 from .._validation import check_choice, check_dims, check_images
 from .backends import PairIndices, get_backend
 from ._diagrams import PersistenceDiagrams
@@ -102,15 +102,15 @@ def _assemble(batch: Any, indices: PairIndices, superlevel: bool) -> Persistence
         return PersistenceDiagrams(*fields, batch_size=n_images, image_shape=(height, width),
                                    superlevel=superlevel)
     image, dim, birth_index, death_index = (
-        _in_library_of(a, batch) for a in (indices.image, indices.dim,
-                                           indices.birth_index, indices.death_index)
+        get_namespace(batch).convert(a, batch) for a in (indices.image, indices.dim,
+                                                         indices.birth_index, indices.death_index)
     )
     flat = batch.reshape(n_images, height * width)
     essential = death_index < 0
     birth = flat[image, birth_index]
     death_gathered = flat[image, death_index * ~essential]
     infinity = -np.inf if superlevel else np.inf
-    death = _where(essential, infinity, death_gathered)
+    death = get_namespace(death_gathered).where_scalar(essential, infinity, death_gathered)
     keep = birth != death
     image, dim, birth_index, death_index = image[keep], dim[keep], birth_index[keep], death_index[keep]
     birth, death, essential = birth[keep], death[keep], essential[keep]
@@ -166,48 +166,11 @@ def _assemble_numpy(flat, image, dim, birth_index, death_index, width, superleve
     return out_image, out_dim, birth, death, birth_pixel, death_pixel
 
 
-def _in_library_of(array: Any, reference: Any) -> Any:
-    """Move an int64 index array to the library and device of ``reference``."""
-    source = array_library(array)
-    target = array_library(reference)
-    if source == target:
-        if target == "torch" and array.device != reference.device:
-            return array.to(reference.device)
-        return array
-    if target == "torch":
-        import torch
-
-        if source == "cupy":
-            return torch.from_dlpack(array).to(reference.device)
-        return torch.from_numpy(np.ascontiguousarray(array)).to(reference.device)
-    if target == "cupy":
-        import cupy
-
-        return cupy.from_dlpack(array) if source == "torch" else cupy.asarray(array)
-    return to_numpy(array)
-
-
-def _where(mask: Any, scalar: float, values: Any) -> Any:
-    if array_library(values) == "torch":
-        import torch
-
-        return torch.where(mask, torch.full_like(values, scalar), values)
-    out = values.copy()
-    out[mask] = scalar
-    return out
-
-
 def _stack_pixels(flat_index: Any, width: int, essential: Any) -> Any:
     """(K, 2) (row, col) from flat indices; (-1, -1) where ``essential``."""
     rows = flat_index // width
     cols = flat_index % width
-    if array_library(flat_index) == "torch":
-        import torch
-
-        pixels = torch.stack([rows, cols], dim=1)
-    else:
-        xp = np if array_library(flat_index) == "numpy" else __import__("cupy")
-        pixels = xp.stack([rows, cols], axis=1)
+    pixels = get_namespace(flat_index).stack_columns([rows, cols])
     if essential is not None:
         pixels[essential] = -1
     return pixels
