@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from satloss_gpu import SATLoss
+from satloss_gpu.losses import LossOptions
 from satloss_gpu.losses.functional import _build, _loss_from_assignment, _solve
 from satloss_gpu.training.synthetic import generate
 
@@ -158,11 +159,10 @@ def time_ours(pred: torch.Tensor, target: torch.Tensor, repeats: int, device: st
         p = pred.clone().requires_grad_(True)
         _sync(device)
         t0 = time.perf_counter()
-        state = _build(p, target, (0, 1), True, True, "T", (0.05, 1.0), solver, "auto", None,
-                       None)
+        state = _build(p, target, LossOptions(solver=solver), None, None)
         _sync(device)
         t1 = time.perf_counter()
-        assignment = _solve(state, solver, None)
+        assignment = _solve(state, LossOptions(solver=solver))
         _sync(device)
         t2 = time.perf_counter()
         _loss_from_assignment(state, assignment).sum().backward()
