@@ -4,7 +4,8 @@ Each function here is a plain ``numba.njit`` function: the CPU backend calls it 
 ``njit`` code and the Numba-CUDA kernels call it from device code, so the rules it encodes
 (the strict pixel order, neighbourhoods, union-find) are written once.
 
-The strict order of the tie rule (see :func:`satloss_gpu.cubical_persistence`): pixel ``a`` precedes pixel ``b`` when
+The strict order of the tie rule (see :func:`satloss_gpu.cubical_persistence`): pixel ``a``
+precedes pixel ``b`` when
 ``(value[a], a) < (value[b], b)`` lexicographically. For float32 images the pair packs into
 one uint64 key (order-preserving bits of the value, then the index), which sorts and
 compares, and works with 64-bit atomics, without a global sort.
@@ -12,14 +13,12 @@ compares, and works with 64-bit atomics, without a global sort.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, uint32, uint64
+from numba import njit, uint32
 
 __all__ = [
+    "NEIGHBOR_OFFSETS",
     "precedes",
     "float32_ordered_bits",
-    "packed_key",
-    "key_index",
-    "neighbor_count",
     "neighbor_offset",
     "find_root",
 ]
@@ -28,8 +27,6 @@ __all__ = [
 NEIGHBOR_OFFSETS = np.array(
     [[-1, 0], [0, -1], [0, 1], [1, 0], [-1, -1], [-1, 1], [1, -1], [1, 1]], dtype=np.int64
 )
-INDEX_BITS = 32
-INDEX_MASK = (1 << INDEX_BITS) - 1
 
 
 @njit(inline="always", cache=True)
@@ -53,24 +50,6 @@ def float32_ordered_bits(bits):
     if bits & uint32(0x80000000):
         return uint32(~bits)
     return uint32(bits | uint32(0x80000000))
-
-
-@njit(inline="always", cache=True)
-def packed_key(ordered_bits, index):
-    """uint64 key ``(ordered value bits << 32) | index`` of the strict pixel order."""
-    return (uint64(ordered_bits) << uint64(32)) | uint64(index)
-
-
-@njit(inline="always", cache=True)
-def key_index(key):
-    """Pixel index stored in the low 32 bits of a packed key."""
-    return np.int64(key & uint64(INDEX_MASK))
-
-
-@njit(inline="always", cache=True)
-def neighbor_count(connectivity):
-    """Number of neighbours to visit: 4 or 8."""
-    return 4 if connectivity == 4 else 8
 
 
 @njit(inline="always", cache=True)

@@ -202,14 +202,49 @@ def _matchings(prob: np.ndarray, target: np.ndarray, crit: Any = None) -> Sequen
     t = torch.as_tensor(np.asarray(target, dtype=np.float32))[None, None]
     if crit is not None and hasattr(crit, "match"):
         return list(crit.match(p, t))
-    try:
-        from ..losses import SATLoss
+    from ..losses import sat_matching
 
-        return list(SATLoss().match(p, t))
-    except (ImportError, AttributeError):
-        from ..losses.functional import sat_matching
+    return list(sat_matching(p, t))
 
-        return list(sat_matching(p, t))
+
+def _draw_matching(ax: Any, image_ax: Any, m: Any) -> None:
+    """One problem's diagram panel on ``ax``; its matched birth pixels on ``image_ax``."""
+    d = int(m.dim)
+    colour = _DIM_COLOURS[d % 2]
+    for i, j in np.asarray(m.matches).reshape(-1, 2):
+        ax.plot([m.pred_birth[i], m.target_birth[j]], [m.pred_death[i], m.target_death[j]],
+                "-", color="0.5", lw=0.8)
+        pb, tb = m.pred_birth_pixel[i], m.target_birth_pixel[j]
+        image_ax.plot([pb[1], tb[1]], [pb[0], tb[0]], "-", color=colour, lw=1.0)
+        image_ax.scatter([pb[1]], [pb[0]], s=26, facecolors="none", edgecolors=colour)
+        image_ax.scatter([tb[1]], [tb[0]], s=26, marker="x", color=colour)
+    for i in np.asarray(m.pred_to_diagonal):
+        mid = 0.5 * (m.pred_birth[i] + m.pred_death[i])
+        ax.plot([m.pred_birth[i], mid], [m.pred_death[i], mid], "--", color="0.6", lw=0.8)
+    for j in np.asarray(m.target_to_diagonal):
+        mid = 0.5 * (m.target_birth[j] + m.target_death[j])
+        ax.plot([m.target_birth[j], mid], [m.target_death[j], mid], "--", color="tab:red", lw=0.8)
+    ax.scatter(m.pred_birth, m.pred_death, s=14, color=colour,
+               label=f"prediction ({len(m.pred_birth)})", zorder=3)
+    ax.scatter(m.target_birth, m.target_death, s=60, marker="x", color="tab:red",
+               label=f"target ({len(m.target_birth)})", zorder=4)
+    n_matched = len(np.asarray(m.matches).reshape(-1, 2))
+    _diagram_axes(ax, -0.05, 1.05, f"H{d}: {n_matched} matched, cost {float(m.cost):.3f}")
+    ax.legend(fontsize=8, loc="lower right")
+
+
+def _draw_image_panel(ax: Any, prob: np.ndarray, target: np.ndarray,
+                      image: Optional[np.ndarray]) -> None:
+    """The image (or the probabilities) under the target outline, framed for the pixels."""
+    ax.imshow(_grey(image) if image is not None else prob,
+              cmap="gray" if image is None or np.ndim(image) == 2 else None)
+    ax.contour(np.asarray(target, float), levels=[0.5], colors="lime", linewidths=0.6)
+    h, w = np.shape(prob)
+    ax.set_xlim(-1.5, w + 0.5)
+    ax.set_ylim(h + 0.5, -1.5)
+    ax.set_title("matched birth pixels (circle: prediction, cross: target;\n"
+                 "green: target outline)", fontsize=9)
+    ax.axis("off")
 
 
 def plot_matching(prob: np.ndarray, target: np.ndarray, path: str | Path,
@@ -227,11 +262,6 @@ def plot_matching(prob: np.ndarray, target: np.ndarray, path: str | Path,
     crit : SATLoss, optional
         The loss whose ``match`` gives the matching (default settings otherwise).
 
-    Raises
-    ------
-    ImportError
-        If the topological losses are not available.
-
     Notes
     -----
     Diagrams are those the loss compares: of ``1 - p`` and ``1 - t`` (sublevel). Prediction
@@ -243,40 +273,10 @@ def plot_matching(prob: np.ndarray, target: np.ndarray, path: str | Path,
     plt = _plt()
     fig, axes = plt.subplots(1, 1 + len(matchings), figsize=(5.2 * (1 + len(matchings)), 5.2))
     axes = np.atleast_1d(axes)
-    axes[0].imshow(_grey(image) if image is not None else prob,
-                   cmap="gray" if image is None or np.ndim(image) == 2 else None)
-    axes[0].contour(np.asarray(target, float), levels=[0.5], colors="lime", linewidths=0.6)
-    total = 0.0
     for ax, m in zip(axes[1:], matchings):
-        d = int(m.dim)
-        colour = _DIM_COLOURS[d % 2]
-        total += float(m.cost)
-        for i, j in np.asarray(m.matches).reshape(-1, 2):
-            ax.plot([m.pred_birth[i], m.target_birth[j]], [m.pred_death[i], m.target_death[j]],
-                    "-", color="0.5", lw=0.8)
-            pb, tb = m.pred_birth_pixel[i], m.target_birth_pixel[j]
-            axes[0].plot([pb[1], tb[1]], [pb[0], tb[0]], "-", color=colour, lw=1.0)
-            axes[0].scatter([pb[1]], [pb[0]], s=26, facecolors="none", edgecolors=colour)
-            axes[0].scatter([tb[1]], [tb[0]], s=26, marker="x", color=colour)
-        for i in np.asarray(m.pred_to_diagonal):
-            mid = 0.5 * (m.pred_birth[i] + m.pred_death[i])
-            ax.plot([m.pred_birth[i], mid], [m.pred_death[i], mid], "--", color="0.6", lw=0.8)
-        for j in np.asarray(m.target_to_diagonal):
-            mid = 0.5 * (m.target_birth[j] + m.target_death[j])
-            ax.plot([m.target_birth[j], mid], [m.target_death[j], mid], "--", color="tab:red", lw=0.8)
-        ax.scatter(m.pred_birth, m.pred_death, s=14, color=colour,
-                   label=f"prediction ({len(m.pred_birth)})", zorder=3)
-        ax.scatter(m.target_birth, m.target_death, s=60, marker="x", color="tab:red",
-                   label=f"target ({len(m.target_birth)})", zorder=4)
-        _diagram_axes(ax, -0.05, 1.05, f"H{d}: {len(np.asarray(m.matches).reshape(-1, 2))} matched, "
-                      f"cost {float(m.cost):.3f}")
-        ax.legend(fontsize=8, loc="lower right")
-    h, w = np.shape(prob)
-    axes[0].set_xlim(-1.5, w + 0.5)
-    axes[0].set_ylim(h + 0.5, -1.5)
-    axes[0].set_title("matched birth pixels (circle: prediction, cross: target;\n"
-                      "green: target outline)", fontsize=9)
-    axes[0].axis("off")
+        _draw_matching(ax, axes[0], m)
+    _draw_image_panel(axes[0], prob, target, image)
+    total = sum(float(m.cost) for m in matchings)
     fig.suptitle(title or f"SATLoss matching, loss {total:.4f}")
     fig.tight_layout()
     return _finish(fig, path)
