@@ -721,11 +721,10 @@ def section_losses(run: Run) -> str:
 
     sim = run.simulate
     batch, size = (2, 6) if sim else (4, 64)
-    # Likelihood-map targets give distinct costs, so the optimal matching is unique and the
-    # gradients must agree; with binary targets ties between target points can make the
-    # solvers pick different optimal matchings: equal values, gradients only reported.
-    cases = [("likelihood", "float64")] if sim else [
-        ("likelihood", "float64"), ("likelihood", "float32"), ("binary", "float64")]
+    # Targets are binary masks (the losses require it). The gradient reaches only the
+    # prediction's critical values, so optimal matchings that differ only among tied target
+    # points give the same gradient.
+    cases = [("binary", "float64")] if sim else [("binary", "float64"), ("binary", "float32")]
     for cls in (SATLoss, TopoLoss):
         for target_kind, dtype in cases:
             pred, target = loss_inputs(batch, size, seed=11, target_kind=target_kind)
@@ -747,7 +746,7 @@ def section_losses(run: Run) -> str:
                 scale = max(float(grad_cpu.abs().max()), 1e-12)
                 grad_error = float((grad_gpu - grad_cpu).abs().max()) / scale
                 on_device = sim or (loss_gpu.is_cuda and p_gpu.grad.is_cuda)
-                grad_ok = grad_error <= 10 * rtol or target_kind == "binary"
+                grad_ok = grad_error <= 10 * rtol
                 run.check(f"{cls.__name__} {dtype} {tuple(pred.shape)} {target_kind} target: "
                           f"cuda = cpu", value_error <= rtol and grad_ok and on_device
                           and value_cpu > 0,
