@@ -256,6 +256,8 @@ class Run:
             status = function(self)
             failed = [c for c in record["checks"] if not c["ok"]]
             record["status"] = "failed" if failed else (status or "passed")
+            if record["status"] == "passed" and not record["checks"]:
+                record["status"] = "skipped"  # every part of it was skipped
         except Skip as reason:
             record["status"] = "skipped"
             record["key"] = record["key"] or str(reason)
@@ -1126,7 +1128,7 @@ def main(argv: Optional[list] = None) -> int:
     run = Run(out_dir, budget, args.simulate)
     run.data["environment"] = prepared
     # Last resort if a kernel hangs: dump every thread's stack to the log and exit.
-    faulthandler.dump_traceback_later(budget + 120, exit=True, file=run.log_file)
+    faulthandler.dump_traceback_later(budget + 60, exit=True, file=run.log_file)
     run.log(f"satloss-gpu GPU check, budget {budget:.0f} s, "
             f"{'simulator' if args.simulate else 'real CUDA'}; wheels installed: "
             f"{len(prepared['wheels'])}, project installed: {prepared['project_installed']}")

@@ -20,7 +20,9 @@ def simulated_check(tmp_path_factory):
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     env.pop("OUT", None)
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--simulate", "--out", str(out),
+        # a generous budget: the test is about the code path, so that a slow or busy
+        # machine runs every section too (the default simulated budget is 170 s)
+        [sys.executable, str(SCRIPT), "--simulate", "--budget", "400", "--out", str(out),
          "--wheels", str(out / "no-wheels")],
         capture_output=True, text=True, timeout=600, env=env,
     )
