@@ -7,7 +7,7 @@ remaining budget is skipped, so the summary is always printed. Sections:
 1. ``environment``: versions (Python, torch, CUDA, numba, numba-cuda, CuPy, POT, gudhi,
    cripser, NumPy), the device, the imports the check needs;
 2. ``compile``: first call against later calls of the persistence and matching kernels, with
-   numba-cuda's on-disk kernel cache turned on (a second run on the same machine reads it);
+   numba-cuda's on-disk kernel cache turned on (fresh processes of the same run read it);
 3. ``persistence``: the ``cuda`` backend against the ``cpu`` backend, identical diagrams,
    values and critical pixels, on a varied batch (noise, smooth, thin-structure likelihood
    maps, binary masks, quantised ties, constant images), 1xN, Nx1, 1x1 and mixed sizes, T and
