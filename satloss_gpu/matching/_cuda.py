@@ -44,6 +44,11 @@ def match_cuda_host(cost, diag_pred, diag_target, n, m, return_stats: bool = Fal
         results = [x.copy_to_host() for x in dres]
     total, violation, scale, steps = results
     col4row = work[5]
+    # An aborted search (no open column) leaves col4row == -1: send the row to its private
+    # (diagonal) column and fail the certificate, so that POT solves the problem again.
+    aborted = ((np.arange(big_r)[None, :] < row_counts[:, None]) & (col4row < 0)).any(axis=1)
+    violation[aborted] = np.nan
+    col4row = np.where(col4row < 0, col_counts[:, None] + np.arange(big_r)[None, :], col4row)
     assignment = rows_to_assignment(col4row, row_counts, col_counts, transposed, cost.shape[1])
     redo_uncertified(total, assignment, violation, scale, cost, diag_pred, diag_target, n, m)
     if return_stats:
@@ -84,18 +89,8 @@ def match_cuda_torch(cost, diag_pred, diag_target, n, m, return_stats: bool = Fa
         kernel.launch(*(as_dev(x) for x in (A, row_diag, col_diag, row_counts_d, col_counts_d)),
                       [as_dev(x) for x in work], [as_dev(x) for x in results], stream=stream)
     total, violation, scale, steps = results
-    col4row = work[5]
-    rows_valid = torch.arange(big_r, device=device)[None, :] < row_counts_d[:, None]
-    real = rows_valid & (col4row < col_counts_d[:, None])
-    if transposed:
-        assignment = torch.full((batch, big_n + 1), -1, dtype=torch.int64, device=device)
-        index = torch.where(real, col4row, torch.full_like(col4row, big_n))
-        source = torch.arange(big_r, device=device).expand(batch, big_r).contiguous()
-        assignment.scatter_(1, index, source)
-        assignment = assignment[:, :big_n].contiguous()
-    else:
-        assignment = torch.where(real, col4row, torch.full_like(col4row, -1))
-    bad = ~(violation <= CERTIFICATE_RTOL * scale)  # NaN fails too
+    assignment, aborted = _torch_assignment(work[5], row_counts_d, col_counts_d, transposed, big_n)
+    bad = ~(violation <= CERTIFICATE_RTOL * scale) | aborted  # NaN fails too
     if bool(bad.any()):
         total_h, assign_h = total.cpu().numpy(), assignment.cpu().numpy()
         redo_uncertified(total_h, assign_h, violation.cpu().numpy(), scale.cpu().numpy(),
@@ -106,3 +101,26 @@ def match_cuda_torch(cost, diag_pred, diag_target, n, m, return_stats: bool = Fa
     if return_stats:
         return total, assignment, {"steps": steps, "violation": violation, "scale": scale}
     return total, assignment
+
+
+def _torch_assignment(col4row, row_counts_d, col_counts_d, transposed: bool, big_n: int):
+    """``MatchResult.assignment`` (B, N) from the kernel's ``col4row`` (B, R), on its device.
+
+    Also returns the (B,) bool mask of problems with an aborted search: a valid row left at
+    ``col4row == -1``. Such rows go to the diagonal here (never to ``scatter_`` with index
+    -1, which kills the CUDA context) and their problems are solved again by the caller.
+    """
+    import torch
+
+    batch, big_r = col4row.shape
+    device = col4row.device
+    rows_valid = torch.arange(big_r, device=device)[None, :] < row_counts_d[:, None]
+    aborted = (rows_valid & (col4row < 0)).any(dim=1)
+    real = rows_valid & (col4row >= 0) & (col4row < col_counts_d[:, None])
+    if not transposed:
+        return torch.where(real, col4row, torch.full_like(col4row, -1)), aborted
+    assignment = torch.full((batch, big_n + 1), -1, dtype=torch.int64, device=device)
+    index = torch.where(real, col4row, torch.full_like(col4row, big_n))
+    source = torch.arange(big_r, device=device).expand(batch, big_r).contiguous()
+    assignment.scatter_(1, index, source)
+    return assignment[:, :big_n].contiguous(), aborted
