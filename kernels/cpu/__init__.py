@@ -1,1 +1,1 @@
-"""Numba kernels compiled for the CPU."""
+"""Numba njit kernels for the CPU: basin persistence and sparse shortest augmenting paths."""
