@@ -37,8 +37,8 @@ import math
 import numba
 import numpy as np
 
-from satloss_gpu._matching_cpu import (_greedy, _heap_pop, _heap_push,
-                                       _update_duals_and_augment, relaxed_distance, slack)
+from ..common.matching import relaxed_distance, slack
+from .matching_sap import _greedy, _heap_pop, _heap_push, _update_duals_and_augment
 
 __all__ = ["lists_from_points", "lists_from_dense", "solve_lists", "list_blocks",
            "TARGET_BLOCK"]

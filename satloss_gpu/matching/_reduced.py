@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ._threads import run_ranges
+from .._threads import run_ranges
 
 __all__ = ["ReducedResult", "reduced_match_points", "reduced_match_dense", "lists_torch",
            "CERTIFICATE_RTOL"]
@@ -102,7 +102,7 @@ def _empty_lists(n: np.ndarray, m: np.ndarray, big_m: int):
 
 def _blocks(n: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Work items of the list pass, the most expensive (largest ``n``) first."""
-    from satloss_gpu.kernels.cpu.reduced_matching import list_blocks
+    from ..kernels.cpu.reduced_matching import list_blocks
 
     blocks = list_blocks(m)
     return np.ascontiguousarray(blocks[np.argsort(-n[blocks[:, 0]], kind="stable")])
@@ -111,7 +111,7 @@ def _blocks(n: np.ndarray, m: np.ndarray) -> np.ndarray:
 def _solve(lists, diag_pred: np.ndarray, diag_target: np.ndarray, n: np.ndarray,
            m: np.ndarray) -> ReducedResult:
     """Solve the list-restricted problems; re-solve uncertified ones with POT."""
-    from satloss_gpu.kernels.cpu.reduced_matching import solve_lists
+    from ..kernels.cpu.reduced_matching import solve_lists
 
     batch, big_m = diag_target.shape
     pred_of_target = np.full((batch, big_m), -1, dtype=np.int64)
@@ -135,7 +135,7 @@ def _solve(lists, diag_pred: np.ndarray, diag_target: np.ndarray, n: np.ndarray,
 
 def _emd_on_lists(problems, lists, diag_pred, diag_target, n, m, total, pred_of_target) -> None:
     """Solve ``problems`` with ``ot.emd`` on their union of lists (in place)."""
-    from .matching import _emd_one
+    from ._pot import emd_one
 
     cand_pred, _, cand_cost, cand_len = lists
     for q in problems:
@@ -150,7 +150,7 @@ def _emd_on_lists(problems, lists, diag_pred, diag_target, n, m, total, pred_of_
         outer = dp[cols][:, None] + dt[None, :]
         cost = outer + 1.0 + np.abs(outer)
         cost[np.searchsorted(cols, members), row_of] = cand_cost[q, :rows][in_list]
-        value, assignment = _emd_one(cost, dp[cols], dt)
+        value, assignment = emd_one(cost, dp[cols], dt)
         outside = np.ones(n_pred, dtype=bool)
         outside[cols] = False
         total[q] = value + dp[outside].sum()
@@ -189,7 +189,7 @@ def reduced_match_points(
     ReducedResult
         NumPy float64 totals (Q,) and int64 ``pred_of_target`` (Q, M).
     """
-    from satloss_gpu.kernels.cpu.reduced_matching import lists_from_points
+    from ..kernels.cpu.reduced_matching import lists_from_points
 
     n = np.ascontiguousarray(n, dtype=np.int64)
     m = np.ascontiguousarray(m, dtype=np.int64)
@@ -256,7 +256,7 @@ def reduced_match_dense(cost: np.ndarray, diag_pred: np.ndarray, diag_target: np
     ReducedResult
         NumPy float64 totals (Q,) and int64 ``pred_of_target`` (Q, M).
     """
-    from satloss_gpu.kernels.cpu.reduced_matching import lists_from_dense
+    from ..kernels.cpu.reduced_matching import lists_from_dense
 
     n = np.ascontiguousarray(n, dtype=np.int64)
     m = np.ascontiguousarray(m, dtype=np.int64)
@@ -346,77 +346,62 @@ def union_of_lists(index, key, big_n: int):
     return flat[:, :width].contiguous(), size
 
 
-def reduced_match_torch(
-    pred_birth, pred_death, pred_pixel, target_birth, target_death, target_pixel, n, m,
-    image_shape: tuple[int, int], spatial: bool = True,
-    spatial_clamp: tuple[float, float] = (0.05, 1.0), solver: str = "cuda",
-    chunk: Optional[int] = None,
-) -> ReducedResult:
-    """Exact SATLoss matchings of a padded batch of torch tensors, lists built on the device.
+def reduced_match_torch(pair_cost: Callable[[Any], Any], diag_pred, diag_target, n, m,
+                        solver: str = "cuda", chunk: Optional[int] = None) -> ReducedResult:
+    """Exact matchings of a padded batch of torch tensors, the lists built on their device.
 
     Parameters
     ----------
-    pred_birth, pred_death : torch.Tensor, float, shape (Q, N)
-    pred_pixel : torch.Tensor, int64, shape (Q, N, 2)
-    target_birth, target_death : torch.Tensor, float, shape (Q, M)
-    target_pixel : torch.Tensor, int64, shape (Q, M, 2)
-    n, m : torch.Tensor, int64, shape (Q,), on the device of the points
-    image_shape, spatial, spatial_clamp
-        As for :func:`reduced_match_points`.
+    pair_cost : callable
+        ``pair_cost(index)`` with ``index`` an int64 tensor (Q, R) of prediction slots
+        (``0 <= index < N``) returns the (Q, R, M) tensor of their costs with every target
+        point (padding entries may hold any value). It is called on chunks of prediction
+        points, then once on the union of the lists.
+    diag_pred : torch.Tensor, float, shape (Q, N)
+    diag_target : torch.Tensor, float, shape (Q, M)
+    n, m : torch.Tensor, int64, shape (Q,), on the device of the diagonal costs
     solver : {"cuda", "emd"}
         Solver of the small dense problems on the union of the lists: the CUDA kernel (on
         CUDA tensors in place; NumPy copies in the simulator) or POT.
     chunk : int, optional
-        Prediction points per chunk of the top-k pass.
+        Prediction points per chunk of the top-k pass (default: ``CHUNK_BYTES`` of keys).
 
     Returns
     -------
     ReducedResult
-        float64 totals (Q,) and int64 ``pred_of_target`` (Q, M), on the device of the points.
+        float64 totals (Q,) and int64 ``pred_of_target`` (Q, M), on the device of the inputs.
 
     Notes
     -----
-    Reads two integers back from the device (the widest union, and the certificate flag of
-    the CUDA kernel); the cost entries computed are ``chunk x M`` at a time, then
-    ``U x M`` for the union of ``U <= M^2`` points.
+    Reads a few integers back from the device (the widest union, the sizes for the solver);
+    cost entries are computed ``chunk x M`` at a time, then ``U x M`` for the union of
+    ``U <= M^2`` points.
     """
     import torch
 
-    from .costs import pair_costs
-
-    batch, big_n = pred_birth.shape
-    big_m = target_birth.shape[1]
-    device = pred_birth.device
+    batch, big_n = diag_pred.shape
+    big_m = diag_target.shape[1]
+    device = diag_pred.device
     f64 = torch.float64
-    pb, pd, tb, td = (x.detach().to(f64) for x in (pred_birth, pred_death, target_birth,
-                                                   target_death))
+    zero = torch.zeros((), dtype=f64, device=device)
     rows_valid = torch.arange(big_n, device=device)[None, :] < n[:, None]
     cols_valid = torch.arange(big_m, device=device)[None, :] < m[:, None]
-    zero = torch.zeros((), dtype=f64, device=device)
-    diag_pred = torch.where(rows_valid, (pd - pb).abs() / math.sqrt(2.0), zero)
-    diag_target = torch.where(cols_valid, (td - tb).abs() / math.sqrt(2.0), zero)
+    diag_pred = torch.where(rows_valid, diag_pred.detach().to(f64), zero)
+    diag_target = torch.where(cols_valid, diag_target.detach().to(f64), zero)
     base = diag_pred.sum(1)
     pred_of_target = torch.full((batch, big_m), -1, dtype=torch.int64, device=device)
     if batch == 0 or big_m == 0 or big_n == 0:
         return ReducedResult(total=base + diag_target.sum(1), pred_of_target=pred_of_target)
 
-    def costs(index, birth, death, pixel):
-        return pair_costs(birth[:, :, None], death[:, :, None], pixel[:, :, None, :],
-                          tb[:, None, :], td[:, None, :], target_pixel[:, None, :, :],
-                          image_shape, spatial, spatial_clamp)
-
     def key_chunk(start, stop):
-        part = slice(start, stop)
-        return (costs(None, pb[:, part], pd[:, part], pred_pixel[:, part])
-                - diag_pred[:, part, None])
+        index = torch.arange(start, stop, device=device).expand(batch, -1)
+        return pair_cost(index).to(f64) - diag_pred[:, start:stop, None]
 
     index, key = lists_torch(key_chunk, diag_target, n, m, big_n, min(big_n, big_m), chunk)
     points, size = union_of_lists(index, key, big_n)
     safe = points.clamp(max=big_n - 1)
-    in_union = points < big_n
-    cost_u = costs(None, pb.gather(1, safe), pd.gather(1, safe),
-                   torch.gather(pred_pixel, 1, safe[:, :, None].expand(-1, -1, 2)))
-    diag_u = torch.where(in_union, diag_pred.gather(1, safe), zero)
+    cost_u = pair_cost(safe).to(f64)
+    diag_u = torch.where(points < big_n, diag_pred.gather(1, safe), zero)
     total, assignment = _solve_union(cost_u.contiguous(), diag_u, diag_target, size, m, solver)
     total = total.to(device=device, dtype=f64) + base - diag_u.sum(1)
     assignment = torch.as_tensor(assignment, device=device)
@@ -431,13 +416,14 @@ def _solve_union(cost, diag_pred, diag_target, size, m, solver: str):
     """Solve the dense union problems with the CUDA kernel or POT; (total, assignment)."""
     import torch
 
-    from .matching import _match_cuda_host, _match_cuda_torch, _match_emd
+    from ._cuda import match_cuda_host, match_cuda_torch
+    from ._pot import match_emd
 
     n_host = size.cpu().numpy().astype(np.int64)
     m_host = m.cpu().numpy().astype(np.int64)
     if solver == "cuda" and cost.is_cuda:
-        return _match_cuda_torch(cost, diag_pred, diag_target, n_host, m_host)
+        return match_cuda_torch(cost, diag_pred, diag_target, n_host, m_host)
     arrays = [x.cpu().numpy() for x in (cost, diag_pred, diag_target)]
-    run = _match_cuda_host if solver == "cuda" else _match_emd
+    run = match_cuda_host if solver == "cuda" else match_emd
     total, assignment = run(*arrays, n_host, m_host)
     return torch.as_tensor(total), torch.as_tensor(assignment)

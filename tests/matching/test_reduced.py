@@ -8,8 +8,8 @@ import ot
 import pytest
 import torch
 
-from satloss_gpu import _reduced_matching as reduced
-from satloss_gpu._reduced_matching import (
+from satloss_gpu.matching import _reduced as reduced
+from satloss_gpu.matching._reduced import (
     pred_to_target,
     reduced_match_dense,
     reduced_match_points,
@@ -280,8 +280,20 @@ def test_real_satloss_problems_match_emd2(seed):
 # ----------------------------------------------------------------------------- torch form
 
 
-def _torch_points(points, n, m):
-    return [torch.as_tensor(x) for x in points] + [torch.as_tensor(n), torch.as_tensor(m)]
+def _torch_problem(points, n, m, image_shape):
+    """(pair_cost, diag_pred, diag_target, n, m) of a point batch for the torch path."""
+    from satloss_gpu.losses.costs import pair_costs
+
+    pb, pd, pp, tb, td, tp = (torch.as_tensor(x) for x in points)
+
+    def pair_cost(index):
+        pixel = torch.gather(pp, 1, index[:, :, None].expand(-1, -1, 2))
+        return pair_costs(pb.gather(1, index)[:, :, None], pd.gather(1, index)[:, :, None],
+                          pixel[:, :, None, :], tb[:, None, :], td[:, None, :],
+                          tp[:, None, :, :], image_shape)
+
+    return (pair_cost, (pd - pb).abs() / math.sqrt(2), (td - tb).abs() / math.sqrt(2),
+            torch.as_tensor(n), torch.as_tensor(m))
 
 
 @pytest.mark.parametrize("solver", ["emd", "cuda"])
@@ -289,7 +301,7 @@ def _torch_points(points, n, m):
 def test_torch_lists_match_emd2(solver, chunk):
     rng = np.random.default_rng([3, chunk or 0])
     points, n, m = point_batch(rng, 4, 24, 6, ties=chunk == 7)
-    result = reduced_match_torch(*_torch_points(points, n, m), (32, 32), solver=solver,
+    result = reduced_match_torch(*_torch_problem(points, n, m, (32, 32)), solver=solver,
                                  chunk=chunk)
     cost, dp, dt = dense_costs(points, (32, 32))
     expected = emd2_totals(cost, dp, dt, n, m)
@@ -301,24 +313,26 @@ def test_torch_lists_match_emd2(solver, chunk):
 
 def test_torch_lists_real_problems_and_empty_sides():
     points, n, m = _real_problems(size=24, seed=4)
-    result = reduced_match_torch(*_torch_points(points, n, m), (24, 24), solver="emd", chunk=5)
+    result = reduced_match_torch(*_torch_problem(points, n, m, (24, 24)), solver="emd", chunk=5)
     cost, dp, dt = dense_costs(points, (24, 24))
     np.testing.assert_allclose(result.total.numpy(), emd2_totals(cost, dp, dt, n, m), atol=ATOL)
-    empty = [x[:, :0] if x.ndim > 1 else x for x in _torch_points(points, n, m)[:6]]
-    zero = torch.zeros(2, dtype=torch.int64)
-    out = reduced_match_torch(*empty[:3], *_torch_points(points, n, m)[3:6], zero,
-                              torch.as_tensor(m), (24, 24))
-    np.testing.assert_allclose(out.total.numpy(), dt.sum(1), atol=ATOL)
+    pair_cost, diag_pred, diag_target, _, m_t = _torch_problem(points, n, m, (24, 24))
+    empty = reduced_match_torch(pair_cost, diag_pred[:, :0], diag_target,
+                                torch.zeros(2, dtype=torch.int64), m_t)
+    np.testing.assert_allclose(empty.total.numpy(), dt.sum(1), atol=ATOL)
+    assert (empty.pred_of_target == -1).all()
 
 
-@pytest.mark.parametrize("prefix", [1, 2, 1000])
-def test_every_first_prefix_length_is_exact(monkeypatch, prefix):
-    monkeypatch.setattr(reduced, "PREFIX_START", prefix)
-    rng = np.random.default_rng(prefix)
-    for kind in ("all_negative", "ties", "float"):
-        cost, dp, dt, n, m = dense_batch(rng, 6, 25, 9, kind)
-        check_dense(reduced_match_dense(cost, dp, dt, n, m), cost, dp, dt, n, m)
-    points, n, m = _real_problems(size=32, seed=prefix % 7)
-    cost, dp, dt = dense_costs(points, (32, 32))
-    np.testing.assert_allclose(reduced_match_points(*points, n, m, (32, 32)).total,
-                               emd2_totals(cost, dp, dt, n, m), rtol=0, atol=ATOL)
+def test_torch_dense_costs_match_emd2():
+    rng = np.random.default_rng(11)
+    cost, dp, dt, n, m = dense_batch(rng, 5, 30, 7, "float", n=[30, 0, 12, 30, 5],
+                                     m=[7, 3, 0, 7, 6])
+    clean = [np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0) for x in (cost, dp, dt)]
+    cost_t = torch.as_tensor(clean[0])
+
+    def pair_cost(index):
+        return torch.gather(cost_t, 1, index[:, :, None].expand(-1, -1, cost_t.shape[2]))
+
+    result = reduced_match_torch(pair_cost, torch.as_tensor(dp), torch.as_tensor(dt),
+                                 torch.as_tensor(n), torch.as_tensor(m), solver="cuda", chunk=4)
+    np.testing.assert_allclose(result.total.numpy(), emd2_totals(*clean, n, m), atol=ATOL)
