@@ -70,27 +70,73 @@ def point_cost(pb, pd, pr, pc, tb, td, tr, tc, height, width, spatial, low, high
 
 
 @numba.njit(cache=True, inline="always")
-def _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, cost):
-    """Insert prediction point ``i`` into the sorted list of target ``j`` of problem ``q``.
+def _swap(cand_pred, cand_key, cand_cost, q, j, a, b):
+    cand_pred[q, j, a], cand_pred[q, j, b] = cand_pred[q, j, b], cand_pred[q, j, a]
+    cand_key[q, j, a], cand_key[q, j, b] = cand_key[q, j, b], cand_key[q, j, a]
+    cand_cost[q, j, a], cand_cost[q, j, b] = cand_cost[q, j, b], cand_cost[q, j, a]
 
-    Equal keys keep their order of arrival (any order of ties is exact).
+
+@numba.njit(cache=True)
+def _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, cost):
+    """Offer prediction point ``i`` to the list of target ``j`` of problem ``q``.
+
+    While a block is built, a list is a max-heap on the key (its root, entry 0, is the worst
+    kept key): a full list replaces its root when ``key`` is smaller. :func:`_sort_lists`
+    sorts the lists at the end of the block.
     """
     length = cand_len[q, j]
     if length == cap:
-        if not key < cand_key[q, j, length - 1]:
+        if not key < cand_key[q, j, 0]:
             return
-        pos = length - 1
-    else:
-        pos = length
-        cand_len[q, j] = length + 1
-    while pos > 0 and key < cand_key[q, j, pos - 1]:
-        cand_pred[q, j, pos] = cand_pred[q, j, pos - 1]
-        cand_key[q, j, pos] = cand_key[q, j, pos - 1]
-        cand_cost[q, j, pos] = cand_cost[q, j, pos - 1]
-        pos -= 1
+        pos = 0
+        cand_pred[q, j, 0] = i
+        cand_key[q, j, 0] = key
+        cand_cost[q, j, 0] = cost
+        while True:  # sift down
+            left = 2 * pos + 1
+            if left >= length:
+                break
+            child = left
+            if left + 1 < length and cand_key[q, j, left + 1] > cand_key[q, j, left]:
+                child = left + 1
+            if not cand_key[q, j, child] > cand_key[q, j, pos]:
+                break
+            _swap(cand_pred, cand_key, cand_cost, q, j, pos, child)
+            pos = child
+        return
+    pos = length
+    cand_len[q, j] = length + 1
     cand_pred[q, j, pos] = i
     cand_key[q, j, pos] = key
     cand_cost[q, j, pos] = cost
+    while pos > 0:  # sift up
+        parent = (pos - 1) // 2
+        if not cand_key[q, j, pos] > cand_key[q, j, parent]:
+            break
+        _swap(cand_pred, cand_key, cand_cost, q, j, pos, parent)
+        pos = parent
+
+
+@numba.njit(cache=True, inline="always")
+def _worst_key(cand_key, cand_len, q, j, cap):
+    """The key a new entry must beat: the heap root when full, else ``inf``."""
+    return cand_key[q, j, 0] if cand_len[q, j] == cap else math.inf
+
+
+@numba.njit(cache=True)
+def _sort_lists(cand_pred, cand_key, cand_cost, cand_len, q, j0, j1):
+    """Sort the lists of targets ``j0:j1`` by (key, prediction index)."""
+    for j in range(j0, j1):
+        length = cand_len[q, j]
+        by_index = np.argsort(cand_pred[q, j, :length])
+        keys = cand_key[q, j, :length][by_index]
+        order = by_index[np.argsort(keys, kind="mergesort")]
+        pred = cand_pred[q, j, :length][order]
+        key = cand_key[q, j, :length][order]
+        cost = cand_cost[q, j, :length][order]
+        cand_pred[q, j, :length] = pred
+        cand_key[q, j, :length] = key
+        cand_cost[q, j, :length] = cost
 
 
 @numba.njit(cache=True, nogil=True)
@@ -145,7 +191,7 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
                 for j in range(j0, j1):
                     length = cand_len[q, j]
                     if length == cap:
-                        block_limit = max(block_limit, cand_key[q, j, length - 1])
+                        block_limit = max(block_limit, cand_key[q, j, 0])
                     else:
                         block_limit = max(block_limit, abs(np.float64(target_death[q, j])
                                                            - np.float64(target_birth[q, j]))
@@ -162,8 +208,7 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
             for j in range(j0, j1):
                 tb = np.float64(target_birth[q, j])
                 td = np.float64(target_death[q, j])
-                length = cand_len[q, j]
-                limit = cand_key[q, j, length - 1] if length == cap else abs(td - tb) / sqrt2
+                limit = min(_worst_key(cand_key, cand_len, q, j, cap), abs(td - tb) / sqrt2)
                 # Cheap rejection without square roots: key < limit needs cost < reach.
                 reach = limit + diag_pred
                 if reach <= 0.0:
@@ -183,6 +228,7 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
                 if key < limit:
                     _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, cost)
                     changed = True
+        _sort_lists(cand_pred, cand_key, cand_cost, cand_len, q, j0, j1)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -200,8 +246,10 @@ def lists_from_dense(cost, diag_pred, diag_target, n, m, blocks, cand_pred, cand
             for j in range(j0, j1):
                 value = np.float64(cost[q, i, j])
                 key = value - dp
-                if key < np.float64(diag_target[q, j]):
+                if key < np.float64(diag_target[q, j]) and key < _worst_key(cand_key, cand_len,
+                                                                           q, j, cap):
                     _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, value)
+        _sort_lists(cand_pred, cand_key, cand_cost, cand_len, q, j0, j1)
 
 
 # ----------------------------------------------------------------------------- solve pass

@@ -24,10 +24,16 @@ Solvers
     The same algorithm as a Numba-CUDA kernel, one thread block per problem, the whole batch
     in one launch. Exact. CUDA torch tensors are used in place; host inputs are copied to the
     device (under ``NUMBA_ENABLE_CUDASIM=1`` the kernel runs in the simulator).
+``"reduced"``
+    The exact reduction of :mod:`satloss_gpu.matching._reduced`: every target point keeps its
+    ``min(m, #negative reduced costs)`` cheapest prediction points, and the problem restricted
+    to those pairs (at most ``m^2`` prediction points) is solved exactly: compiled candidate
+    lists and augmenting paths on the CPU, a batched ``torch.topk`` and the CUDA kernel for
+    CUDA tensors. Fastest when ``m`` is much smaller than ``n``, as in SATLoss problems.
 ``"auto"``
-    ``"cuda"`` for CUDA tensors, ``"emd"`` otherwise: by the measurements of
-    ``bench/matching.py`` (``bench/RESULTS.md``), ``ot.emd`` is the faster exact solver on the
-    CPU for diagram-like problems.
+    ``"cuda"`` for CUDA tensors, ``"reduced"`` otherwise: by the measurements of
+    ``bench/matching.py`` (``bench/RESULTS.md``) it is the fastest exact solver on the CPU for
+    diagram-like and real SATLoss problems.
 """
 from __future__ import annotations
 
@@ -41,10 +47,11 @@ from .._validation import check_choice, check_matching_problem
 from ._cpu import K_START, match_cpu
 from ._cuda import match_cuda_host, match_cuda_torch
 from ._pot import match_emd
+from ._reduced import reduced_match_dense, reduced_match_torch
 
 __all__ = ["MatchResult", "match_batch", "assignment_cost", "MATCHING_SOLVERS"]
 
-MATCHING_SOLVERS = ("auto", "emd", "cpu", "cuda")
+MATCHING_SOLVERS = ("auto", "emd", "cpu", "cuda", "reduced")
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ def match_batch(
         Cost of sending each target point to the diagonal.
     n, m : array_like, shape (B,), int
         True numbers of prediction and target points of every problem.
-    solver : {"auto", "emd", "cpu", "cuda"}
+    solver : {"auto", "emd", "cpu", "cuda", "reduced"}
         See the module docstring. Every solver is exact; they differ in speed and may pick
         different optimal matchings when several exist.
 
@@ -122,13 +129,15 @@ def match_batch(
     cost, diag_pred, diag_target, n_host, m_host = check_matching_problem(
         cost, diag_pred, diag_target, n, m)
     if solver == "auto":
-        # By measurement (bench/matching.py): the CUDA kernel for CUDA tensors; on the CPU,
-        # POT's network simplex beats the sparse augmenting-path solver on diagram-like and
-        # real SATLoss problems, so it is the CPU default.
-        solver = "cuda" if is_cuda_array(cost) else "emd"
+        # By measurement (bench/matching.py): the CUDA kernel for CUDA tensors; on the CPU the
+        # exact reduction beats POT's network simplex and the plain augmenting paths on
+        # diagram-like and real SATLoss problems.
+        solver = "cuda" if is_cuda_array(cost) else "reduced"
     if solver == "cuda" and array_library(cost) == "torch" and cost.is_cuda:
         total, assignment = match_cuda_torch(cost, diag_pred, diag_target, n_host, m_host)
         return MatchResult(total=total, assignment=assignment)
+    if solver == "reduced" and array_library(cost) == "torch" and cost.is_cuda:
+        return _reduced_on_device(cost, diag_pred, diag_target, n_host, m_host)
     c64 = to_numpy(cost).astype(np.float64, copy=False)
     dp64 = to_numpy(diag_pred).astype(np.float64, copy=False)
     dt64 = to_numpy(diag_target).astype(np.float64, copy=False)
@@ -136,11 +145,30 @@ def match_batch(
         total, assignment = match_emd(c64, dp64, dt64, n_host, m_host)
     elif solver == "cuda":
         total, assignment = match_cuda_host(c64, dp64, dt64, n_host, m_host)
+    elif solver == "reduced":
+        result = reduced_match_dense(c64, dp64, dt64, n_host, m_host)
+        total, assignment = result.total, result.assignment(c64.shape[1])
     else:
         total, assignment = match_cpu(c64, dp64, dt64, n_host, m_host, k_start=K_START)
     return MatchResult(
         total=like(total.astype(_numpy_dtype(cost)), cost), assignment=like(assignment, cost)
     )
+
+
+def _reduced_on_device(cost, diag_pred, diag_target, n_host, m_host) -> MatchResult:
+    """The ``"reduced"`` solver on CUDA tensors: top-k lists on the device, the CUDA kernel."""
+    import torch
+
+    device = cost.device
+
+    def pair_cost(index):
+        return torch.gather(cost, 1, index[:, :, None].expand(-1, -1, cost.shape[2]))
+
+    result = reduced_match_torch(pair_cost, diag_pred, diag_target,
+                                 torch.as_tensor(n_host, device=device),
+                                 torch.as_tensor(m_host, device=device), solver="cuda")
+    return MatchResult(total=result.total.to(cost.dtype),
+                       assignment=result.assignment(cost.shape[1]))
 
 
 def _numpy_dtype(array: Any) -> np.dtype:

@@ -46,7 +46,7 @@ __all__ = ["ReducedResult", "reduced_match_points", "reduced_match_dense", "list
 #: Problems whose certificate violation exceeds ``CERTIFICATE_RTOL * scale`` are re-solved.
 CERTIFICATE_RTOL = 1e-11
 #: First prefix length of the candidate lists in the solve (lengthened until it suffices).
-PREFIX_START = 8
+PREFIX_START = 64
 #: Bytes of one chunk of reduced costs in the GPU list pass.
 CHUNK_BYTES = 1 << 27
 
