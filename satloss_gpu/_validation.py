@@ -15,6 +15,7 @@ from ._arraylib import array_library, get_namespace, to_numpy
 __all__ = [
     "check_choice", "check_rank", "check_images", "check_dims", "check_finite", "check_finite_valid",
     "check_matching_problem", "check_pred_target", "check_clamp", "check_channel_weights",
+    "check_memory_for_images", "check_memory_for_lists", "available_memory",
     "check_bool", "check_reduction", "REDUCTIONS", "as_float_array", "as_numpy_batch",
 ]
 
@@ -264,24 +265,37 @@ def check_pred_target(pred: Any, target: Any) -> tuple["torch.Tensor", "torch.Te
         raise TypeError(f"`target` must hold real numbers; got dtype {target.dtype}")
     if pred.dtype not in (torch.float32, torch.float64):
         pred = pred.float()
+    # One pass over each array: aminmax of `pred` (NaN fails the range test), one comparison
+    # of `target`; a failing check reads the array again only to word its message.
+    low, high = (float(v) for v in torch.aminmax(pred.detach()))
+    if not (0.0 <= low and high <= 1.0):
+        _raise_pred_error(pred.detach())
     target = target.detach().to(device=pred.device, dtype=pred.dtype)
-    check_finite(pred.detach(), "pred")
-    check_finite(target, "target")
-    low, high = float(pred.detach().min()), float(pred.detach().max())
-    if low < 0.0 or high > 1.0:
-        raise ValueError(
-            f"`pred` must hold probabilities in [0, 1]; found values in [{low:g}, {high:g}] "
-            "(apply torch.sigmoid to logits first)"
-        )
-    non_binary = (target != 0) & (target != 1)
-    if bool(non_binary.any()):
-        found = torch.unique(target[non_binary])[:5].tolist()
-        raise ValueError(
-            f"`target` must be binary (0/1 or bool); found other values {found}"
-        )
+    if not bool(((target == 0) | (target == 1)).all()):
+        _raise_target_error(target)
     if pred.ndim == 3:
         pred, target = pred[:, None], target[:, None]
     return pred, target
+
+
+def _raise_pred_error(pred: "torch.Tensor") -> None:
+    """Raise the ValueError that says what is wrong with ``pred`` (not finite, or range)."""
+    check_finite(pred, "pred")
+    low, high = float(pred.min()), float(pred.max())
+    raise ValueError(
+        f"`pred` must hold probabilities in [0, 1]; found values in [{low:g}, {high:g}] "
+        "(apply torch.sigmoid to logits first)"
+    )
+
+
+def _raise_target_error(target: "torch.Tensor") -> None:
+    """Raise the ValueError that says what is wrong with ``target`` (not finite, not 0/1)."""
+    import torch
+
+    check_finite(target, "target")
+    non_binary = (target != 0) & (target != 1)
+    found = torch.unique(target[non_binary])[:5].tolist()
+    raise ValueError(f"`target` must be binary (0/1 or bool); found other values {found}")
 
 
 def check_clamp(spatial_clamp: Any) -> tuple[float, float]:
@@ -321,3 +335,55 @@ def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"`{name}` must be a bool; got {type(value).__name__}")
     return bool(value)
+
+
+# ----------------------------------------------------------------------------- memory
+
+#: Peak host bytes per pixel of one loss call on the CPU (images, their gradient, the
+#: persistence work arrays and pair tables), measured in ``bench/loss.py`` (``--large``) with
+#: margin; per list entry of the reduced matching (three lists and the solver's copies).
+BYTES_PER_PIXEL = {4: 120, 8: 160}
+BYTES_PER_LIST_ENTRY = 64
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of host memory available now (``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _require(needed: int, what: str, hint: str) -> None:
+    available = available_memory()
+    if available is not None and needed > available:
+        raise MemoryError(
+            f"{what} needs about {needed / 2**30:.1f} GiB of host memory, more than the "
+            f"{available / 2**30:.1f} GiB available; {hint}")
+
+
+def check_memory_for_images(pred: "torch.Tensor") -> None:
+    """Raise ``MemoryError`` before the loss allocates, if a CPU batch cannot fit in memory.
+
+    ``pred`` is the validated (B, C, H, W) prediction; CUDA tensors are not checked here.
+    """
+    if pred.device.type != "cpu":
+        return
+    batch, channels, height, width = (int(s) for s in pred.shape)
+    pixels = batch * channels * (height + 2) * (width + 2)
+    needed = pixels * BYTES_PER_PIXEL[pred.element_size()]
+    _require(needed, f"the loss of a {tuple(pred.shape)} batch",
+             "use smaller images or batches (the loss of images is the sum of its parts)")
+
+
+def check_memory_for_lists(n: "torch.Tensor", m: "torch.Tensor", big_n: int, big_m: int) -> None:
+    """Raise ``MemoryError`` before the reduced matching allocates its candidate lists."""
+    width = min(big_n, big_m)
+    needed = int(m.shape[0]) * big_m * width * BYTES_PER_LIST_ENTRY
+    _require(needed, f"the matching of {int(m.shape[0])} problems with up to {big_m} target "
+             "points", "the lists grow with the square of the number of target points: use "
+             "smaller images")

@@ -14,6 +14,7 @@ The pipeline, for a batch of predictions ``p`` (probabilities) and binary target
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Hashable, MutableMapping, Optional, Sequence
 
@@ -21,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_channel_weights, check_pred_target
+from .._validation import (check_channel_weights, check_memory_for_images,
+                           check_memory_for_lists, check_pred_target)
 from ._options import LossOptions
 from .costs import PaddedDiagrams, cost_matrices, diagonal_costs, pack_pairs, pair_costs
 from ..persistence import cubical_persistence
@@ -291,8 +293,19 @@ def _concat(tables: Sequence[_PairTable]) -> _PairTable:
                         ("image", "dim", "birth", "death", "birth_index", "death_index")))
 
 
-def _last_in_order(flat: torch.Tensor) -> torch.Tensor:
-    """(P,) flat index of the last pixel of each row in the strict (value, index) order."""
+def essential_death_index(flat: torch.Tensor) -> torch.Tensor:
+    """(P,) flat index of the last pixel of each image in the strict (value, index) order.
+
+    The death pixel of the essential class of dimension 0: the largest value, ties to the
+    largest index. ``flat`` is (P, L), detached. (One small function so that a persistence
+    backend that returns this pixel itself can replace it in one line.)
+    """
+    if flat.device.type == "cpu":
+        from ..kernels.cpu.loss_glue import last_in_order
+
+        out = np.empty(flat.shape[0], dtype=np.int64)
+        last_in_order(flat.contiguous().numpy(), out)
+        return torch.from_numpy(out)
     top = flat.max(dim=1, keepdim=True).values
     index = torch.arange(flat.shape[1], device=flat.device).expand_as(flat)
     return torch.where(flat == top, index, torch.full_like(index, -1)).max(dim=1).values
@@ -302,27 +315,29 @@ def _diagram_table(images: torch.Tensor, dims: tuple[int, ...], construction: st
                    backend: str) -> _PairTable:
     """Pairs of the sublevel filtrations of (P, H, W) ``images``, one persistence call.
 
-    Values are gathered from ``images`` (differentiably) at the critical pixels. The
-    essential class dies at the last pixel of the order; zero-persistence pairs are dropped.
+    The birth and death values are gathered from ``images`` in one differentiable ``take``
+    (the only place gradients enter). The essential class dies at the last pixel of the
+    order; zero-persistence pairs are dropped.
     """
-    n_images = images.shape[0]
-    flat = images.reshape(n_images, -1)
-    diagrams = cubical_persistence(images.detach(), construction=construction, dims=dims,
-                                   backend=backend)
-    image = diagrams.image.to(images.device)
-    width = images.shape[2]
-    birth_pixel = diagrams.birth_pixel.to(images.device)
-    death_pixel = diagrams.death_pixel.to(images.device)
+    n_images, height, width = (int(s) for s in images.shape)
+    detached = images.detach()
+    on_host = detached.device.type == "cpu"
+    diagrams = cubical_persistence(detached.numpy() if on_host else detached,
+                                   construction=construction, dims=dims, backend=backend)
+    device = images.device
+    image, dim, birth_pixel, death_pixel = (torch.as_tensor(a, device=device) for a in (
+        diagrams.image, diagrams.dim, diagrams.birth_pixel, diagrams.death_pixel))
+    flat = images.reshape(n_images, height * width)
+    last = essential_death_index(flat.detach()).to(device)
     birth_index = birth_pixel[:, 0] * width + birth_pixel[:, 1]
-    last = _last_in_order(flat.detach())
-    essential = death_pixel[:, 0] < 0
-    death_index = torch.where(essential, last[image], death_pixel[:, 0] * width + death_pixel[:, 1])
-    birth = flat[image, birth_index]
-    death = flat[image, death_index]
-    keep = birth.detach() != death.detach()
-    dim = diagrams.dim.to(images.device)
-    table = _PairTable(image, dim, birth, death, birth_index, death_index)
-    return table.select(keep)
+    death_index = torch.where(death_pixel[:, 0] < 0, last[image],
+                              death_pixel[:, 0] * width + death_pixel[:, 1])
+    offset = image * (height * width)
+    values = flat.reshape(-1).take(torch.stack([birth_index + offset, death_index + offset]))
+    keep = values[0].detach() != values[1].detach()
+    values = values[:, keep]
+    return _PairTable(image[keep], dim[keep], values[0], values[1], birth_index[keep],
+                      death_index[keep])
 
 
 def _target_table(images: torch.Tensor, channels: int, dims: tuple[int, ...], construction: str,
@@ -355,11 +370,10 @@ class _ProblemBatch:
     padded_width: int                # width of the images the pixel indices refer to
     spatial: bool
     spatial_clamp: tuple[float, float]
-    pred: PaddedDiagrams
+    pred_table: _PairTable           # the prediction's pairs, values differentiable
+    problem: torch.Tensor            # (K,) problem of each prediction pair
+    pred: PaddedDiagrams             # detached padded points of both sides
     target: PaddedDiagrams
-    cost: torch.Tensor               # (Q, N, M), detached
-    diag_pred: torch.Tensor          # (Q, N), detached
-    diag_target: torch.Tensor        # (Q, M), detached
     pred_padded: torch.Tensor        # the (B*C, H', W') prediction image x (differentiable)
 
 
@@ -370,85 +384,142 @@ def _pad_invert(images: torch.Tensor, pad: bool) -> torch.Tensor:
     return 1.0 - images
 
 
-def _pack(table: _PairTable, n_channels_images: int, dims: tuple[int, ...], width: int
-          ) -> PaddedDiagrams:
-    """Pack a pair table into padded problems ``q = image * len(dims) + position of dim``."""
+def _problem_of(table: _PairTable, dims: tuple[int, ...]) -> torch.Tensor:
+    """(K,) problem ``image * len(dims) + position of the dimension`` of every pair."""
     position = torch.zeros(2, dtype=torch.int64, device=table.image.device)
     position[list(dims)] = torch.arange(len(dims), device=table.image.device)
-    problem = table.image * len(dims) + position[table.dim]
+    return table.image * len(dims) + position[table.dim]
+
+
+def _pack(table: _PairTable, n_channels_images: int, dims: tuple[int, ...], width: int
+          ) -> PaddedDiagrams:
+    """Pack a pair table, detached, into padded problems (for the solvers and inspection)."""
 
     def pixels(index: torch.Tensor) -> torch.Tensor:
         return torch.stack([index // width, index % width], dim=1)
 
-    return pack_pairs(problem, n_channels_images * len(dims), table.birth, table.death,
-                      pixels(table.birth_index), pixels(table.death_index))
+    return pack_pairs(_problem_of(table, dims), n_channels_images * len(dims),
+                      table.birth.detach(), table.death.detach(), pixels(table.birth_index),
+                      pixels(table.death_index))
+
+
+def _check_keys(keys: Optional[Sequence[Hashable]], batch: int) -> None:
+    if keys is None:
+        return
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence):
+        raise TypeError(f"`keys` must be a sequence of sample ids; got {type(keys).__name__}")
+    if len(keys) != batch:
+        raise ValueError(f"`keys` must hold one id per image ({batch}); got {len(keys)}")
 
 
 def _build(pred: Any, target: Any, options: LossOptions,
            keys: Optional[Sequence[Hashable]], cache: Optional[MutableMapping]) -> _ProblemBatch:
-    """Validate the inputs, compute both sides' diagrams and all cost matrices."""
+    """Validate the inputs and compute both sides' diagrams (no cost matrix)."""
     dims, pad, construction, backend = (options.dims, options.pad, options.construction,
                                         options.backend)
     pred4, target4 = check_pred_target(pred, target)
     batch, channels, height, width = (int(s) for s in pred4.shape)
-    if keys is not None:
-        if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence):
-            raise TypeError(f"`keys` must be a sequence of sample ids; got {type(keys).__name__}")
-        if len(keys) != batch:
-            raise ValueError(f"`keys` must hold one id per image ({batch}); got {len(keys)}")
+    _check_keys(keys, batch)
+    check_memory_for_images(pred4)
     x = _pad_invert(pred4, pad).reshape(batch * channels, height + 2 * pad, width + 2 * pad)
     y = _pad_invert(target4, pad).reshape(x.shape)
     settings = (construction, pad, dims, (height, width), str(x.dtype), str(x.device))
-    pred_table = _diagram_table(x, dims, construction, backend)
     target_table = _target_table(y, channels, dims, construction, backend, keys, cache, settings)
+    pred_table = _diagram_table(x, dims, construction, backend)
     padded_width = width + 2 * pad
-    pred_padded = _pack(pred_table, batch * channels, dims, padded_width)
-    target_padded = _pack(target_table, batch * channels, dims, padded_width)
-    cost = cost_matrices(pred_padded, target_padded, (height, width), options.spatial,
-                         options.spatial_clamp)
     return _ProblemBatch(
         batch=batch, channels=channels, dims=dims, pad=pad, image_shape=(height, width),
         padded_width=padded_width, spatial=options.spatial, spatial_clamp=options.spatial_clamp,
-        pred=pred_padded, target=target_padded, cost=cost,
-        diag_pred=diagonal_costs(pred_padded), diag_target=diagonal_costs(target_padded),
-        pred_padded=x,
+        pred_table=pred_table, problem=_problem_of(pred_table, dims),
+        pred=_pack(pred_table, batch * channels, dims, padded_width),
+        target=_pack(target_table, batch * channels, dims, padded_width), pred_padded=x,
     )
 
 
 def _solve(state: _ProblemBatch, options: LossOptions) -> torch.Tensor:
-    """(Q, N) int64 assignment on the device of the costs (-1: to the diagonal)."""
-    n, m = state.pred.size, state.target.size
+    """(Q, M) int64: the prediction slot matched with each target point (-1: diagonal).
+
+    The exact solvers all solve the exact reduction (:mod:`satloss_gpu.matching._reduced`):
+    ``"auto"`` runs the compiled CPU path for host tensors and the device top-k with the CUDA
+    kernel for CUDA tensors; ``"cpu"`` always the compiled path, ``"cuda"`` always the
+    kernel, ``"emd"`` POT on the reduced problems. ``"sinkhorn"`` needs the dense costs.
+    """
+    pred, target = state.pred, state.target
+    n, m = pred.size, target.size
     if options.solver == "sinkhorn":
+        from ..matching._reduced import target_to_pred
         from ..matching.sinkhorn import sinkhorn_match_batch
 
-        result = sinkhorn_match_batch(state.cost, state.diag_pred, state.diag_target, n, m,
+        cost = cost_matrices(pred, target, state.image_shape, state.spatial,
+                             state.spatial_clamp)
+        result = sinkhorn_match_batch(cost, diagonal_costs(pred), diagonal_costs(target), n, m,
                                       **options.solver_options)
-        return result.assignment
-    from ..matching import match_batch
+        assignment = torch.as_tensor(result.assignment, device=pred.birth.device).long()
+        return target_to_pred(assignment, target.width)
+    check_memory_for_lists(n, m, pred.width, target.width)
+    on_host = options.solver == "cpu" or (options.solver == "auto"
+                                          and pred.birth.device.type == "cpu")
+    if on_host:
+        from ..matching._reduced import reduced_match_points
 
-    result = match_batch(state.cost, state.diag_pred, state.diag_target, n, m,
-                         solver=options.solver)
-    return torch.as_tensor(result.assignment, device=state.cost.device).long()
+        arrays = [a.cpu().numpy() for a in (pred.birth, pred.death, pred.birth_pixel,
+                                            target.birth, target.death, target.birth_pixel,
+                                            n, m)]
+        result = reduced_match_points(*arrays, state.image_shape, state.spatial,
+                                      state.spatial_clamp)
+        return torch.as_tensor(result.pred_of_target, device=pred.birth.device)
+    from ..matching._reduced import reduced_match_torch
+
+    def pair_cost(index: torch.Tensor) -> torch.Tensor:
+        pixel = torch.gather(pred.birth_pixel, 1, index[:, :, None].expand(-1, -1, 2))
+        dtype = torch.float64
+        return pair_costs(pred.birth.to(dtype).gather(1, index)[:, :, None],
+                          pred.death.to(dtype).gather(1, index)[:, :, None],
+                          pixel[:, :, None, :], target.birth.to(dtype)[:, None, :],
+                          target.death.to(dtype)[:, None, :], target.birth_pixel[:, None, :, :],
+                          state.image_shape, state.spatial, state.spatial_clamp)
+
+    result = reduced_match_torch(pair_cost, diagonal_costs(pred), diagonal_costs(target), n, m,
+                                 solver="emd" if options.solver == "emd" else "cuda")
+    return result.pred_of_target
 
 
-def _loss_from_assignment(state: _ProblemBatch, assignment: torch.Tensor) -> torch.Tensor:
-    """(Q,) loss of every problem from the fixed matching, differentiable in the prediction."""
-    pred, target = state.pred, state.target
-    matched = pred.valid & (assignment >= 0)
-    partner = torch.where(matched, assignment, torch.zeros_like(assignment))
-    target_birth = torch.gather(target.birth, 1, partner).to(pred.birth.dtype)
-    target_death = torch.gather(target.death, 1, partner).to(pred.birth.dtype)
-    target_pixel = torch.gather(target.birth_pixel, 1, partner[:, :, None].expand(-1, -1, 2))
-    matched_cost = pair_costs(pred.birth, pred.death, pred.birth_pixel, target_birth,
-                              target_death, target_pixel, state.image_shape, state.spatial,
-                              state.spatial_clamp)
-    pred_part = torch.where(matched, matched_cost, diagonal_costs(pred, detach=False)).sum(1)
-    hits = torch.zeros(target.valid.shape, dtype=torch.int64, device=partner.device)
-    used = hits.scatter_add_(1, partner, matched.long()) > 0
-    unmatched = target.valid & ~used
-    target_part = torch.where(unmatched, state.diag_target,
-                              torch.zeros_like(state.diag_target)).sum(1)
-    return pred_part + target_part.to(pred_part.dtype)
+def _matched_costs(state: _ProblemBatch, birth: torch.Tensor, death: torch.Tensor,
+                   pixel: torch.Tensor) -> torch.Tensor:
+    """(Q, M) cost of each target point with the prediction point given per target point."""
+    target = state.target
+    return pair_costs(birth, death, pixel, target.birth.to(birth.dtype),
+                      target.death.to(birth.dtype), target.birth_pixel, state.image_shape,
+                      state.spatial, state.spatial_clamp)
+
+
+def _loss_from_assignment(state: _ProblemBatch, pred_of_target: torch.Tensor) -> torch.Tensor:
+    """(Q,) loss of every problem from the fixed matching, differentiable in the prediction.
+
+    The prediction's values enter through the pair table only (gathered once): the matched
+    pairs' costs and the diagonal costs of the unmatched prediction points.
+    """
+    table, target = state.pred_table, state.target
+    matched = pred_of_target >= 0
+    slot = torch.where(matched, pred_of_target, torch.zeros_like(pred_of_target))
+    pair = torch.gather(state.pred.source, 1, slot).clamp(min=0)
+    n_pairs = table.birth.shape[0]
+    taken = torch.zeros(n_pairs + 1, dtype=torch.bool, device=pair.device)
+    taken[torch.where(matched, pair, torch.full_like(pair, n_pairs))] = True
+    diagonal = (table.death - table.birth).abs() / math.sqrt(2.0)
+    free = torch.where(taken[:n_pairs], torch.zeros_like(diagonal), diagonal)
+    n_problems = pred_of_target.shape[0]
+    loss = free.new_zeros(n_problems).index_add(0, state.problem, free)
+    if n_pairs:
+        index = table.birth_index[pair]
+        width = state.padded_width
+        pixel = torch.stack([index // width, index % width], dim=-1)
+        cost = _matched_costs(state, table.birth[pair], table.death[pair], pixel)
+    else:
+        cost = free.new_zeros(pred_of_target.shape)
+    target_diagonal = diagonal_costs(target).to(free.dtype)
+    per_target = torch.where(matched, cost, target_diagonal)
+    return loss + per_target.sum(1)
 
 
 def _matchings_to_host(state: _ProblemBatch, assignment: torch.Tensor,
@@ -459,8 +530,15 @@ def _matchings_to_host(state: _ProblemBatch, assignment: torch.Tensor,
     for side_name, side in (("pred", state.pred), ("target", state.target)):
         for field in ("birth", "death", "birth_pixel", "death_pixel", "size"):
             host[f"{side_name}_{field}"] = getattr(side, field).detach().cpu().numpy()
-    assignment = assignment.cpu().numpy()
-    cost = state.cost.cpu().numpy()
+    from ..matching._reduced import pred_to_target
+
+    pred_of_target = assignment
+    slot = torch.where(pred_of_target >= 0, pred_of_target, torch.zeros_like(pred_of_target))
+    pred = state.pred
+    pixel = torch.gather(pred.birth_pixel, 1, slot[:, :, None].expand(-1, -1, 2))
+    matched_cost = _matched_costs(state, pred.birth.gather(1, slot),
+                                  pred.death.gather(1, slot), pixel).detach().cpu().numpy()
+    assignment = pred_to_target(pred_of_target, pred.width).cpu().numpy()
     totals = per_problem.detach().cpu().numpy()
     n_dims = len(state.dims)
     out = []
@@ -482,7 +560,7 @@ def _matchings_to_host(state: _ProblemBatch, assignment: torch.Tensor,
             target_birth_pixel=host["target_birth_pixel"][q, :m] - shift,
             target_death_pixel=host["target_death_pixel"][q, :m] - shift,
             matches=matches,
-            match_cost=cost[q, matches[:, 0], matches[:, 1]].astype(np.float64),
+            match_cost=matched_cost[q, matches[:, 1]].astype(np.float64),
             pred_to_diagonal=np.nonzero(a < 0)[0].astype(np.int64),
             target_to_diagonal=np.setdiff1d(np.arange(m), matches[:, 1]).astype(np.int64),
             cost=float(totals[q]),

@@ -90,6 +90,19 @@ def pred_to_target(pred_of_target: Any, big_n: int) -> Any:
     return out
 
 
+def target_to_pred(assignment: Any, big_m: int) -> Any:
+    """Invert (Q, N) ``assignment`` (target of each prediction point, -1) into (Q, M)
+    ``pred_of_target`` (prediction point of each target point, -1); torch tensors."""
+    import torch
+
+    batch, big_n = assignment.shape
+    out = torch.full((batch, big_m + 1), -1, dtype=torch.int64, device=assignment.device)
+    index = torch.where(assignment >= 0, assignment, torch.full_like(assignment, big_m))
+    source = torch.arange(big_n, device=assignment.device).expand(batch, big_n)
+    out.scatter_(1, index, source.contiguous())
+    return out[:, :big_m]
+
+
 # ----------------------------------------------------------------------------- CPU path
 
 

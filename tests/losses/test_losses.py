@@ -167,7 +167,7 @@ def test_dims_and_clamp_match_reference(dims, clamp):
     np.testing.assert_allclose(our_grad, ref_grad, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("solver", ["emd", "cpu"])
+@pytest.mark.parametrize("solver", ["auto", "emd", "cpu", "cuda"])
 @pytest.mark.parametrize("backend", ["cpu", "gudhi"])
 def test_solvers_and_backends_agree(solver, backend):
     rng = np.random.default_rng(3)
@@ -452,3 +452,29 @@ def test_cuda_matches_cpu(dtype):
                                atol=tolerance * np.abs(cpu_grad).max())
     approx = sat_loss(pred.cuda(), target.cuda(), reduction="sum", solver="sinkhorn")
     assert approx.device.type == "cuda" and approx.item() >= cpu_value * (1 - tolerance)
+
+
+def test_memory_estimates_raise_before_allocating(monkeypatch):
+    from satloss_gpu import _validation
+
+    rng = np.random.default_rng(8)
+    target = _target(rng, (1, 1, 12, 12))
+    pred = _pred(rng, target, "random")
+    monkeypatch.setattr(_validation, "available_memory", lambda: 1000)
+    with pytest.raises(MemoryError, match="GiB of host memory"):
+        sat_loss(pred, target)
+    monkeypatch.setattr(_validation, "BYTES_PER_PIXEL", {4: 0, 8: 0})
+    with pytest.raises(MemoryError, match="target points"):
+        sat_loss(pred, target)
+
+
+def test_an_8192_image_is_refused_or_fits_by_estimate(monkeypatch):
+    """The estimate for one 8192 x 8192 image against a 24 GiB machine (no allocation)."""
+    from satloss_gpu import _validation
+
+    big = torch.empty((1, 1, 8192, 8192), dtype=torch.float32)
+    monkeypatch.setattr(_validation, "available_memory", lambda: 24 * 2**30)
+    _validation.check_memory_for_images(big)  # fits: about 8 GiB
+    monkeypatch.setattr(_validation, "available_memory", lambda: 4 * 2**30)
+    with pytest.raises(MemoryError, match=r"\(1, 1, 8192, 8192\)"):
+        _validation.check_memory_for_images(big)
