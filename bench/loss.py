@@ -17,12 +17,25 @@ Timed, side by side in one run (medians of ``--repeats``):
 * ``unet``: one training step of a U-Net (``--unet``, BCE, Adam) on the same batch, to report
   the loss as a share of a training step (default: the full UNet on CUDA, none on the CPU).
 
-Prints a table (ms) with the speed-up over the reference and writes JSON to
-``bench/out/loss.json``.
+Optional sections, side by side in the same run:
 
-Example (GPU machine)::
+* ``--changes``: what each change of the lean pipeline gives, on the first kind's batch, in
+  CPU time (medians, the two ways interleaved): the input checks (three passes before, one
+  now), the essential class's last pixel (torch before, one compiled pass now), the matching
+  (dense cost matrices + looped ``ot.emd`` before, the exact reduction now); persistence is
+  timed as well (the same code either way);
+* ``--busy``: the default threads against one thread (``NUMBA_NUM_THREADS=1``), each in
+  fresh processes, alternately, with and without another process keeping one core busy;
+* ``--large N``: one N x N image (B = 1) forward+backward in a fresh process: time and peak
+  resident memory.
 
-    python bench/loss.py --device cuda --repeats 10
+Prints tables (ms) with the speed-ups and writes JSON to ``bench/out/loss.json``.
+
+Examples::
+
+    python bench/loss.py --device cuda --repeats 10            # GPU machine
+    NUMBA_NUM_THREADS=1 python bench/loss.py --size 512 --no-reference --kinds blurred --changes
+    python bench/loss.py --no-reference --kinds blurred --repeats 3 --busy --large 4096
 """
 from __future__ import annotations
 
@@ -31,7 +44,10 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -41,7 +57,8 @@ from scipy.ndimage import gaussian_filter
 
 from satloss_gpu import SATLoss
 from satloss_gpu.losses import LossOptions
-from satloss_gpu.losses.functional import _build, _loss_from_assignment, _solve
+from satloss_gpu.losses.functional import (_build, _loss_from_assignment, _solve,
+                                          essential_death_index)
 from satloss_gpu.training.synthetic import generate
 
 
@@ -208,6 +225,164 @@ def time_unet(name: str, pred: torch.Tensor, target: torch.Tensor, repeats: int,
     return seconds
 
 
+# ----------------------------------------------------------------------------- changes
+
+def _cpu_median(fn, repeats: int) -> float:
+    """Median CPU time (s) of ``fn`` over ``repeats`` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return statistics.median(times)
+
+
+def _old_checks(pred: torch.Tensor, target: torch.Tensor) -> None:
+    """The input checks as they were: finiteness, range and binary test in separate passes."""
+    for array in (pred, target):
+        if not bool(torch.isfinite(array).all()):
+            raise ValueError("not finite")
+    if float(pred.min()) < 0 or float(pred.max()) > 1:
+        raise ValueError("range")
+    if bool(((target != 0) & (target != 1)).any()):
+        raise ValueError("binary")
+
+
+def _old_last_pixel(flat: torch.Tensor) -> torch.Tensor:
+    top = flat.max(dim=1, keepdim=True).values
+    index = torch.arange(flat.shape[1], device=flat.device).expand_as(flat)
+    return torch.where(flat == top, index, torch.full_like(index, -1)).max(dim=1).values
+
+
+def time_changes(pred: torch.Tensor, target: torch.Tensor, repeats: int) -> dict:
+    """CPU time of each changed stage, before and after, on one batch (interleaved)."""
+    from satloss_gpu._validation import check_pred_target
+    from satloss_gpu.losses.costs import cost_matrices, diagonal_costs
+    from satloss_gpu.matching import match_batch
+    from satloss_gpu.persistence import cubical_persistence
+
+    options = LossOptions()
+    state = _build(pred, target, options, None, None)
+    x = state.pred_padded.detach()
+    flat = x.reshape(x.shape[0], -1)
+
+    def dense_emd():
+        cost = cost_matrices(state.pred, state.target, state.image_shape, True, (0.05, 1.0))
+        return match_batch(cost, diagonal_costs(state.pred), diagonal_costs(state.target),
+                           state.pred.size, state.target.size, solver="emd")
+
+    pairs = {
+        "input checks": (lambda: _old_checks(pred, target),
+                         lambda: check_pred_target(pred, target)),
+        "essential pixel": (lambda: _old_last_pixel(flat), lambda: essential_death_index(flat)),
+        "matching": (dense_emd, lambda: _solve(state, options)),
+    }
+    rows = {}
+    for name, (before, after) in pairs.items():
+        runs = {"before": [], "after": []}
+        for _ in range(repeats):
+            runs["before"].append(_cpu_median(before, 1))
+            runs["after"].append(_cpu_median(after, 1))
+        rows[name] = {k: statistics.median(v) for k, v in runs.items()}
+    images = np.concatenate([x.numpy(), (1.0 - F.pad(target, (1, 1, 1, 1), value=1.0))
+                             .reshape(x.shape).numpy()])
+    persistence = _cpu_median(lambda: cubical_persistence(images), repeats)
+    rows["persistence (unchanged)"] = {"before": persistence, "after": persistence}
+    print("\nWhat each change gives (CPU ms, medians, before and after interleaved):")
+    print(f"{'stage':26s} {'before':>9s} {'after':>9s} {'gain ms':>9s} {'x':>6s}")
+    for name, row in rows.items():
+        gain = row["before"] - row["after"]
+        print(f"{name:26s} {1e3 * row['before']:9.1f} {1e3 * row['after']:9.1f} "
+              f"{1e3 * gain:9.1f} {row['before'] / max(row['after'], 1e-9):6.1f}")
+    return rows
+
+
+# ----------------------------------------------------------------------------- child runs
+
+def _child(argv: list[str], threads: "int | None" = None) -> dict:
+    """Run this script with ``argv`` in a fresh process; return the JSON it prints last."""
+    env = dict(os.environ)
+    env.pop("NUMBA_NUM_THREADS", None)
+    if threads is not None:
+        env["NUMBA_NUM_THREADS"] = str(threads)
+    done = subprocess.run([sys.executable, __file__, *argv], env=env, check=True,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _child_time(args) -> None:
+    """Child: median wall time (s) of SATLoss fwd+bwd on the given batch; prints JSON."""
+    pred_np, target_np = make_batch(args.kinds.split(",")[0], args.batch, args.size)
+    pred = torch.as_tensor(pred_np, dtype=torch.float32)
+    target = torch.as_tensor(target_np, dtype=torch.float32)
+    seconds, _, _, _ = time_ours(pred, target, args.repeats, "cpu", args.solver)
+    print(json.dumps({"seconds": seconds}))
+
+
+def _child_large(args) -> None:
+    """Child: one large image fwd+bwd; prints JSON with time and peak resident memory."""
+    size = args.large
+    tile = generate("vessels", (512, 512), seed=0)[1].astype(np.float32)
+    reps = -(-size // 512)
+    target = np.tile(tile, (reps, reps))[:size, :size]
+    rng = np.random.default_rng(0)
+    noisy = target + 0.35 * rng.standard_normal(target.shape).astype(np.float32)
+    pred = np.clip(gaussian_filter(noisy, 1.5), 0.0, 1.0)
+    del noisy
+    pred = torch.as_tensor(pred)[None, None]
+    target = torch.as_tensor(target)[None, None]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    p = pred.clone().requires_grad_(True)
+    start = time.perf_counter()
+    cpu = time.process_time()
+    loss = SATLoss()(p, target)
+    loss.backward()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"size": size, "seconds": seconds, "cpu_seconds": time.process_time() - cpu,
+                      "loss": loss.item(), "peak_rss_bytes": peak,
+                      "rss_before_loss_bytes": before}))
+
+
+def time_busy(args) -> dict:
+    """Default threads vs one thread, fresh processes, with and without a busy core."""
+    argv = ["--_child-time", "--batch", str(args.batch), "--size", str(args.size),
+            "--kinds", args.kinds.split(",")[0], "--repeats", str(args.repeats)]
+    rows = {}
+    for busy in (False, True):
+        spinner = (subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                   if busy else None)
+        try:
+            runs = {"default": [], "one thread": []}
+            for _ in range(args.busy_rounds):
+                runs["default"].append(_child(argv)["seconds"])
+                runs["one thread"].append(_child(argv, threads=1)["seconds"])
+        finally:
+            if spinner is not None:
+                spinner.kill()
+                spinner.wait()
+        rows["busy core" if busy else "idle"] = {k: statistics.median(v)
+                                                 for k, v in runs.items()}
+    print(f"\nThreads, {args.batch} x {args.size}x{args.size} fwd+bwd (wall ms, medians of "
+          f"{args.busy_rounds} fresh processes each):")
+    print(f"{'machine':10s} {'default':>9s} {'1 thread':>9s} {'ratio':>7s}")
+    for name, row in rows.items():
+        print(f"{name:10s} {1e3 * row['default']:9.1f} {1e3 * row['one thread']:9.1f} "
+              f"{row['default'] / row['one thread']:7.2f}")
+    return rows
+
+
+def time_large(size: int) -> dict:
+    row = _child(["--_child-large", "--large", str(size)])
+    print(f"\nOne {size}x{size} image fwd+bwd: {row['seconds']:.1f} s wall, "
+          f"{row['cpu_seconds']:.1f} s CPU, peak resident memory "
+          f"{row['peak_rss_bytes'] / 2**30:.2f} GiB "
+          f"({row['rss_before_loss_bytes'] / 2**30:.2f} GiB before the loss), "
+          f"loss {row['loss']:.2f}")
+    return row
+
+
 # ----------------------------------------------------------------------------- main
 
 def main() -> dict:
@@ -225,9 +400,22 @@ def main() -> dict:
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--sinkhorn", action="store_true",
                         help="also time solver='sinkhorn' and report its error against exact")
+    parser.add_argument("--changes", action="store_true",
+                        help="time each changed stage before and after")
+    parser.add_argument("--busy", action="store_true",
+                        help="default threads vs one thread, with and without a busy core")
+    parser.add_argument("--busy-rounds", type=int, default=3)
+    parser.add_argument("--large", type=int, default=0,
+                        help="also one LARGE x LARGE image in a fresh process")
+    parser.add_argument("--_child-time", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--_child-large", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out",
                                                       "loss.json"))
     args = parser.parse_args()
+    if args._child_time:
+        return _child_time(args)
+    if args._child_large:
+        return _child_large(args)
     unet = args.unet or ("UNet" if args.device == "cuda" else "none")
     dtype = getattr(torch, args.dtype)
 
@@ -265,6 +453,8 @@ def main() -> dict:
             step = time_unet(unet, pred, target, max(3, args.repeats), args.device)
             row.update(unet_step_s=step, loss_share_of_step=ours / (ours + step))
         results["kinds"][kind] = row
+        if args.changes and "changes" not in results:
+            results["changes"] = time_changes(pred.cpu(), target.cpu(), args.repeats)
         print(f"{kind:8s} {1e3 * ours:9.1f} {1e3 * stages['build']:8.1f} "
               f"{1e3 * stages['match']:8.1f} {1e3 * stages['loss_backward']:7.1f} "
               f"{1e3 * row.get('reference_s', float('nan')):9.1f} "
@@ -273,6 +463,10 @@ def main() -> dict:
               f"{100 * row.get('loss_share_of_step', float('nan')):5.1f}% "
               f"{sizes['pred_points_mean']:7.0f} {value:9.4f} "
               f"{row.get('reference_loss', float('nan')):9.4f}")
+    if args.busy:
+        results["threads"] = time_busy(args)
+    if args.large:
+        results["large"] = time_large(args.large)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)

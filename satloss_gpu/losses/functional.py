@@ -5,12 +5,18 @@ The pipeline, for a batch of predictions ``p`` (probabilities) and binary target
 1. pad both with a one-pixel frame of 1 (foreground) and invert, ``x = 1 - p``, ``y = 1 - t``;
 2. persistence of the sublevel filtrations of ``x`` and ``y`` (T-construction by default),
    all images and channels in one :func:`~satloss_gpu.cubical_persistence` call per side;
-3. per image, channel and homology dimension, a matching problem whose costs
-   (:mod:`satloss_gpu.losses.costs`) are built for the whole batch in one pass on the device;
-4. the optimal matchings (:func:`satloss_gpu.matching.match_batch`, or the approximate
-   Sinkhorn path of :mod:`satloss_gpu.matching.sinkhorn`);
-5. the loss recomputed in torch from the fixed matchings, so that gradients reach ``p``
-   through the values at the prediction's critical pixels only.
+3. per image, channel and homology dimension, a matching problem solved exactly by the
+   reduction of :mod:`satloss_gpu.matching._reduced`: each target point keeps only its
+   ``min(m, #negative reduced costs)`` cheapest prediction points, cost entries are computed
+   for candidate pairs only (one compiled pass on the CPU, chunked top-k on a GPU), so no
+   ``n x m`` cost matrix is built (the approximate Sinkhorn path of
+   :mod:`satloss_gpu.matching.sinkhorn` still builds it);
+4. the loss recomputed in torch from the fixed matchings: the prediction's values are
+   gathered once at the critical pixels, so gradients reach ``p`` through them only.
+
+Threads: the compiled matching passes run in a pool of waiting Python threads
+(:mod:`satloss_gpu._threads`), never in spinning OpenMP regions; their number is Numba's
+(``NUMBA_NUM_THREADS`` or ``numba.set_num_threads``).
 """
 from __future__ import annotations
 
@@ -72,9 +78,9 @@ def sat_loss(
     spatial_clamp : (float, float), default (0.05, 1.0)
         Bounds ``(low, high)`` of the spatial factor, ``0 <= low <= high``.
     solver : {"auto", "emd", "cpu", "cuda", "sinkhorn"}, default "auto"
-        Matching solver. "emd", "cpu" and "cuda" are exact
-        (:func:`satloss_gpu.matching.match_batch`); "auto" lets it pick the fastest exact one
-        for the device. "sinkhorn" is approximate: POT's batched log-domain Sinkhorn on the
+        Matching solver. "emd", "cpu" and "cuda" are exact: each solves the exact reduction
+        of the problem (POT, the compiled CPU path, the CUDA kernel after a device top-k);
+        "auto" is the compiled CPU path for host tensors and the CUDA path for CUDA tensors. "sinkhorn" is approximate: POT's batched log-domain Sinkhorn on the
         device followed by rounding to a valid matching (see
         :mod:`satloss_gpu.matching.sinkhorn` for its accuracy).
     reduction : {"mean", "sum", "none"}, default "mean"
@@ -125,7 +131,10 @@ def sat_loss(
     subgradient 0.
 
     Host synchronisation: a few scalars (validation, the padded sizes) and whatever the
-    solver needs; the exact CPU solvers copy the cost matrices to the host.
+    solver needs; the CPU path copies the diagrams' points to the host.
+
+    Memory: no ``n x m`` cost matrix is built (except by "sinkhorn"); on the CPU the call
+    raises ``MemoryError`` before allocating when its estimate exceeds the available memory.
 
     Examples
     --------
