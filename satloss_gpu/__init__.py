@@ -16,8 +16,12 @@ import also loads tqdm when it is installed).
 """
 from typing import Any
 
-from .matching import match_batch
-from .persistence import PersistenceDiagrams, cubical_persistence
+from ._threads import prefer_passive_openmp
+
+prefer_passive_openmp()
+
+from .matching import match_batch  # noqa: E402
+from .persistence import PersistenceDiagrams, cubical_persistence  # noqa: E402
 
 __all__ = ["cubical_persistence", "PersistenceDiagrams", "match_batch", "SATLoss", "TopoLoss"]
 __version__ = "0.1.0"

@@ -1,6 +1,18 @@
-"""Worker threads for the compiled passes of the loss: a pool that waits, never spins.
+"""Threads of the compiled code: waiting, never spinning.
 
-The compiled matching passes release the GIL and work on a range of items; :func:`run_ranges`
+Two layers, both sized by Numba's thread count (``NUMBA_NUM_THREADS``, or
+``numba.set_num_threads`` at run time; ``NUMBA_NUM_THREADS=1`` runs everything in the
+calling thread):
+
+* Numba's ``parallel=True`` kernels (the persistence backend) run on Numba's threading layer,
+  OpenMP on most machines. GNU OpenMP lets idle workers spin before they sleep; with another
+  process busy on one core, a two-thread loss took 3 to 5 times as long as one thread
+  (``bench/loss.py --busy``). :func:`prefer_passive_openmp` (called when the package is
+  imported) sets ``OMP_WAIT_POLICY=PASSIVE`` unless the variable is already set, before the
+  OpenMP runtime starts, so idle workers sleep. To change it, set ``OMP_WAIT_POLICY`` (e.g.
+  ``ACTIVE``) or ``NUMBA_THREADING_LAYER`` (``workqueue``, ``omp``, ``tbb``) in the
+  environment before importing the package.
+* The compiled matching passes release the GIL and work on a range of items; :func:`run_ranges`
 hands ranges to a pool of Python threads, one range at a time, so a thread on a core that
 another process keeps busy simply takes fewer ranges (dynamic scheduling), and idle threads
 sleep on a lock. The number of threads is Numba's (``NUMBA_NUM_THREADS``, or
@@ -9,17 +21,26 @@ calling thread.
 """
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
-__all__ = ["thread_count", "run_ranges"]
+__all__ = ["thread_count", "run_ranges", "prefer_passive_openmp"]
 
 _POOL: Optional[ThreadPoolExecutor] = None
 _POOL_SIZE = 0
 _POOL_LOCK = threading.Lock()
 #: Ranges per thread: more gives better balance on a loaded machine, fewer less overhead.
 RANGES_PER_THREAD = 4
+
+
+def prefer_passive_openmp() -> None:
+    """Ask OpenMP for sleeping (not spinning) idle workers unless the user chose otherwise.
+
+    Effective only while Numba's OpenMP layer has not started (it reads the variable then).
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def thread_count() -> int:
