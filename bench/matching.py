@@ -16,7 +16,9 @@ many near the diagonal, the spatial factor of SATLoss), ``real`` (true SATLoss p
 H1 diagrams from :func:`satloss_gpu.cubical_persistence` of a binary blob mask and of a
 prediction made of that mask plus Gaussian-filtered noise, both framed with foreground, costs
 ``sp * pd`` with ``sp`` clamped to [0.05, 1]; ``--size`` sets the image side, ``--n``/``--m``
-are ignored) and ``uniform`` (uniform random costs).
+are ignored) and ``uniform`` (uniform random costs) and ``satloss`` (the loss's own problems: H0 and H1 of
+``--batch`` images of ``bench/loss.py``'s "blurred" kind, ``--size`` a side, also solved from
+the points the way the loss does it).
 
 Prints a table of medians (ms) and ratios to looped ``ot.emd``; writes JSON to
 ``bench/out/matching.json``.
@@ -25,6 +27,7 @@ Example (GPU machine)::
 
     python bench/matching.py --device cuda --batch 64 --n 2000 --m 200 --repeats 10
     python bench/matching.py --device cuda --kind real --batch 64 --size 256 --repeats 10
+    python bench/matching.py --kind satloss --batch 16 --size 512 --skip-scipy --skip-dense
 """
 from __future__ import annotations
 
@@ -100,6 +103,26 @@ def real_problems(rng, batch, size=256, noise=0.3, sigma=1.0, sigma_target=4.0):
     return cost, diag_pred, diag_target, n, m
 
 
+def satloss_problems(batch, size):
+    """The loss's own problems (H0 and H1 of ``batch`` images, ``bench/loss.py`` "blurred"):
+    (cost, diag_pred, diag_target, n, m, points); ``points`` feeds the point-based path."""
+    import torch
+
+    from loss import make_batch
+    from satloss_gpu.losses import LossOptions
+    from satloss_gpu.losses.costs import cost_matrices, diagonal_costs
+    from satloss_gpu.losses.functional import _build
+
+    pred, target = make_batch("blurred", batch, size)
+    state = _build(torch.as_tensor(pred), torch.as_tensor(target), LossOptions(), None, None)
+    p, t = state.pred, state.target
+    cost = cost_matrices(p, t, state.image_shape, True, (0.05, 1.0)).numpy()
+    points = [a.detach().numpy() for a in (p.birth, p.death, p.birth_pixel, t.birth, t.death,
+                                           t.birth_pixel)]
+    return (cost, diagonal_costs(p).numpy(), diagonal_costs(t).numpy(), p.size.numpy(),
+            t.size.numpy(), points)
+
+
 def uniform_problems(rng, batch, n, m):
     return rng.random((batch, n, m)), 0.3 * rng.random((batch, n)), 0.3 * rng.random((batch, m))
 
@@ -135,7 +158,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--n", type=int, default=2000, help="prediction points per problem")
     parser.add_argument("--m", type=int, default=200, help="target points per problem")
-    parser.add_argument("--kind", choices=["diagrams", "real", "uniform"], default="diagrams")
+    parser.add_argument("--kind", choices=["diagrams", "real", "uniform", "satloss"],
+                        default="diagrams")
     parser.add_argument("--size", type=int, default=256, help="image side (--kind real)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
@@ -152,7 +176,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
-    if args.kind == "real":
+    points = None
+    if args.kind == "satloss":
+        cost, diag_pred, diag_target, n, m, points = satloss_problems(args.batch, args.size)
+        print(f"SATLoss problems (H0, H1 of {args.batch} images): n = {n.tolist()}, "
+              f"m = {m.tolist()}")
+    elif args.kind == "real":
         cost, diag_pred, diag_target, n, m = real_problems(rng, args.batch, args.size)
         print(f"real problems: n = {n.tolist()}, m = {m.tolist()}")
     else:
@@ -166,11 +195,11 @@ def main(argv=None):
         return emd_one(cost[b, :n[b], :m[b]], diag_pred[b, :n[b]], diag_target[b, :m[b]])[0]
 
     def emd_loop():
-        return np.array([one(b) for b in range(args.batch)])
+        return np.array([one(b) for b in range(len(n))])
 
     def emd_threads():
         with ThreadPoolExecutor(args.threads) as pool:
-            return np.array(list(pool.map(one, range(args.batch))))
+            return np.array(list(pool.map(one, range(len(n)))))
 
     t, reference = timed(emd_loop, args.slow_repeats)
     rows["ot.emd looped"] = {"ms": 1e3 * t, "max_rel_err": 0.0}
@@ -182,7 +211,7 @@ def main(argv=None):
 
         def scipy_loop():
             out = []
-            for b in range(args.batch):
+            for b in range(len(n)):
                 big = augmented_square(cost[b, :n[b], :m[b]], diag_pred[b, :n[b]],
                                        diag_target[b, :m[b]])
                 r, c = linear_sum_assignment(big)
@@ -195,6 +224,13 @@ def main(argv=None):
     t, res = timed(lambda: match_batch(cost, diag_pred, diag_target, n, m, solver="reduced"),
                    args.repeats)
     rows["ours reduced"] = {"ms": 1e3 * t, "max_rel_err": _err(res.total, reference)}
+    if points is not None:
+        from satloss_gpu.matching._reduced import reduced_match_points
+
+        t, res = timed(lambda: reduced_match_points(*points, n, m, (args.size, args.size)),
+                       args.repeats)
+        rows["ours reduced (points: the loss)"] = {"ms": 1e3 * t,
+                                                   "max_rel_err": _err(res.total, reference)}
     t, res = timed(lambda: match_batch(cost, diag_pred, diag_target, n, m, solver="cpu"),
                    args.repeats)
     rows["ours cpu (sparse SAP)"] = {"ms": 1e3 * t, "max_rel_err": _err(res.total, reference)}
@@ -219,7 +255,7 @@ def main(argv=None):
             t, res = timed(lambda: match_batch(*data, n_d, m_d, solver="cuda"), args.repeats, sync)
             name = f"ours cuda ({str(dtype).replace('torch.', '')})"
             rows[name] = {"ms": 1e3 * t, "max_rel_err": _err(res.total.cpu().numpy(), reference)}
-        if args.kind != "real":  # padded problems: not comparable with the reference
+        if args.kind not in ("real", "satloss"):  # padded: not comparable with the reference
             _bench_pot_batch(rows, tensors, reference, args, sync)
 
     base = rows["ot.emd looped"]["ms"]
@@ -266,10 +302,12 @@ def _err(values, reference):
 
 
 def _print_table(rows, args):
-    shape = f"{args.size}x{args.size} images" if args.kind == "real" else f"{args.n} x {args.m}"
+    shape = (f"{args.size}x{args.size} images" if args.kind in ("real", "satloss")
+             else f"{args.n} x {args.m}")
     print(f"\nbatch {args.batch} x ({shape}), {args.kind}, device {args.device}, "
           f"median of {args.repeats} (slow baselines: {args.slow_repeats})")
     print(f"{'solver':32s} {'ms':>10s} {'x emd':>8s} {'max rel err':>12s} {'steps':>8s}")
+    print("(ot.emd rows solve the dense problems, built beforehand and not timed)")
     for name, row in rows.items():
         steps = f"{row['steps_median']:8.0f}" if "steps_median" in row else f"{'':8s}"
         print(f"{name:32s} {row['ms']:10.2f} {row['speedup_vs_emd']:8.2f} "
