@@ -171,6 +171,7 @@ def time_ours(pred: torch.Tensor, target: torch.Tensor, repeats: int, device: st
         return loss.item()
 
     total, value = _time(run, repeats, device)
+    total_cpu = _cpu_median(run, repeats) if device == "cpu" else float("nan")
     stages = {"build": [], "match": [], "loss_backward": []}
     for _ in range(max(1, min(repeats, 3)) + 1):  # the first run is a warm-up
         p = pred.clone().requires_grad_(True)
@@ -190,6 +191,7 @@ def time_ours(pred: torch.Tensor, target: torch.Tensor, repeats: int, device: st
     sizes = {"pred_points_max": state.pred.width, "target_points_max": state.target.width,
              "pred_points_mean": float(state.pred.size.float().mean()),
              "target_points_mean": float(state.target.size.float().mean())}
+    sizes["ours_cpu_s"] = total_cpu
     return total, value, {k: statistics.median(v[1:]) for k, v in stages.items()}, sizes
 
 
@@ -426,7 +428,7 @@ def main() -> dict:
                     "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
         "kinds": {},
     }
-    header = (f"{'input':8s} {'ours ms':>9s} {'build':>8s} {'match':>8s} {'bwd':>7s} "
+    header = (f"{'input':8s} {'ours ms':>9s} {'cpu ms':>8s} {'build':>8s} {'match':>8s} {'bwd':>7s} "
               f"{'ref ms':>9s} {'speed-up':>8s} {'unet ms':>8s} {'share':>6s} "
               f"{'n_pred':>7s} {'loss':>9s} {'ref loss':>9s}")
     print(f"SATLoss forward+backward, batch {args.batch} x {args.size}x{args.size}, "
@@ -455,7 +457,8 @@ def main() -> dict:
         results["kinds"][kind] = row
         if args.changes and "changes" not in results:
             results["changes"] = time_changes(pred.cpu(), target.cpu(), args.repeats)
-        print(f"{kind:8s} {1e3 * ours:9.1f} {1e3 * stages['build']:8.1f} "
+        print(f"{kind:8s} {1e3 * ours:9.1f} {1e3 * sizes['ours_cpu_s']:8.1f} "
+              f"{1e3 * stages['build']:8.1f} "
               f"{1e3 * stages['match']:8.1f} {1e3 * stages['loss_backward']:7.1f} "
               f"{1e3 * row.get('reference_s', float('nan')):9.1f} "
               f"{row.get('speedup', float('nan')):8.1f} "
