@@ -428,7 +428,8 @@ def main() -> dict:
                     "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
         "kinds": {},
     }
-    header = (f"{'input':8s} {'ours ms':>9s} {'cpu ms':>8s} {'build':>8s} {'match':>8s} {'bwd':>7s} "
+    header = (f"{'input':8s} {'ours ms':>9s} {'cpu ms':>8s} {'build':>8s} {'match':>8s} "
+              f"{'bwd':>7s} "
               f"{'ref ms':>9s} {'speed-up':>8s} {'unet ms':>8s} {'share':>6s} "
               f"{'n_pred':>7s} {'loss':>9s} {'ref loss':>9s}")
     print(f"SATLoss forward+backward, batch {args.batch} x {args.size}x{args.size}, "

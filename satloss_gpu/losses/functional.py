@@ -80,7 +80,8 @@ def sat_loss(
     solver : {"auto", "emd", "cpu", "cuda", "sinkhorn"}, default "auto"
         Matching solver. "emd", "cpu" and "cuda" are exact: each solves the exact reduction
         of the problem (POT, the compiled CPU path, the CUDA kernel after a device top-k);
-        "auto" is the compiled CPU path for host tensors and the CUDA path for CUDA tensors. "sinkhorn" is approximate: POT's batched log-domain Sinkhorn on the
+        "auto" is the compiled CPU path for host tensors and the CUDA path for CUDA tensors.
+        "sinkhorn" is approximate: POT's batched log-domain Sinkhorn on the
         device followed by rounding to a valid matching (see
         :mod:`satloss_gpu.matching.sinkhorn` for its accuracy).
     reduction : {"mean", "sum", "none"}, default "mean"
