@@ -21,7 +21,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=["satloss_gpu", "satloss_gpu.backends", "satloss_gpu.kernels",
-              "satloss_gpu.kernels.common", "satloss_gpu.kernels.cpu"],
+              "satloss_gpu.kernels.common", "satloss_gpu.kernels.cpu",
+              "satloss_gpu.kernels.cuda"],
     package_dir={"satloss_gpu": "satloss_gpu", "satloss_gpu.kernels": "kernels"},
     install_requires=[
         "numpy>=1.24",

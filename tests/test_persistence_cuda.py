@@ -170,21 +170,23 @@ def test_pairing_option_is_checked():
 
 def test_too_many_pixels_rejected(monkeypatch):
     from satloss_gpu.backends import cuda as cuda_module
-    from satloss_gpu.kernels import persistence_common
+    from satloss_gpu.kernels import _glue
+    from satloss_gpu.kernels.cuda import local_pairing
 
-    monkeypatch.setattr(persistence_common, "MAX_PIXELS", 10)
+    monkeypatch.setattr(local_pairing, "MAX_PIXELS", 10)
     with pytest.raises(ValueError, match="at most 10 pixels"):
-        cuda_module._Pipeline(None, np.zeros((1, 4, 4)), "T", (0,), cuda_backend())
+        cuda_module._Pipeline(_glue.Glue(), np.zeros((1, 4, 4)), "T", (0,), cuda_backend())
 
 
 def test_too_many_edges_rejected(monkeypatch, cuda_mode):
-    # Edge ends and list counts are int32 in the kernels: a larger edge total must not wrap.
+    # Slots and fresh nodes of the pairing are int32: a larger edge total must not wrap.
     if cuda_mode != "sim":
         pytest.skip("patches the simulator's glue")
     from satloss_gpu.kernels import _glue
 
-    monkeypatch.setattr(_glue.Glue, "item", lambda self, array, index: 2 ** 31)
-    with pytest.raises(ValueError, match="basin-graph edges"):
+    monkeypatch.setattr(_glue.Glue, "to_host",
+                        lambda self, array: np.full(np.asarray(array).shape, 2 ** 30))
+    with pytest.raises(ValueError, match="critical edges"):
         cuda_backend().pairs(np.zeros((1, 3, 3), dtype=np.float32), "T", (0,))
 
 

@@ -119,29 +119,34 @@ class CUDABackend(PersistenceBackend):
 
 
 class _Pipeline:
-    """One call of the backend: buffers, launches and size read-backs, in order."""
+    """One call of the backend: buffers, launches and the one size read-back, in order."""
 
     def __init__(self, glue: Any, images: Any, construction: str, dims: tuple[int, ...],
                  backend: CUDABackend) -> None:
-        from satloss_gpu.kernels.persistence_common import MAX_PIXELS
+        from satloss_gpu.kernels.cuda import local_pairing
 
+        self.lp = local_pairing
         self.glue = glue
         self.images = images
         self.batch, self.height, self.width = (int(s) for s in images.shape)
         self.n = self.height * self.width
-        if self.n > MAX_PIXELS:
-            raise ValueError(f"`images` must have at most {MAX_PIXELS} pixels per image for "
+        limit = local_pairing.MAX_PIXELS
+        if self.n > limit:
+            raise ValueError(f"`images` must have at most {limit} pixels per image for "
                              f"the cuda backend; got {self.height}x{self.width}")
-        self.dims = dims
-        self.n_dims = len(dims)
-        self.problems = self.batch * self.n_dims
-        if self.problems * (self.n + 1) >= 2 ** 31:
+        self.n_corners = (self.height + 1) * (self.width + 1) + 1
+        self.n_squares = self.n + 1
+        if self.batch * max(self.n_corners, 4 * self.n) >= 2 ** 31:
             raise ValueError("the batch is too large for one call of the cuda backend "
-                             f"({self.problems} problems of {self.n} pixels); split it")
-        self.connectivity = 8 if construction == "T" else 4
+                             f"({self.batch} images of {self.n} pixels); split it")
+        self.flip = 1 if construction == "V" else 0
+        self.want = (int(0 in dims), int(1 in dims))
+        # The corner pass is always run (its leftover edges feed the square pass); the square
+        # pass gives the T-construction's dimension 1 and the V-construction's dimension 0.
+        self.square_pass = bool(self.want[0] if self.flip else self.want[1])
         self.backend = backend
         self.threads = backend.threads or (_SIM_THREADS if glue.simulated else 256)
-        self.max_blocks = _SIM_BLOCKS if glue.simulated else glue.sm_count() * 16
+        self.max_blocks = _SIM_BLOCKS if glue.simulated else glue.sm_count() * 32
         self.hook = backend.stage_hook
 
     # -- helpers -----------------------------------------------------------------------------
@@ -154,163 +159,186 @@ class _Pipeline:
             self.hook(name)
 
     def _buffer(self, kind: str, size: int, fill: Optional[int] = None):
-        """(library buffer, kernel view)."""
+        """(library buffer, kernel view), both of exactly ``size`` elements (at least one)."""
         array = self.glue.alloc(kind, size) if fill is None else self.glue.full(kind, size, fill)
+        array = array[:max(int(size), 1)]
         return array, self.glue.view(array, kind)
 
     # -- stages ------------------------------------------------------------------------------
     def run(self) -> PairIndices:
         self._stage("start")
-        order = self._order_words()
+        self._order_words()
         self._stage("order")
-        label, first_key = self._basins(order)
-        self._stage("basins")
-        edges = self._basin_edges(order, label)
-        self._stage("edges")
-        forest, forest_count = self._spanning_forest(edges)
-        self._stage("forest")
-        result = self._pairs(order, label, first_key, forest, forest_count)
+        self._count()
+        self._stage("count")
+        self._emit()
+        self._stage("emit")
+        self._jump()
+        self._stage("jump")
+        self._sort()
+        self._stage("sort")
+        if self.total:
+            corner_result = self._pass(0, None)
+            self._stage("corner pass")
+            square_result = self._pass(1, corner_result) if self.square_pass else corner_result
+        else:  # no critical edge anywhere: only the essential classes
+            corner_result = square_result = self._buffer("u64", 1, fill=-1)[1]
+            self._stage("corner pass")
+        self._stage("square pass")
+        result = self._assemble(corner_result, square_result)
         self._stage("assemble")
+        sizes = self.edge_counts
         self.backend.last_stats = {
-            "problems": self.problems,
-            "basin_edges": edges[0],
-            "boruvka_rounds": self.boruvka_rounds,
-            "longest_forest": self.forest_width,
-            "halving_levels": max(self.forest_width - 1, 0).bit_length(),
+            "images": self.batch,
+            "critical_edges": int(sizes.sum()),
+            "critical_edges_per_pixel": float(sizes.sum()) / max(self.batch * self.n, 1),
+            "longest_list": int(sizes.max(initial=0)),
+            "halving_levels": self.levels,
         }
         return result
 
-    def _order_words(self):
-        from satloss_gpu.kernels import persistence_basins as kb
-
+    def _order_words(self) -> None:
         glue, n = self.glue, self.n
-        order, order_k = self._buffer("u32", self.batch * n)
+        words, self.words = self._buffer("u32", self.batch * n)
         if str(self.images.dtype).endswith("float32"):
             bits = glue.view(glue.float32_bits(self.images), "u32")
-            self._launch(kb.float32_order_kernel, self.batch * n, bits, order_k)
+            self._launch(self.lp.float32_order_kernel, self.batch * n, bits, self.flip, self.words)
         else:
             ranks = glue.argsort_rows(self.images, self.batch, n)
             ranks_k = glue.view(ranks.reshape(self.batch, n), "i64")
-            self._launch(kb.rank_order_kernel, self.batch * n, ranks_k, n, order_k)
-        return order_k
+            self._launch(self.lp.rank_order_kernel, self.batch * n, ranks_k, n, self.flip,
+                         self.words)
 
-    def _basins(self, order):
-        from satloss_gpu.kernels import persistence_basins as kb
+    def _pixel_kernel(self, emit: int, *buffers: Any) -> None:
+        self._launch(self.lp.pixel_kernel, self.batch * self.n, self.words, self.table, self.height,
+                     self.width, self.flip, emit, *buffers)
 
-        glue, n = self.glue, self.n
-        flags = np.tile(np.array([1 if d == 1 else 0 for d in self.dims], dtype=np.int32),
-                        self.batch)
-        self.dual_flags = glue.view(glue.from_host("i32", flags), "i32")
-        self.flags = flags
-        label, label_k = self._buffer("i32", self.problems * (n + 1))
-        first_k = self._buffer("u64", self.problems, fill=-1)[1]
-        self._launch(kb.descent_kernel, self.problems * n, order, self.dual_flags, self.n_dims,
-                     self.height, self.width, self.connectivity, label_k, first_k)
-        self._launch(kb.jump_kernel, self.problems * (n + 1), label_k)
-        return label_k, first_k
+    def _count(self) -> None:
+        """Critical edges and critical corners of every image; the one size read-back."""
+        glue, batch, n = self.glue, self.batch, self.n
+        from satloss_gpu.kernels.common.local_pairing import RULE_TABLE
 
-    def _basin_edges(self, order, label):
-        from satloss_gpu.kernels import persistence_basins as kb
-
-        glue, n = self.glue, self.n
-        counts, counts_k = self._buffer("i64", self.problems * n)
-        dummy_key, dummy_key_k = self._buffer("u64", 1)
-        dummy_end, dummy_end_k = self._buffer("i32", 1)
-        args = (order, label, self.dual_flags, self.n_dims, self.height, self.width,
-                self.connectivity)
-        self._launch(kb.basin_edges_kernel, self.problems * n, *args, 0, counts_k,
-                     dummy_key_k, dummy_end_k, dummy_end_k)
-        ends = glue.cumsum(counts)
-        total = glue.item(ends, self.problems * n - 1)
-        if total >= 2 ** 31:
-            # Edge ends, list counts and compaction offsets are int32 in the kernels.
+        self.table = glue.view(glue.from_host("i32", RULE_TABLE.astype(np.int32)), "i32")
+        counts, counts_k = self._buffer("i32", batch * n)
+        self.lowest = self._buffer("u64", batch, fill=-1)[1]
+        self.highest = self._buffer("u64", batch, fill=0)[1]
+        corners, corners_k = self._buffer("i32", batch, fill=0)
+        dummy_i32 = self._buffer("i32", 1)[1]
+        dummy_u32 = self._buffer("u32", 1)[1]
+        dummy_i64 = self._buffer("i64", 1)[1]
+        self._pixel_kernel(0, dummy_i64, counts_k, self.lowest, self.highest, corners_k,
+                           dummy_i32, dummy_i32, dummy_u32, dummy_i32, dummy_i32)
+        self.ends = glue.cumsum(counts)
+        totals = self.ends[n - 1::n]
+        host = glue.to_host(glue.stack_i64(totals, corners))
+        ends_host = host[:batch]
+        self.critical_corners = host[batch:]
+        self.edge_counts = np.diff(ends_host, prepend=0)
+        self.total = int(ends_host[-1])
+        if 3 * self.total >= 2 ** 31:
+            # Slots and fresh nodes of the pairing are int32.
             raise ValueError("the batch is too large for one call of the cuda backend "
-                             f"({total} basin-graph edges, at most {2 ** 31 - 1}); split it")
-        ends_k = glue.view(ends, "i64")
-        key, key_k = self._buffer("u64", total)
-        end_a, end_a_k = self._buffer("i32", total)
-        end_b, end_b_k = self._buffer("i32", total)
-        self._launch(kb.basin_edges_kernel, self.problems * n, *args, 1, ends_k, key_k,
-                     end_a_k, end_b_k)
-        return total, (key_k, end_a_k, end_b_k)
+                             f"({self.total} critical edges, at most {(2 ** 31 - 1) // 3}); "
+                             "split it")
+        self.image_start_host = np.concatenate([[0], ends_host]).astype(np.int64)
+        self.image_start = glue.view(glue.from_host("i64", self.image_start_host), "i64")
 
-    def _spanning_forest(self, edges):
-        from satloss_gpu.kernels import persistence_forest as kf
+    def _emit(self) -> None:
+        total = self.total
+        self.edges = self._buffer("i32", total)[1]
+        self.edge_image = self._buffer("i32", total)[1]
+        self.edge_word = self._buffer("u32", total)[1]
+        self.corner_parent = self._buffer("i32", self.batch * self.n_corners)
+        self.square_parent = self._buffer("i32", self.batch * self.n_squares)
+        self._pixel_kernel(1, self.glue.view(self.ends, "i64"), self._buffer("i32", 1)[1],
+                           self.lowest, self.highest, self._buffer("i32", 1)[1], self.edges,
+                           self.edge_image, self.edge_word, self.corner_parent[1],
+                           self.square_parent[1])
 
-        glue, nodes = self.glue, self.n + 1
-        total, first_list = edges
-        first_count = glue.from_host("i32", np.array([total]))
-        second_count = glue.alloc("i32", 1)
-        lists = [
-            (first_list + (glue.view(first_count, "i32"),), first_count),
-            (tuple(self._buffer(kind, total)[1] for kind in ("u64", "i32", "i32"))
-             + (glue.view(second_count, "i32"),), second_count),
-        ]
-        parent = glue.arange("i32", self.problems * nodes)
-        parent_k = glue.view(parent, "i32")
-        best = [self._buffer("u64", self.problems * nodes, fill=-1)[1] for _ in range(2)]
-        forest = self._buffer("u64", self.problems * nodes)
-        forest_count = self._buffer("i32", self.problems, fill=0)
-        remaining = total
-        round_ = 0
-        for round_ in range(_MAX_BORUVKA_ROUNDS):
-            if remaining == 0:
-                break
-            src, _ = lists[round_ % 2]
-            dst, dst_count = lists[(round_ + 1) % 2]
-            glue.fill(dst_count, 0)
-            self._launch(kf.boruvka_min_kernel, remaining, *src, parent_k,
-                         best[(round_ + 1) % 2], best[round_ % 2], *dst)
-            remaining = glue.item(dst_count, 0)
-            if remaining:
-                self._launch(kf.boruvka_hook_kernel, remaining, *dst, best[round_ % 2],
-                             parent_k, nodes, forest[1], forest_count[1])
-        else:
-            raise RuntimeError("Boruvka rounds did not converge (internal error)")
-        self.boruvka_rounds = round_
-        self.scratch = (parent, parent_k)
-        return forest, forest_count
+    def _jump(self) -> None:
+        for _, parent in (self.corner_parent, self.square_parent):
+            self._launch(self.lp.jump_kernel, parent.size, parent)
 
-    def _pairs(self, order, label, first_key, forest, forest_count):
-        from satloss_gpu.kernels import persistence_pairing as kp
-        from satloss_gpu.kernels.persistence_common import NO_EDGE
+    def _sort(self) -> None:
+        """One sort of the keys of every critical edge of the batch (in chunks of images
+        only if the image number, the order word and the position do not fit 64 bits)."""
+        glue, total = self.glue, self.total
+        longest = int(self.edge_counts.max(initial=0))
+        self.pos_bits = max(int(longest - 1).bit_length(), 1)
+        self.levels = int(longest - 1).bit_length() if longest > 1 else 0
+        if total == 0:
+            self.keys = self._buffer("u64", 1)[1]
+            return
+        image_bits = 64 - 32 - self.pos_bits
+        chunk = 1 << min(image_bits, max(int(self.batch - 1).bit_length(), 0))
+        keys, self.keys = self._buffer("u64", total)
+        self._launch(self.lp.edge_key_kernel, total, self.edge_word, self.edge_image,
+                     self.image_start, chunk - 1, self.pos_bits, self.flip, self.keys)
+        for first in range(0, self.batch, chunk):
+            last = min(first + chunk, self.batch)
+            glue.sort_u64(keys, int(self.image_start_host[first]),
+                          int(self.image_start_host[last]))
 
-        glue, n, problems = self.glue, self.n, self.problems
-        count, count_k = forest_count
-        width = max(glue.max_item(count), 1)
-        self.forest_width = width
-        sorted_keys = glue.sort_rows_u64(forest[0], problems, n + 1, width, count, NO_EDGE)
-        self._stage("sort")
-        sorted_k = glue.view(sorted_keys, "u64")
-        out_birth = self._buffer("i64", problems * width)[1]
-        out_death = self._buffer("i64", problems * width)[1]
-        common = (sorted_k, width, count_k, label, order, self.dual_flags, self.n_dims,
-                  self.height, self.width)
-        scratch, scratch_k = self.scratch
+    def _pass(self, dual: int, corner_result: Any) -> Any:
+        """Elder-rule pairing of one pass over the sorted edges: per edge, the younger birth
+        key it kills, or NO_MERGE."""
+        glue, total = self.glue, self.total
+        nodes = self.batch * (self.n_squares if dual else self.n_corners)
+        root = (self.square_parent if dual else self.corner_parent)[1]
+        ends_a = self._buffer("i32", total)[1]
+        ends_b = self._buffer("i32", total)[1]
+        node_key = self._buffer("u64", nodes)[1]
+        union_parent = self._buffer("i32", nodes)[1]
+        result = self._buffer("u64", total)[1]
+        h0 = corner_result if corner_result is not None else result
+        self._launch(self.lp.ends_kernel, total, self.keys, self.edge_image, self.image_start,
+                     self.edges, self.pos_bits, self.words, self.height, self.width, self.flip,
+                     dual, root, h0, ends_a, ends_b, node_key, union_parent)
         if self.backend.pairing == "sequential":
-            self._launch(kp.pairing_sequential_kernel, problems, *common, scratch_k,
-                         out_birth, out_death)
+            self._launch(self.lp.sequential_pass_kernel, self.batch, ends_a, ends_b,
+                         self.image_start, node_key, union_parent, result)
+            return result
+        slot_of = self._buffer("i32", nodes, fill=2 ** 31 - 1)[1]
+        parent, heaviest = (self._buffer("i32", 3 * total)[1] for _ in range(2))
+        node_birth, component_birth = (self._buffer("u64", 3 * total)[1] for _ in range(2))
+        self._launch(self.lp.halving_slots_kernel, total, ends_a, ends_b, slot_of)
+        self._launch(self.lp.halving_rename_kernel, total, ends_a, ends_b, slot_of, node_key,
+                     node_birth)
+        level_args = (ends_a, ends_b, self.edge_image, self.image_start)
+        for level in range(self.levels):
+            bit = 1 << (self.levels - 1 - level)
+            self._launch(self.lp.halving_reset_kernel, total, *level_args, bit, parent, heaviest,
+                         node_birth, component_birth)
+            self._launch(self.lp.halving_union_kernel, total, *level_args, bit, parent)
+            self._launch(self.lp.halving_collect_kernel, total, *level_args, bit, parent, heaviest,
+                         node_birth, component_birth)
+            self._launch(self.lp.halving_contract_kernel, total, *level_args, bit, parent, heaviest,
+                         node_birth, component_birth, 2 * total)
+        self._launch(self.lp.halving_result_kernel, total, ends_a, ends_b, node_birth, result)
+        return result
+
+    def _assemble(self, corner_result: Any, square_result: Any) -> PairIndices:
+        glue, total, batch = self.glue, self.total, self.batch
+        counts = self.edge_counts
+        corner_merges = self.critical_corners - (0 if self.flip else 1)
+        square_merges = counts - corner_merges
+        if self.flip:
+            dim0, dim1 = square_merges + 1, corner_merges
         else:
-            glue.fill(scratch, 2 ** 31 - 1)
-            size = problems * 3 * width
-            work = [self._buffer(kind, problems * width)[1] for kind in ("i32", "i32")]
-            work += [self._buffer(kind, size)[1] for kind in ("i32", "i32", "u64", "u64")]
-            threads = _SIM_PAIRING_THREADS if glue.simulated else 256
-            glue.launcher(kp.pairing_halving_kernel, problems, threads)(
-                *common, scratch_k, *work, out_birth, out_death)
-        self._stage("pair")
-        return self._assemble(count, count_k, first_key, out_birth, out_death, width)
-
-    def _assemble(self, count, count_k, first_key, out_birth, out_death, width):
-        from satloss_gpu.kernels import persistence_pairing as kp
-
-        glue, problems = self.glue, self.problems
-        primal = glue.from_host("i32", 1 - self.flags)
-        ends = glue.cumsum(count + primal)
-        total = glue.item(ends, problems - 1)
-        columns = [self._buffer("i64", total) for _ in range(4)]
-        self._launch(kp.assemble_kernel, problems * (width + 1), glue.view(ends, "i64"),
-                     count_k, first_key, self.dual_flags, self.n_dims, width, out_birth,
-                     out_death, *(view for _, view in columns))
-        image, dim, birth, death = (array[:total] for array, _ in columns)
+            dim0, dim1 = corner_merges + 1, square_merges
+        per_image = dim0 * self.want[0] + dim1 * self.want[1]
+        out_start = np.concatenate([[0], np.cumsum(per_image)]).astype(np.int64)
+        size = int(out_start[-1])
+        corner_rank = glue.cumsum(glue.merged_flags(corner_result, max(total, 1)))
+        square_rank = glue.cumsum(glue.merged_flags(square_result, max(total, 1)))
+        columns = [self._buffer("i64", size) for _ in range(4)]
+        self.essential = self.highest if self.flip else self.lowest
+        self._launch(self.lp.assemble_kernel, total + batch, total, self.keys, self.edge_image,
+                     self.image_start, self.edges, self.pos_bits, self.flip,
+                     corner_result, square_result, glue.view(corner_rank, "i64"),
+                     glue.view(square_rank, "i64"),
+                     glue.view(glue.from_host("i64", out_start), "i64"),
+                     glue.view(glue.from_host("i64", dim0), "i64"), self.essential,
+                     self.want[0], self.want[1], *(view for _, view in columns))
+        image, dim, birth, death = (array[:size] for array, _ in columns)
         return PairIndices(image=image, dim=dim, birth_index=birth, death_index=death)

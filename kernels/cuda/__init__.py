@@ -1,0 +1,1 @@
+"""Numba-CUDA kernels of the GPU persistence backend (``backend="cuda"``)."""
