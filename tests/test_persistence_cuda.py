@@ -346,6 +346,7 @@ def test_parallel_model_matches_gudhi(construction):
                if p[2] < 0 or values[p[1]] != values[p[2]]]
         assert got == expected
     counts = model_counts(rng.random((32, 32)), construction)
-    for dim in ("H0", "H1"):
-        assert counts[dim]["forest_edges"] == counts[dim]["basins"] - 1  # one tree
-        assert counts[dim]["halving_levels"] == (counts[dim]["forest_edges"] - 1).bit_length()
+    # Every critical edge is paired: it merges two corner or two square components.
+    assert counts["critical_edges"] == (counts["critical_corners"] + counts["critical_squares"]
+                                        - 1)
+    assert counts["halving_levels"] == (counts["critical_edges"] - 1).bit_length()

@@ -572,7 +572,8 @@ def _store(image, dim, birth, death, pos, b, d, birth_index, death_index):
 @cuda.jit
 def assemble_kernel(n_edges, keys, edge_image, image_start, edges, pos_bits, flip,
                     corner_result, square_result, corner_rank, square_rank, out_start,
-                    dim0_count, essential_key, want_dim0, want_dim1, image, dim, birth, death):
+                    dim0_count, essential_key, last_key, want_dim0, want_dim1, image, dim, birth,
+                    death, last_index):
     """Pack the pairs of every image at ``out_start[b]``: dimension 0 (the essential class
     first, ``dim0_count[b]`` pairs in all), then dimension 1.
 
@@ -583,12 +584,14 @@ def assemble_kernel(n_edges, keys, edge_image, image_start, edges, pos_bits, fli
     ``corner_rank``/``square_rank`` are inclusive scans of the merge flags of the two passes
     (the square pass in its mirrored positions); ``n_edges`` is M (the edge buffers may be
     longer). Thread ``M + b`` writes image ``b``'s
-    essential class, born at the pixel of ``essential_key[b]``.
+    essential class, born at the pixel of ``essential_key[b]``, and ``last_index[b]``, the
+    pixel of ``last_key[b]`` (where the filtration ends).
     """
     n_images = image_start.size - 1
     for g in range(cuda.grid(1), n_edges + n_images, cuda.gridsize(1)):
         if g >= n_edges:
             b = g - n_edges
+            last_index[b] = key_pixel(last_key[b], flip)
             if want_dim0 != 0:
                 _store(image, dim, birth, death, out_start[b], b, 0,
                        key_pixel(essential_key[b], flip), int64(-1))

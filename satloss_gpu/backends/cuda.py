@@ -148,6 +148,8 @@ class _Pipeline:
         self.threads = backend.threads or (_SIM_THREADS if glue.simulated else 256)
         self.max_blocks = _SIM_BLOCKS if glue.simulated else glue.sm_count() * 32
         self.hook = backend.stage_hook
+        #: Bits of a sort key (image number, order word, position); tests lower it.
+        self.key_bits = 64
 
     # -- helpers -----------------------------------------------------------------------------
     def _launch(self, kernel: Any, size: int, *args: Any) -> None:
@@ -266,11 +268,13 @@ class _Pipeline:
         longest = int(self.edge_counts.max(initial=0))
         self.pos_bits = max(int(longest - 1).bit_length(), 1)
         self.levels = int(longest - 1).bit_length() if longest > 1 else 0
+        self.sort_chunk = 0
         if total == 0:
             self.keys = self._buffer("u64", 1)[1]
             return
-        image_bits = 64 - 32 - self.pos_bits
+        image_bits = self.key_bits - 32 - self.pos_bits
         chunk = 1 << min(image_bits, max(int(self.batch - 1).bit_length(), 0))
+        self.sort_chunk = chunk
         keys, self.keys = self._buffer("u64", total)
         self._launch(self.lp.edge_key_kernel, total, self.edge_word, self.edge_image,
                      self.image_start, chunk - 1, self.pos_bits, self.flip, self.keys)
@@ -332,13 +336,17 @@ class _Pipeline:
         corner_rank = glue.cumsum(glue.merged_flags(corner_result, max(total, 1)))
         square_rank = glue.cumsum(glue.merged_flags(square_result, max(total, 1)))
         columns = [self._buffer("i64", size) for _ in range(4)]
-        self.essential = self.highest if self.flip else self.lowest
+        last, last_k = self._buffer("i64", batch)
+        # In the V-construction the pass order is reversed: its last pixel is the first.
+        first_key, last_key = ((self.highest, self.lowest) if self.flip
+                               else (self.lowest, self.highest))
         self._launch(self.lp.assemble_kernel, total + batch, total, self.keys, self.edge_image,
                      self.image_start, self.edges, self.pos_bits, self.flip,
                      corner_result, square_result, glue.view(corner_rank, "i64"),
                      glue.view(square_rank, "i64"),
                      glue.view(glue.from_host("i64", out_start), "i64"),
-                     glue.view(glue.from_host("i64", dim0), "i64"), self.essential,
-                     self.want[0], self.want[1], *(view for _, view in columns))
+                     glue.view(glue.from_host("i64", dim0), "i64"), first_key, last_key,
+                     self.want[0], self.want[1], *(view for _, view in columns), last_k)
         image, dim, birth, death = (array[:size] for array, _ in columns)
-        return PairIndices(image=image, dim=dim, birth_index=birth, death_index=death)
+        return PairIndices(image=image, dim=dim, birth_index=birth, death_index=death,
+                           last_index=last)

@@ -1,0 +1,273 @@
+"""The local-pairing GPU pipeline (``backend="cuda"``) against gudhi and the CPU backend.
+
+Without a GPU every kernel runs in the Numba CUDA simulator on small NumPy batches (the sort
+runs on the host there, with NumPy); the kernels are also compiled to PTX for compute
+capability 9.0. On a real GPU the same comparisons run on torch CUDA tensors.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from satloss_gpu import cubical_persistence
+from satloss_gpu.backends import get_backend
+
+pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")
+
+RNG = np.random.default_rng(20261126)
+
+
+def pair_tuples(diagrams):
+    """Sorted (image, dim, birth_index, death_index) of every pair."""
+    d = diagrams.to_numpy()
+    columns = (d.image, d.dim, d.birth_index, d.death_index)
+    return sorted(zip(*(np.asarray(c).tolist() for c in columns)))
+
+
+def run_cuda(images, to_cuda, pairing="halving", backend=None, **options):
+    """cubical_persistence with a fresh CUDA backend instance (of the given pairing)."""
+    from satloss_gpu import backends
+    from satloss_gpu.backends.cuda import CUDABackend
+
+    saved = backends._INSTANCES.get("cuda")
+    backends._INSTANCES["cuda"] = backend or CUDABackend(pairing=pairing)
+    try:
+        return cubical_persistence(to_cuda(images), backend="cuda", **options)
+    finally:
+        if saved is None:
+            backends._INSTANCES.pop("cuda", None)
+        else:
+            backends._INSTANCES["cuda"] = saved
+
+
+def oracles():
+    names = ["gudhi"]
+    try:
+        get_backend("cpu")
+        names.append("cpu")
+    except (ImportError, RuntimeError):
+        pass
+    return names
+
+
+def assert_matches(images, to_cuda, pairing="halving", names=None, **options):
+    got = pair_tuples(run_cuda(images, to_cuda, pairing, **options))
+    for name in names or oracles():
+        expected = pair_tuples(cubical_persistence(images, backend=name, **options))
+        assert got == expected, f"cuda ({pairing}) differs from {name} for {options}"
+    return got
+
+
+def random_shapes(count, low, high):
+    return [tuple(int(x) for x in RNG.integers(low, high + 1, 2)) for _ in range(count)]
+
+
+CASES = {
+    "noise": lambda: RNG.random((2, 11, 9)),
+    "ties": lambda: RNG.integers(0, 3, (2, 10, 10)).astype(np.float64),
+    "binary": lambda: (RNG.random((2, 12, 9)) < 0.5).astype(np.float32),
+    "constant": lambda: np.full((1, 5, 6), 0.5),
+    "row": lambda: RNG.random((2, 1, 17)),
+    "column": lambda: RNG.random((2, 17, 1)),
+    "pixel": lambda: np.ones((1, 1, 1)),
+    # very different edge lists in one batch: none, few, many
+    "mixed": lambda: np.stack([np.zeros((9, 9)), np.add.outer(np.arange(9.0), np.arange(9.0)),
+                               RNG.random((9, 9)), (RNG.random((9, 9)) < 0.3) * 1.0]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("construction", ["T", "V"])
+@pytest.mark.parametrize("superlevel", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pairing", ["halving", "sequential"])
+def test_matches_gudhi_and_cpu(case, construction, superlevel, dtype, pairing, to_cuda):
+    images = CASES[case]().astype(dtype)
+    got = assert_matches(images, to_cuda, pairing, construction=construction,
+                         superlevel=superlevel)
+    assert {i for i, _, _, _ in got} == set(range(images.shape[0]))
+
+
+@pytest.mark.parametrize("construction", ["T", "V"])
+def test_random_shapes(construction, to_cuda):
+    for height, width in random_shapes(6, 1, 24):
+        images = RNG.random((2, height, width)).astype(np.float32)
+        images[1] = np.round(images[1] * 4) / 4  # ties
+        assert_matches(images, to_cuda, construction=construction)
+
+
+@pytest.mark.parametrize("dims", [(0,), (1,)])
+@pytest.mark.parametrize("construction", ["T", "V"])
+def test_single_dimension(dims, construction, to_cuda):
+    images = RNG.random((2, 10, 12))
+    got = assert_matches(images, to_cuda, dims=dims, construction=construction)
+    assert {dim for _, dim, _, _ in got} == set(dims)
+
+
+def test_larger_images(to_cuda):
+    images = np.stack([RNG.random((48, 40)), np.round(RNG.random((48, 40)) * 3)])
+    for construction in "TV":
+        assert_matches(images.astype(np.float32), to_cuda, construction=construction)
+
+
+class _ReversedOrder:
+    """Stand-in for NumPy in the simulator's launcher: blocks and threads start in reverse."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def ndindex(*shape):
+        return reversed(list(np.ndindex(*shape)))
+
+
+@pytest.mark.parametrize("pairing", ["halving", "sequential"])
+@pytest.mark.parametrize("construction", ["T", "V"])
+def test_reversed_block_and_thread_order(pairing, construction, cuda_mode, monkeypatch):
+    # Blocks run one after another in the simulator; reversing their order and the start
+    # order of the threads changes what the in-place pointer jumping, the compaction's
+    # atomics and the lock-free union-find see first. Results must not change.
+    if cuda_mode != "sim":
+        pytest.skip("reorders the simulator's blocks")
+    from numba.cuda.simulator import kernel as sim_kernel
+
+    images = np.stack([RNG.random((14, 13)), RNG.integers(0, 3, (14, 13)).astype(np.float64)])
+    expected = pair_tuples(cubical_persistence(images, backend="gudhi",
+                                               construction=construction))
+    monkeypatch.setattr(sim_kernel, "np", _ReversedOrder())
+    got = run_cuda(images, lambda x: x, pairing, construction=construction)
+    assert pair_tuples(got) == expected
+
+
+def test_sort_in_chunks_of_images(monkeypatch, cuda_mode, to_cuda):
+    # When the image number, the order word and the position do not fit one 64-bit key, the
+    # batch is sorted in chunks of images; force chunks of two images.
+    if cuda_mode != "sim":
+        pytest.skip("patches the simulator's key width")
+    from satloss_gpu.backends import cuda as cuda_module
+
+    images = RNG.random((5, 8, 9)).astype(np.float32)
+    expected = pair_tuples(run_cuda(images, to_cuda))
+    calls = []
+    real_sort = cuda_module._Pipeline._sort
+
+    def narrow_sort(self):
+        self.key_bits = 32 + max(int(int(self.edge_counts.max()) - 1).bit_length(), 1) + 1
+        calls.append(self.key_bits)
+        real_sort(self)
+        calls.append(self.sort_chunk)
+
+    monkeypatch.setattr(cuda_module._Pipeline, "_sort", narrow_sort)
+    assert pair_tuples(run_cuda(images, to_cuda)) == expected
+    assert calls[1] == 2
+
+
+@pytest.mark.parametrize("construction", ["T", "V"])
+def test_statistics_first_and_last_pixels(construction, cuda_mode):
+    if cuda_mode != "sim":
+        pytest.skip("calls the backend on NumPy input")
+    from satloss_gpu.backends.cuda import CUDABackend
+    from satloss_gpu.parallel_model import model_counts
+
+    images = np.stack([RNG.random((12, 10)), np.round(RNG.random((12, 10)) * 2)])
+    backend = CUDABackend()
+    indices = backend.pairs(backend.asarray(images), construction, (0, 1))
+    order = [np.lexsort((np.arange(image.size), image.ravel())) for image in images]
+    np.testing.assert_array_equal(indices.last_index, [o[-1] for o in order])
+    essential = np.asarray(indices.death_index) < 0
+    np.testing.assert_array_equal(np.asarray(indices.birth_index)[essential],
+                                  [o[0] for o in order])
+    counts = [model_counts(image, construction)["critical_edges"] for image in images]
+    stats = backend.last_stats
+    assert stats["critical_edges"] == sum(counts)
+    assert stats["longest_list"] == max(counts)
+    assert stats["halving_levels"] == (max(counts) - 1).bit_length()
+
+
+PTX_SCRIPT = textwrap.dedent(
+    """
+    import os
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
+    os.environ.setdefault("NUMBA_FORCE_CUDA_CC", "9.0")
+    import numba.cuda.cuda_paths as cuda_paths
+    import numba.cuda.dispatcher as dispatcher
+
+    class _Device:
+        compute_capability = (9, 0)
+        id = 0
+
+    dispatcher.get_current_device = lambda: _Device()
+    try:  # NVRTC is not needed to emit PTX; machines without it still compile
+        cuda_paths._get_nvrtc_path()
+    except Exception:
+        cuda_paths._get_nvrtc_path = lambda: ("<not needed>", None)
+    from numba import cuda, types as t
+    from satloss_gpu.kernels.cuda import local_pairing as lp
+
+    u64, u32, i32, i64 = t.uint64[::1], t.uint32[::1], t.int32[::1], t.int64[::1]
+    s = t.int64
+    level = (i32, i32, i32, i64, s, i32)
+    signatures = {
+        lp.float32_order_kernel: (u32, s, u32),
+        lp.rank_order_kernel: (t.int64[:, ::1], s, s, u32),
+        lp.pixel_kernel: (u32, i32, s, s, s, s, i64, i32, u64, u64, i32, i32, i32, u32, i32,
+                          i32),
+        lp.jump_kernel: (i32,),
+        lp.edge_key_kernel: (u32, i32, i64, s, s, s, u64),
+        lp.ends_kernel: (u64, i32, i64, i32, s, u32, s, s, s, s, i32, u64, i32, i32, u64,
+                         i32),
+        lp.halving_slots_kernel: (i32, i32, i32),
+        lp.halving_rename_kernel: (i32, i32, i32, u64, u64),
+        lp.halving_reset_kernel: level + (i32, u64, u64),
+        lp.halving_union_kernel: level,
+        lp.halving_collect_kernel: level + (i32, u64, u64),
+        lp.halving_contract_kernel: level + (i32, u64, u64, s),
+        lp.halving_result_kernel: (i32, i32, u64, u64),
+        lp.sequential_pass_kernel: (i32, i32, i64, u64, i32, u64),
+        lp.assemble_kernel: (s, u64, i32, i64, i32, s, s, u64, u64, i64, i64, i64, i64, u64,
+                             u64, s, s, i64, i64, i64, i64, i64),
+    }
+    missing = set(lp.__all__) - {k.py_func.__name__ for k in signatures}
+    missing -= {"MAX_PIXELS", "NO_MERGE"}
+    assert not missing, missing
+    for kernel, signature in signatures.items():
+        ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))
+        assert ".target sm_90" in ptx, kernel.py_func.__name__
+        print("compiled", kernel.py_func.__name__)
+    """
+)
+
+
+@pytest.mark.slow
+def test_every_kernel_compiles_to_ptx_for_hopper():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    result = subprocess.run([sys.executable, "-c", PTX_SCRIPT], capture_output=True, text=True,
+                            env=env, timeout=900)
+    if "libnvvm" in result.stderr and "not found" in result.stderr.lower():
+        pytest.skip("libNVVM is not installed")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("compiled") == 15
+
+
+# ---------------------------------------------------------------------------------------------
+# Real GPU: realistic sizes against the CPU backend, repeated to expose races between blocks.
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("construction", ["T", "V"])
+@pytest.mark.parametrize("pairing", ["halving", "sequential"])
+def test_gpu_matches_cpu(construction, pairing, to_cuda):
+    from scipy.ndimage import gaussian_filter
+
+    noise = RNG.random((8, 256, 256)).astype(np.float32)
+    smooth = np.stack([gaussian_filter(x, 3.0) for x in noise]).astype(np.float32)
+    binary = (noise > 0.6).astype(np.float32)
+    for images in (noise, smooth, binary):
+        expected = pair_tuples(cubical_persistence(images, backend="cpu",
+                                                   construction=construction))
+        for _ in range(3):
+            got = pair_tuples(run_cuda(images, to_cuda, pairing, construction=construction))
+            assert got == expected
