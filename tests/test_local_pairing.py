@@ -120,3 +120,144 @@ def test_geometry_helpers():
             target = here + rule.corner_parent_offset(kind, corner, width)
             assert sorted(ends) == sorted((here, target))
         assert rule.corner_parent_offset(rule.CORNER_CRITICAL, corner, width) == 0
+
+
+# --- The CPU core ------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from scipy.ndimage import gaussian_filter  # noqa: E402
+
+from satloss_gpu import cubical_persistence  # noqa: E402
+from satloss_gpu.backends.cpu import batch_pairs as basin_batch_pairs  # noqa: E402
+from satloss_gpu.backends.gudhi_backend import GudhiBackend  # noqa: E402
+from satloss_gpu.kernels.cpu.local_pairing import batch_pairs, image_pairs  # noqa: E402
+
+
+def make_image(kind: str, shape: tuple, rng: np.random.Generator) -> np.ndarray:
+    if kind == "random":
+        return rng.random(shape)
+    if kind == "smooth":
+        return gaussian_filter(rng.random(shape), 1.5)
+    if kind == "ties":
+        return rng.integers(0, 4, shape).astype(np.float64)
+    if kind == "binary":
+        return (rng.random(shape) > 0.5).astype(np.float32)
+    if kind == "constant":
+        return np.full(shape, 0.25, dtype=np.float32)
+    raise ValueError(kind)
+
+
+KINDS = ["random", "smooth", "ties", "binary", "constant"]
+SHAPES = [(1, 1), (1, 2), (2, 1), (1, 17), (23, 1), (2, 2), (3, 7), (17, 5), (32, 32), (64, 64),
+          (64, 41)]
+
+
+def nonzero_pairs(images, image, dim, birth, death) -> list:
+    """Sorted (image, dim, birth, death) pixel tuples whose two values differ."""
+    flat = images.reshape(images.shape[0], -1)
+    rows = []
+    for i, d, b, e in zip(image.tolist(), dim.tolist(), birth.tolist(), death.tolist()):
+        if e < 0 or flat[i, b] != flat[i, e]:
+            rows.append((i, d, b, e))
+    return sorted(rows)
+
+
+def oracle_pairs(images, construction, dims):
+    p = GudhiBackend().pairs(images, construction, dims)
+    return nonzero_pairs(images, p.image, p.dim, p.birth_index, p.death_index)
+
+
+@pytest.mark.parametrize("construction", ["T", "V"])
+@pytest.mark.parametrize("superlevel", [False, True])
+@pytest.mark.parametrize("kind", KINDS)
+def test_core_equals_gudhi_and_the_basin_core(construction, superlevel, kind):
+    rng = np.random.default_rng(hash((construction, superlevel, kind, 12)) % 2**32)
+    shapes = SHAPES + [tuple(rng.integers(1, 64, size=2)) for _ in range(5)]
+    h0_neighbors = 8 if construction == "T" else 4
+    for shape in shapes:
+        images = np.stack([make_image(kind, shape, rng) for _ in range(2)])
+        if superlevel:
+            images = -images
+        for dims in ((0, 1), (0,), (1,)):
+            image, dim, birth, death, last = batch_pairs(images, h0_neighbors, 0 in dims,
+                                                         1 in dims)
+            ours = nonzero_pairs(images, image, dim, birth, death)
+            assert ours == oracle_pairs(images, construction, dims), (shape, dims)
+            basin = basin_batch_pairs(images, h0_neighbors, 0 in dims, 1 in dims)
+            assert ours == nonzero_pairs(images, *basin), (shape, dims)
+            # Grouped by image, then dimension; the essential class first in each H0.
+            assert np.all(np.diff(image * 2 + dim) >= 0)
+            if 0 in dims:
+                starts = np.flatnonzero((dim == 0) & (np.r_[-1, image[:-1]] != image))
+                assert death[starts].tolist() == [-1] * len(images)
+            # The last pixel of the (value, index) order.
+            flat = images.reshape(len(images), -1)
+            expected = [flat.shape[1] - 1 - int(np.argmax(row[::-1])) for row in flat]
+            assert last.tolist() == expected
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    height=st.integers(1, 20),
+    width=st.integers(1, 20),
+    levels=st.integers(1, 5),
+    construction=st.sampled_from(["T", "V"]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_property_core_equals_gudhi_on_quantised_images(height, width, levels, construction,
+                                                        seed):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, levels, (2, height, width)).astype(np.float32)
+    result = batch_pairs(images, 8 if construction == "T" else 4, True, True)
+    assert nonzero_pairs(images, *result[:4]) == oracle_pairs(images, construction, (0, 1))
+
+
+def test_threads_give_the_same_result_as_one_thread():
+    rng = np.random.default_rng(4)
+    images = rng.random((5, 40, 33)).astype(np.float32)
+    for h0_neighbors in (8, 4):
+        one = batch_pairs(images, h0_neighbors, True, True, n_threads=1)
+        many = batch_pairs(images, h0_neighbors, True, True, n_threads=3)
+        for a, b in zip(one, many):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_negative_zero_sorts_with_zero():
+    """-0.0 and 0.0 are one value: the tie rule orders them by index, as gudhi's ranks do."""
+    images = np.array([[[0.0, -0.0, 1.0], [-0.0, 2.0, 0.0], [1.0, 0.0, -0.0]]],
+                      dtype=np.float32)
+    for construction, neighbours in (("T", 8), ("V", 4)):
+        for dtype in (np.float32, np.float64):
+            batch = images.astype(dtype)
+            result = batch_pairs(batch, neighbours, True, True)
+            assert nonzero_pairs(batch, *result[:4]) == oracle_pairs(batch, construction, (0, 1))
+
+
+def test_image_pairs_layout():
+    """H0 at the front (essential first), H1 at the back of the output buffers."""
+    ring = np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    birth, death, n_h0, n_h1, first, last = image_pairs(ring.ravel(), 3, 3, False, True, True)
+    assert (n_h0, n_h1, first, last) == (1, 1, 0, 4)
+    assert (birth[0], death[0]) == (0, -1)
+    assert (birth[-1], death[-1]) == (7, 4)
+
+
+@pytest.mark.parametrize("construction", ["T", "V"])
+def test_cpu_backend_equals_cripser_with_pixels_on_a_larger_image(construction):
+    cripser = pytest.importorskip("cripser")
+    image = np.random.default_rng(8).random((160, 211))
+    compute = cripser.computePH_T if construction == "T" else cripser.computePH
+    rows = compute(image, maxdim=1)
+    theirs = []
+    for d, b, e, r1, c1, _, r2, c2, _ in rows:
+        if e > 1e300:
+            theirs.append((int(d), b, np.inf, (int(r1), int(c1)), (-1, -1)))
+        elif b != e:
+            theirs.append((int(d), b, e, (int(r1), int(c1)), (int(r2), int(c2))))
+    dg = cubical_persistence(image, construction=construction, backend="cpu").to_numpy()
+    ours = list(zip(dg.dim.tolist(), dg.birth.tolist(), dg.death.tolist(),
+                    map(tuple, dg.birth_pixel.tolist()), map(tuple, dg.death_pixel.tolist())))
+    # Distinct values: the diagrams and the critical pixels are unique.
+    assert sorted(ours) == sorted(theirs)
+    assert len(ours) > 1000

@@ -521,7 +521,11 @@ def batch_pairs(images, h0_neighbors, want_h0, want_h1):
 
 
 class CPUBackend(PersistenceBackend):
-    """Numba CPU backend; threads over the batch (``numba.set_num_threads`` sets how many)."""
+    """Numba CPU backend; threads over the batch (``numba.set_num_threads`` sets how many).
+
+    Computes with the local-pairing core (:mod:`satloss_gpu.kernels.cpu.local_pairing`); the
+    basin core above stays importable as ``batch_pairs`` for comparison.
+    """
 
     name = "cpu"
 
@@ -531,11 +535,15 @@ class CPUBackend(PersistenceBackend):
         return as_numpy_batch(images)
 
     def pairs(self, images: np.ndarray, construction: str, dims: tuple[int, ...]) -> PairIndices:
+        from ..kernels.cpu.local_pairing import MAX_PIXELS, batch_pairs as local_batch_pairs
+
         n_pixels = images.shape[1] * images.shape[2]
-        if n_pixels > _MAX_PIXELS:
+        if n_pixels > MAX_PIXELS:
             raise ValueError(
-                f"`images` must have fewer than 2**31 - 1 pixels per image; got {n_pixels}"
+                f"`images` must have at most {MAX_PIXELS} pixels per image; got {n_pixels}"
             )
         h0_neighbors = 8 if construction == "T" else 4
-        image, dim, birth, death = batch_pairs(images, h0_neighbors, 0 in dims, 1 in dims)
-        return PairIndices(image=image, dim=dim, birth_index=birth, death_index=death)
+        image, dim, birth, death, last = local_batch_pairs(images, h0_neighbors, 0 in dims,
+                                                           1 in dims)
+        return PairIndices(image=image, dim=dim, birth_index=birth, death_index=death,
+                           last_index=last)

@@ -1,0 +1,523 @@
+"""The CPU persistence core: local pairing, critical edges only, one sort for H0 and H1.
+
+Per image (see :mod:`satloss_gpu.kernels.common.local_pairing` for the complex and the rule):
+
+1. One raster pass computes every pixel's neighbourhood mask (the inner pixels row by row,
+   branch-free; the border pixels with the shared scalar function), and the first and last
+   pixels of the (value, index) order.
+2. A second pass turns each mask into the rule's code and writes the gradient parents of
+   the owned corners, the dual parent of the square, and the critical edges: a sort key
+   (the order-preserving bits of the pixel's value) and a payload ``4 * pixel + side``.
+   Generated in raster order, so a stable sort orders them by (value, pixel, side).
+3. One stable LSD radix sort of the critical edges.
+4. H0: Kruskal over the sorted edges with a union-find over corners whose parents start as
+   the gradient (roots carry their birth pixel), the elder rule, and the edges that merge
+   nothing kept, in place, for H1.
+5. H1: those edges in reverse, a union-find over squares whose parents start as the dual
+   gradient, plus one cell for the outside; the younger square dies.
+
+The V-construction runs the same steps in the reversed order (see the rule's docstring): the
+masks are complemented (``mask ^ 0xFF``), the edges are read from the other end, the elder
+rules compare the other way, the outer corners hang from one exterior corner, and the two
+passes give the V-construction's H1 and H0 respectively. Nothing else changes.
+
+:func:`image_pairs` is compiled with ``nogil=True``: the batch driver in
+:mod:`satloss_gpu.backends.cpu` runs images (and dimensions) on plain threads.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from satloss_gpu._scalar import find_root, precedes
+from satloss_gpu.kernels.common.local_pairing import (
+    RULE_TABLE,
+    corner_id,
+    corner_parent_offset,
+    critical_side_count,
+    neighbour_mask,
+    side_corners,
+    side_neighbour,
+)
+
+__all__ = ["batch_pairs", "image_pairs", "MAX_PIXELS"]
+
+#: Most pixels per image: the edge payload ``4 * pixel + side`` is a uint32.
+MAX_PIXELS = 2**30 - 1
+
+_RADIX_BITS = 11
+_RADIX = 1 << _RADIX_BITS
+_FLIP_V = 0xFF
+
+
+def _count_table(table: np.ndarray) -> np.ndarray:
+    return np.array([critical_side_count(int(code)) for code in table], dtype=np.int64)
+
+
+_RULE_TABLE_V = RULE_TABLE[np.arange(256) ^ _FLIP_V].copy()
+_COUNTS_T = _count_table(RULE_TABLE)
+_COUNTS_V = _count_table(_RULE_TABLE_V)
+
+
+@njit(cache=True, nogil=True)
+def _inner_row_masks(flat, row, width, out):
+    """Masks of pixels ``(row, 1 .. width-2)`` of an inner row, written to ``out[1:width-1]``.
+
+    Direction by direction over slices, without branches, so that the loops vectorise.
+    Neighbours 0..3 come before the pixel in raster order: on equal values they precede.
+    """
+    inner = width - 2
+    start = row * width + 1
+    centre = flat[start : start + inner]
+    masks = out[1 : 1 + inner]
+    masks[:] = 0
+    for k in range(8):
+        slot = k + (k >= 4)
+        offset = (slot // 3 - 1) * width + (slot % 3 - 1)
+        neighbour = flat[start + offset : start + offset + inner]
+        bit = np.uint8(1 << k)
+        if k < 4:
+            for c in range(inner):
+                masks[c] |= bit if neighbour[c] <= centre[c] else np.uint8(0)
+        else:
+            for c in range(inner):
+                masks[c] |= bit if neighbour[c] < centre[c] else np.uint8(0)
+
+
+@njit(cache=True, nogil=True)
+def _masks_and_extremes(flat, height, width):
+    """(H*W,) uint8 masks of the sublevel order (outside later), first and last pixels."""
+    n = height * width
+    masks = np.empty(n, dtype=np.uint8)
+    for row in range(height):
+        base = row * width
+        if 0 < row < height - 1 and width > 2:
+            _inner_row_masks(flat, row, width, masks[base : base + width])
+            for col in (0, width - 1):
+                masks[base + col] = neighbour_mask(flat, 1, False, row, col, height, width)
+        else:
+            for col in range(width):
+                masks[base + col] = neighbour_mask(flat, 1, False, row, col, height, width)
+    first = 0
+    last = 0
+    for v in range(1, n):
+        value = flat[v]
+        if value < flat[first]:
+            first = v
+        if value >= flat[last]:
+            last = v
+    return masks, first, last
+
+
+@njit(inline="always", cache=True)
+def _ordered_bits32(bits):
+    """uint64 holding the order-preserving uint32 of float32 bits (``-0.0`` as ``0.0``)."""
+    b = np.uint64(bits)
+    if b == np.uint64(0x80000000):
+        b = np.uint64(0)
+    if b >> np.uint64(31):
+        return b ^ np.uint64(0xFFFFFFFF)
+    return b | np.uint64(0x80000000)
+
+
+@njit(inline="always", cache=True)
+def _ordered_bits64(bits):
+    """Order-preserving uint64 of float64 bits (``-0.0`` as ``0.0``)."""
+    top = np.uint64(1) << np.uint64(63)
+    b = np.uint64(bits)
+    if b == top:
+        b = np.uint64(0)
+    if b & top:
+        return ~b
+    return b | top
+
+
+@njit(cache=True, nogil=True)
+def _decode(flat, height, width, masks, table, n_edges, vertex, corner_parent,
+            square_parent):
+    """Second pass: corner parents, square parents and the critical edges of every pixel.
+
+    ``corner_parent[c]`` becomes the gradient parent of corner ``c``, or ``-(pixel + 1)``
+    for a critical corner born at ``pixel``. ``square_parent[v]`` becomes the square across
+    the side ``v`` pairs with (``H*W`` for the outside), or ``v`` for a critical square.
+
+    Returns
+    -------
+    keys : (n_edges,) uint64
+        Order-preserving bits of each critical edge's value.
+    payload : (n_edges,) uint32
+        ``4 * pixel + side``, in raster order.
+    """
+    n = height * width
+    keys = np.empty(n_edges, dtype=np.uint64)
+    payload = np.empty(n_edges, dtype=np.uint32)
+    if flat.itemsize == 4:
+        bits32 = flat.view(np.uint32)
+        bits64 = np.empty(0, dtype=np.uint64)
+    else:
+        bits32 = np.empty(0, dtype=np.uint32)
+        bits64 = flat.view(np.uint64)
+    j = 0
+    for row in range(height):
+        border_row = row == 0 or row == height - 1
+        for col in range(width):
+            v = row * width + col
+            code = np.int64(table[masks[v]])
+            for corner in range(4):
+                kind = (code >> (2 * corner)) & 3
+                if kind != 0:
+                    c = corner_id(row, col, corner, width)
+                    if kind == 1:
+                        corner_parent[c] = -(v + 1)
+                    else:
+                        corner_parent[c] = c + corner_parent_offset(kind, corner, width)
+            square = (code >> 12) & 7
+            if square == 4:
+                square_parent[v] = v
+            elif border_row or col == 0 or col == width - 1:
+                across = side_neighbour(row, col, square, height, width)
+                square_parent[v] = across if across >= 0 else n
+            else:
+                square_parent[v] = v + (-width if square == 0 else
+                                        (-1 if square == 1 else (1 if square == 2 else width)))
+            sides = (code >> 8) & 15
+            if sides != 0:
+                if flat.itemsize == 4:
+                    key = _ordered_bits32(bits32[v])
+                else:
+                    key = _ordered_bits64(bits64[v])
+                for side in range(4):
+                    if (sides >> side) & 1:
+                        keys[j] = key
+                        payload[j] = np.uint32(4 * v + side)
+                        j += 1
+    return keys, payload
+
+
+@njit(cache=True, nogil=True)
+def _radix_sort(keys, payload, key_bits):
+    """``payload`` reordered by a stable LSD radix sort of ``keys`` (used as scratch).
+
+    Digit passes in which all keys share the digit are skipped.
+    """
+    m = keys.size
+    n_passes = (key_bits + _RADIX_BITS - 1) // _RADIX_BITS
+    counts = np.zeros((n_passes, _RADIX), dtype=np.int64)
+    mask = np.uint64(_RADIX - 1)
+    for i in range(m):
+        k = keys[i]
+        for p in range(n_passes):
+            counts[p, (k >> np.uint64(p * _RADIX_BITS)) & mask] += 1
+    keys_tmp = np.empty(m, dtype=np.uint64)
+    payload_tmp = np.empty(m, dtype=np.uint32)
+    offsets = np.empty(_RADIX, dtype=np.int64)
+    for p in range(n_passes):
+        if counts[p].max() == m:
+            continue
+        shift = np.uint64(p * _RADIX_BITS)
+        running = 0
+        for d in range(_RADIX):
+            offsets[d] = running
+            running += counts[p, d]
+        for i in range(m):
+            k = keys[i]
+            d = (k >> shift) & mask
+            t = offsets[d]
+            offsets[d] = t + 1
+            keys_tmp[t] = k
+            payload_tmp[t] = payload[i]
+        keys, keys_tmp = keys_tmp, keys
+        payload, payload_tmp = payload_tmp, payload
+    return payload
+
+
+@njit(inline="always", cache=True)
+def _find_corner(parent, x):
+    """Root of corner ``x``: roots hold ``-(birth pixel + 1)``; halves the path."""
+    while True:
+        p = parent[x]
+        if p < 0:
+            return x
+        g = parent[p]
+        if g < 0:
+            return p
+        parent[x] = g
+        x = g
+
+
+@njit(inline="always", cache=True)
+def _birth_older(flat, a, b, exterior, vertex):
+    """Whether birth pixel ``a`` is older than ``b`` in the H0 pass (``exterior`` oldest)."""
+    if a == exterior:
+        return True
+    if b == exterior:
+        return False
+    if vertex:
+        return precedes(flat[b], b, flat[a], a)
+    return precedes(flat[a], a, flat[b], b)
+
+
+@njit(cache=True, nogil=True)
+def _h0_pass(flat, height, width, edges, corner_parent, vertex, write, out_a, out_b, start):
+    """Kruskal over the sorted edges; keeps the edges that merge nothing, in place.
+
+    Pairs are written as (younger birth pixel, edge pixel) at ``out_a/out_b[start:]`` when
+    ``write``. The T-construction reads ``edges`` forwards and keeps its leftovers at the
+    front; the V-construction reads backwards and keeps them at the back.
+
+    Returns
+    -------
+    n_pairs, n_left : int
+    """
+    m = edges.size
+    n = height * width
+    end = start
+    kept = 0
+    for t in range(m):
+        i = m - 1 - t if vertex else t
+        packed = np.int64(edges[i])
+        v = packed >> 2
+        row = v // width
+        a, b = side_corners(row, v - row * width, packed & 3, width)
+        ra = _find_corner(corner_parent, a)
+        rb = _find_corner(corner_parent, b)
+        if ra == rb:
+            edges[m - 1 - kept if vertex else kept] = edges[i]
+            kept += 1
+            continue
+        birth_a = -corner_parent[ra] - 1
+        birth_b = -corner_parent[rb] - 1
+        if _birth_older(flat, birth_a, birth_b, n, vertex):
+            corner_parent[rb] = ra
+            younger = birth_b
+        else:
+            corner_parent[ra] = rb
+            younger = birth_a
+        if write:
+            out_a[end] = younger
+            out_b[end] = v
+            end += 1
+    return end - start, kept
+
+
+@njit(cache=True, nogil=True)
+def _h1_pass(flat, height, width, edges, n_left, square_parent, vertex, out_a, out_b, start):
+    """The leftover edges in reverse, merging squares; writes (edge pixel, younger square).
+
+    Returns
+    -------
+    n_pairs : int
+    """
+    m = edges.size
+    n = height * width
+    end = start
+    for t in range(n_left):
+        i = m - n_left + t if vertex else n_left - 1 - t
+        packed = np.int64(edges[i])
+        v = packed >> 2
+        row = v // width
+        across = side_neighbour(row, v - row * width, packed & 3, height, width)
+        ra = find_root(square_parent, v)
+        rb = find_root(square_parent, across if across >= 0 else n)
+        if ra == n:
+            a_older = True
+        elif rb == n:
+            a_older = False
+        elif vertex:
+            a_older = precedes(flat[ra], ra, flat[rb], rb)
+        else:
+            a_older = precedes(flat[rb], rb, flat[ra], ra)
+        if a_older:
+            square_parent[rb] = ra
+            younger = rb
+        else:
+            square_parent[ra] = rb
+            younger = ra
+        out_a[end] = v
+        out_b[end] = younger
+        end += 1
+    return end - start
+
+
+@njit(cache=True, nogil=True)
+def _sorted_critical_edges(flat, height, width, vertex, corner_parent, square_parent):
+    """Steps 1 to 3: parents written, critical edges sorted, first and last pixels.
+
+    Returns
+    -------
+    edges : (m,) uint32
+        ``4 * pixel + side`` of the critical edges in (value, pixel, side) order.
+    first, last : int
+    """
+    masks, first, last = _masks_and_extremes(flat, height, width)
+    table = _RULE_TABLE_V if vertex else RULE_TABLE
+    counts = _COUNTS_V if vertex else _COUNTS_T
+    n_edges = 0
+    for v in range(masks.size):
+        n_edges += counts[masks[v]]
+    keys, payload = _decode(flat, height, width, masks, table, n_edges, vertex,
+                            corner_parent, square_parent)
+    return _radix_sort(keys, payload, 8 * flat.itemsize), first, last
+
+
+@njit(cache=True, nogil=True)
+def image_pairs(flat, height, width, vertex, want_h0, want_h1):
+    """Persistence pairs of one image's sublevel filtration, by local pairing.
+
+    Parameters
+    ----------
+    flat : (H*W,) float32 or float64, C-contiguous
+        The image in C order, finite values.
+    height, width : int
+    vertex : bool
+        V-construction (pixels are vertices) instead of T (pixels are squares).
+    want_h0, want_h1 : bool
+        Dimensions to return.
+
+    Returns
+    -------
+    birth, death : (capacity,) int32
+        H0 pairs in ``[:n_h0]`` (the essential class first, death -1), H1 pairs in
+        ``[capacity - n_h1:]``; flat pixel indices.
+    n_h0, n_h1 : int
+    first, last : int
+        The first and last pixels of the (value, index) order: the essential class is born
+        at ``first``; ``last`` is where the filtration ends.
+    """
+    n = height * width
+    n_corners = (height + 1) * (width + 1)
+    corner_parent = np.empty(n_corners + 1, dtype=np.int32)
+    if vertex:
+        corner_parent[n_corners] = -(n + 1)
+        for col in range(width + 1):
+            corner_parent[col] = n_corners
+            corner_parent[height * (width + 1) + col] = n_corners
+        for row in range(1, height):
+            corner_parent[row * (width + 1)] = n_corners
+            corner_parent[row * (width + 1) + width] = n_corners
+    square_parent = np.empty(n + 1, dtype=np.int32)
+    square_parent[n] = n
+    edges, first, last = _sorted_critical_edges(flat, height, width, vertex, corner_parent,
+                                                square_parent)
+    n_edges = edges.size
+    capacity = n_edges + 1
+    birth = np.empty(capacity, dtype=np.int32)
+    death = np.empty(capacity, dtype=np.int32)
+    # The H0 pass gives H0 (T) or H1 (V); the H1 pass gives H1 (T) or H0 (V).
+    want_first = want_h1 if vertex else want_h0
+    want_second = want_h0 if vertex else want_h1
+    n_h0 = 0
+    n_h1 = 0
+    if want_h0:
+        birth[0] = first
+        death[0] = -1
+        n_h0 = 1
+    if vertex:
+        # H1 pairs (edge pixel, younger birth) at the back; H0 pairs (younger, edge) after
+        # the essential class.
+        n_first, n_left = _h0_pass(flat, height, width, edges, corner_parent, True,
+                                   want_first, death, birth, 0)
+        if want_first:
+            # Written at the front; move them to the back (n_first <= capacity - n_h0).
+            for k in range(n_first - 1, -1, -1):
+                birth[capacity - n_first + k] = birth[k]
+                death[capacity - n_first + k] = death[k]
+            n_h1 = n_first
+            if want_h0:
+                birth[0] = first
+                death[0] = -1
+        if want_second:
+            n_h0 += _h1_pass(flat, height, width, edges, n_left, square_parent, True,
+                             death, birth, n_h0)
+    else:
+        n_first, n_left = _h0_pass(flat, height, width, edges, corner_parent, False,
+                                   want_first, birth, death, n_h0)
+        n_h0 += n_first
+        if want_second:
+            start = capacity - n_left
+            n_h1 = _h1_pass(flat, height, width, edges, n_left, square_parent, False,
+                            birth, death, start)
+            # Pairs land at [start, capacity): n_h1 == n_left.
+    return birth, death, n_h0, n_h1, first, last
+
+
+def batch_pairs(images: np.ndarray, h0_neighbors: int, want_h0: bool, want_h1: bool,
+                n_threads: int | None = None):
+    """Persistence pairs of a batch, packed, with the last pixel of every image.
+
+    Parameters
+    ----------
+    images : (B, H, W) float32 or float64, C-contiguous
+        Finite values; at most :data:`MAX_PIXELS` pixels per image.
+    h0_neighbors : {8, 4}
+        8: T-construction (components 8-connected), 4: V-construction.
+    want_h0, want_h1 : bool
+        Dimensions to return.
+    n_threads : int, optional
+        Threads to run images on; default ``numba.get_num_threads()``.
+
+    Returns
+    -------
+    image, dim, birth_index, death_index : (K,) int64
+        Grouped by image, then dimension; the essential class first in H0, death -1.
+    last_index : (B,) int64
+        Flat index of the last pixel of each image in the (value, index) order.
+    """
+    n_images, height, width = images.shape
+    vertex = h0_neighbors == 4
+    flats = images.reshape(n_images, height * width)
+    results = _run_images(flats, height, width, vertex, want_h0, want_h1, n_threads)
+    return _pack(results)
+
+
+def _run_images(flats, height, width, vertex, want_h0, want_h1, n_threads):
+    """:func:`image_pairs` of every image, on up to ``n_threads`` threads (no busy-waiting)."""
+    if n_threads is None:
+        import numba
+
+        n_threads = numba.get_num_threads()
+    n_images = flats.shape[0]
+    n_threads = max(1, min(int(n_threads), n_images))
+    if n_threads == 1:
+        return [image_pairs(flats[b], height, width, vertex, want_h0, want_h1)
+                for b in range(n_images)]
+    executor = _executor(n_threads)
+    futures = [executor.submit(image_pairs, flats[b], height, width, vertex, want_h0, want_h1)
+               for b in range(n_images)]
+    return [future.result() for future in futures]
+
+
+_EXECUTORS: dict = {}
+
+
+def _executor(n_threads: int):
+    """A cached thread pool of ``n_threads`` workers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if n_threads not in _EXECUTORS:
+        _EXECUTORS[n_threads] = ThreadPoolExecutor(max_workers=n_threads,
+                                                   thread_name_prefix="persistence")
+    return _EXECUTORS[n_threads]
+
+
+def _pack(results):
+    """Concatenate per-image results into the packed (image, dim, birth, death) columns."""
+    n_images = len(results)
+    sizes = np.array([[r[2], r[3]] for r in results], dtype=np.int64).reshape(n_images, 2)
+    total = int(sizes.sum())
+    image = np.repeat(np.repeat(np.arange(n_images, dtype=np.int64), 2), sizes.ravel())
+    dim = np.repeat(np.tile(np.array([0, 1], dtype=np.int64), n_images), sizes.ravel())
+    birth = np.empty(total, dtype=np.int64)
+    death = np.empty(total, dtype=np.int64)
+    last = np.empty(n_images, dtype=np.int64)
+    at = 0
+    for b, (births, deaths, n_h0, n_h1, _first, last_pixel) in enumerate(results):
+        capacity = births.size
+        birth[at : at + n_h0] = births[:n_h0]
+        death[at : at + n_h0] = deaths[:n_h0]
+        at += n_h0
+        birth[at : at + n_h1] = births[capacity - n_h1 :]
+        death[at : at + n_h1] = deaths[capacity - n_h1 :]
+        at += n_h1
+        last[b] = last_pixel
+    return image, dim, birth, death, last
