@@ -124,6 +124,18 @@ class _ReversedOrder:
         return reversed(list(np.ndindex(*shape)))
 
 
+@pytest.mark.parametrize("base_bits", [0, 2, 20])
+@pytest.mark.parametrize("construction", ["T", "V"])
+def test_halving_down_to_any_base(base_bits, construction, monkeypatch, to_cuda):
+    # The halving runs levels down to runs of 2**base_bits edges, each then solved by one
+    # thread: from every level in parallel (0) to one thread per image (20).
+    from satloss_gpu.backends import cuda as cuda_module
+
+    monkeypatch.setattr(cuda_module, "_BASE_BITS", base_bits)
+    images = np.stack([RNG.random((20, 18)), np.round(RNG.random((20, 18)) * 3)])
+    assert_matches(images, to_cuda, construction=construction)
+
+
 @pytest.mark.parametrize("pairing", ["halving", "sequential"])
 @pytest.mark.parametrize("construction", ["T", "V"])
 def test_reversed_block_and_thread_order(pairing, construction, cuda_mode, monkeypatch):
@@ -133,6 +145,9 @@ def test_reversed_block_and_thread_order(pairing, construction, cuda_mode, monke
     if cuda_mode != "sim":
         pytest.skip("reorders the simulator's blocks")
     from numba.cuda.simulator import kernel as sim_kernel
+    from satloss_gpu.backends import cuda as cuda_module
+
+    monkeypatch.setattr(cuda_module, "_BASE_BITS", 1)  # exercise the parallel levels
 
     images = np.stack([RNG.random((14, 13)), RNG.integers(0, 3, (14, 13)).astype(np.float64)])
     expected = pair_tuples(cubical_persistence(images, backend="gudhi",
@@ -217,15 +232,14 @@ PTX_SCRIPT = textwrap.dedent(
                           i32),
         lp.jump_kernel: (i32,),
         lp.edge_key_kernel: (u32, i32, i64, s, s, s, u64),
-        lp.ends_kernel: (u64, i32, i64, i32, s, u32, s, s, s, s, i32, u64, i32, i32, u64,
-                         i32),
+        lp.ends_kernel: (u64, i32, i64, i32, s, u32, s, s, s, s, i32, u64, i32, i32, u64),
         lp.halving_slots_kernel: (i32, i32, i32),
         lp.halving_rename_kernel: (i32, i32, i32, u64, u64),
         lp.halving_reset_kernel: level + (i32, u64, u64),
         lp.halving_union_kernel: level,
         lp.halving_collect_kernel: level + (i32, u64, u64),
         lp.halving_contract_kernel: level + (i32, u64, u64, s),
-        lp.halving_result_kernel: (i32, i32, u64, u64),
+        lp.halving_base_kernel: level[:5] + (u64, i32, u64),
         lp.sequential_pass_kernel: (i32, i32, i64, u64, i32, u64),
         lp.assemble_kernel: (s, u64, i32, i64, i32, s, s, u64, u64, i64, i64, i64, i64, u64,
                              u64, s, s, i64, i64, i64, i64, i64),

@@ -79,7 +79,7 @@ __all__ = [
     "halving_union_kernel",
     "halving_collect_kernel",
     "halving_rename_kernel",
-    "halving_result_kernel",
+    "halving_base_kernel",
     "sequential_pass_kernel",
     "assemble_kernel",
 ]
@@ -342,14 +342,14 @@ def sorted_edge(keys, edge_image, image_start, edges, pos_bits, flip, g):
 
 @cuda.jit
 def ends_kernel(keys, edge_image, image_start, edges, pos_bits, words, height, width, flip,
-                dual, root, h0_result, ends_a, ends_b, node_key, union_parent):
+                dual, root, h0_result, ends_a, ends_b, node_key):
     """Ends of every sorted edge in one pass, and the birth keys of those ends.
 
     Corner pass (``dual == 0``): edge ``g`` joins the roots of its two corners, at ``g``.
     Square pass: the roots of its two squares, at the mirrored position of its image's list
     (the reversed order); an edge that merged two components in the corner pass
     (``h0_result[g]`` is not :data:`NO_MERGE`) is a loop there. ``node_key`` receives every
-    end's birth key and ``union_parent`` its own id (the sequential pairing's union-find).
+    end's birth key.
     """
     n = height * width
     n_corners, n_squares = node_counts(height, width)
@@ -376,8 +376,6 @@ def ends_kernel(keys, edge_image, image_start, edges, pos_bits, words, height, w
             node_key[c] = square_key(words, image_base, c - base, height, width, flip)
         ends_a[slot] = a
         ends_b[slot] = c
-        union_parent[a] = a
-        union_parent[c] = c
 
 
 # -- elder rule by recursive halving ----------------------------------------------------------
@@ -522,42 +520,47 @@ def halving_contract_kernel(ends_a, ends_b, image_of, image_start, bit, parent, 
                     ends_b[g] = fresh
 
 
-@cuda.jit
-def halving_result_kernel(ends_a, ends_b, node_birth, result):
-    """Per edge: the younger of the two births it joins, or :data:`NO_MERGE` for a loop."""
-    for g in range(cuda.grid(1), ends_a.size, cuda.gridsize(1)):
-        a = ends_a[g]
-        c = ends_b[g]
+@cuda.jit(device=True, inline=True)
+def _kruskal(ends_a, ends_b, first, stop, birth, parent, result):
+    """Sequential Kruskal with the elder rule over edges ``first .. stop - 1`` of one
+    subproblem (whose nodes no other subproblem uses): ``result[g]`` = the birth edge ``g``
+    kills, or :data:`NO_MERGE`. A root is always the oldest node of its component."""
+    for g in range(first, stop):
+        parent[ends_a[g]] = ends_a[g]
+        parent[ends_b[g]] = ends_b[g]
+    for g in range(first, stop):
+        a = _find(parent, ends_a[g])
+        c = _find(parent, ends_b[g])
         if a == c:
             result[g] = uint64(NO_MERGE)
+        elif birth[a] < birth[c]:
+            parent[c] = a
+            result[g] = birth[c]
         else:
-            result[g] = max(node_birth[a], node_birth[c])
+            parent[a] = c
+            result[g] = birth[a]
+
+
+@cuda.jit
+def halving_base_kernel(ends_a, ends_b, image_of, image_start, base, node_birth, parent,
+                        result):
+    """Last levels of the halving: each run of ``base`` edges (a power of two) of an image is
+    one subproblem, solved by one thread with :func:`_kruskal`."""
+    for g in range(cuda.grid(1), ends_a.size, cuda.gridsize(1)):
+        b = int64(image_of[g])
+        start = image_start[b]
+        if ((g - start) & (base - 1)) == 0:
+            _kruskal(ends_a, ends_b, g, min(g + base, image_start[b + 1]), node_birth, parent,
+                     result)
 
 
 # -- elder rule, sequential baseline ----------------------------------------------------------
 @cuda.jit
 def sequential_pass_kernel(ends_a, ends_b, image_start, node_key, parent, result):
-    """Baseline: one thread per image runs Kruskal with the elder rule over its edges.
-
-    ``parent`` holds every end's own id (from :func:`ends_kernel`); a component's root is
-    always its oldest node, so its birth is the root's own key.
-    """
+    """Baseline: one thread per image runs Kruskal with the elder rule over all its edges."""
     n_images = image_start.size - 1
     for b in range(cuda.grid(1), n_images, cuda.gridsize(1)):
-        for g in range(image_start[b], image_start[b + 1]):
-            a = _find(parent, ends_a[g])
-            c = _find(parent, ends_b[g])
-            if a == c:
-                result[g] = uint64(NO_MERGE)
-                continue
-            key_a = node_key[a]
-            key_c = node_key[c]
-            if key_a < key_c:
-                parent[c] = a
-                result[g] = key_c
-            else:
-                parent[a] = c
-                result[g] = key_a
+        _kruskal(ends_a, ends_b, image_start[b], image_start[b + 1], node_key, parent, result)
 
 
 # -- output -----------------------------------------------------------------------------------

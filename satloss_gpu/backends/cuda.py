@@ -36,6 +36,8 @@ _MAX_BORUVKA_ROUNDS = 64
 _SIM_THREADS = 16
 _SIM_BLOCKS = 3
 _SIM_PAIRING_THREADS = 8
+#: The halving stops at subproblems of 2**_BASE_BITS edges, each solved by one thread.
+_BASE_BITS = 5
 
 
 def _simulator() -> bool:
@@ -292,15 +294,14 @@ class _Pipeline:
         ends_a = self._buffer("i32", total)[1]
         ends_b = self._buffer("i32", total)[1]
         node_key = self._buffer("u64", nodes)[1]
-        union_parent = self._buffer("i32", nodes)[1]
         result = self._buffer("u64", total)[1]
         h0 = corner_result if corner_result is not None else result
         self._launch(self.lp.ends_kernel, total, self.keys, self.edge_image, self.image_start,
                      self.edges, self.pos_bits, self.words, self.height, self.width, self.flip,
-                     dual, root, h0, ends_a, ends_b, node_key, union_parent)
+                     dual, root, h0, ends_a, ends_b, node_key)
         if self.backend.pairing == "sequential":
             self._launch(self.lp.sequential_pass_kernel, self.batch, ends_a, ends_b,
-                         self.image_start, node_key, union_parent, result)
+                         self.image_start, node_key, self._buffer("i32", nodes)[1], result)
             return result
         slot_of = self._buffer("i32", nodes, fill=2 ** 31 - 1)[1]
         parent, heaviest = (self._buffer("i32", 3 * total)[1] for _ in range(2))
@@ -309,7 +310,7 @@ class _Pipeline:
         self._launch(self.lp.halving_rename_kernel, total, ends_a, ends_b, slot_of, node_key,
                      node_birth)
         level_args = (ends_a, ends_b, self.edge_image, self.image_start)
-        for level in range(self.levels):
+        for level in range(self.levels - _BASE_BITS):
             bit = 1 << (self.levels - 1 - level)
             self._launch(self.lp.halving_reset_kernel, total, *level_args, bit, parent, heaviest,
                          node_birth, component_birth)
@@ -318,7 +319,8 @@ class _Pipeline:
                          node_birth, component_birth)
             self._launch(self.lp.halving_contract_kernel, total, *level_args, bit, parent, heaviest,
                          node_birth, component_birth, 2 * total)
-        self._launch(self.lp.halving_result_kernel, total, ends_a, ends_b, node_birth, result)
+        self._launch(self.lp.halving_base_kernel, total, *level_args,
+                     1 << min(_BASE_BITS, self.levels), node_birth, parent, result)
         return result
 
     def _assemble(self, corner_result: Any, square_result: Any) -> PairIndices:
