@@ -1,47 +1,53 @@
 """GPU persistence by local pairing: the kernels of ``backend="cuda"``.
 
-The batch holds ``B`` images of ``H x W`` pixels. Every image is a cubical complex (the T- or
-V-construction) whose cells take the value of the pixel that sets it; the per-pixel rule of
-:mod:`satloss_gpu.kernels.common.local_pairing` pairs most cells locally (a discrete
-gradient) and leaves a few critical edges. The kernels below turn that into persistence pairs:
+The batch holds ``B`` images of ``H x W`` pixels. Each image is one cubical complex: squares
+(the pixels), the ``(H + 1) x (W + 1)`` corners and the sides between them. Every cell takes
+the value of the earliest square around it, and the per-pixel rule of
+:mod:`satloss_gpu.kernels.common.local_pairing` (written once, shared with the CPU backend)
+pairs the cells each pixel owns into a discrete gradient, leaving a few critical edges. The
+T-construction runs in the (value, index) order; the V-construction is the same complex in the
+reversed order, with the outside earlier than every pixel and the two dimensions swapped (see
+that module). The kernels, in the order the backend launches them:
 
-1. :func:`float32_order_kernel` / :func:`rank_order_kernel`: every pixel's order word, so that
-   ``(word << 32) | index`` (:func:`satloss_gpu._scalar.packed_key`) sorts in the strict
-   ``(value, index)`` order of the tie rule;
-2. :func:`pixel_kernel` (one thread per pixel of the whole batch, run twice): the rule; first
-   the number of critical edges of every pixel (and the image's first and last pixel and
-   number of critical vertices), then, at offsets from a scan of those counts, the edges
-   themselves with their sort keys, and the gradient parents of the vertices and squares the
-   pixel owns;
-3. :func:`jump_kernel`: pointer jumping sends every vertex (square) to the critical vertex
-   (critical square, or the exterior cell) at the end of its gradient path;
-4. one sort of the 64-bit keys of all critical edges of the batch (image in the high bits,
-   then the order word, then the edge's position in its image's list), done by the caller;
-5. :func:`ends_kernel` gives every sorted edge its two ends in a pass: H0, the roots of its two
-   vertices; H1 (duality, reversed order), the roots of the squares on its two sides, where
-   edges that merged in H0 become loops;
-6. the elder-rule pairing of each pass: recursive halving (:func:`halving_slots_kernel`,
-   :func:`halving_reset_kernel`, :func:`halving_union_kernel`, :func:`halving_collect_kernel`,
-   :func:`halving_rename_kernel`, :func:`halving_result_kernel`; launched level by level, all
-   images at once, no read-back between levels), or the sequential baseline
-   :func:`sequential_pass_kernel` (one thread per image);
+1. :func:`float32_order_kernel` / :func:`rank_order_kernel`: every pixel's order *word*
+   (order-preserving bits of a float32, or the rank from a stable per-image sort for float64;
+   complemented for the reversed order). :func:`pixel_key` packs ``(word, index)`` (index
+   reversed with the order) into a uint64 key that sorts like the pass order;
+2. :func:`pixel_kernel`, one thread per pixel of the whole batch, run twice: first the number
+   of critical edges of every pixel, each image's first and last pixel and its number of
+   critical corners; then, at offsets from a scan of those counts, the critical edges
+   (raster order per image) and the gradient parents of the corners and the square each pixel
+   owns;
+3. :func:`jump_kernel`: pointer jumping sends every corner (square) to the critical corner
+   (critical square, or an exterior cell) at the end of its gradient path;
+4. :func:`edge_key_kernel` builds one 64-bit key per critical edge (image in the high bits,
+   then the order word, then the edge's position in its image's raster list, which orders
+   equal words by pixel index); the caller sorts all of them at once;
+5. :func:`ends_kernel` gives every sorted edge its two ends in a pass. Corner pass (H0 of the
+   T-construction): the roots of its two corners. Square pass (duality): the roots of the two
+   squares on its sides, in reversed order, where an edge that merged in the corner pass is a
+   loop;
+6. the elder rule of each pass, for all images at once: recursive halving
+   (:func:`halving_slots_kernel` and :func:`halving_rename_kernel`, then per level
+   :func:`halving_reset_kernel`, :func:`halving_union_kernel`,
+   :func:`halving_collect_kernel`, :func:`halving_contract_kernel`, launched back to back
+   without read-backs, down to runs of a few edges that :func:`halving_base_kernel` solves
+   one thread each), or the baseline :func:`sequential_pass_kernel` (one thread per image);
 7. :func:`assemble_kernel` packs the pairs, grouped by image, then dimension.
 
-Layout. Nodes of a pass are global ids: vertex ``v`` of image ``b`` is ``b * NV + v`` and
-square ``s`` is ``b * NS + s``, the last square of every image (``NS - 1``) being its exterior
-cell. T-construction: vertices are the ``(H + 1) x (W + 1)`` corners, squares the pixels.
-V-construction: vertices are the pixels, squares the ``(H - 1) x (W - 1)`` blocks of four
-pixels (indexed by their top-left pixel). An edge is named ``pixel * 4 + k`` by the pixel that
-sets its value and the side ``k`` (:func:`satloss_gpu._scalar.neighbor_offset` order: up,
-left, right, down): in the T-construction the side of that pixel's square, in the
-V-construction the edge to neighbour ``k``.
+Layout. Nodes of a pass are global ids: corner ``c`` of image ``b`` is ``b * NC + c`` and
+square ``s`` is ``b * NS + s``, with ``NC = (H + 1) * (W + 1) + 1`` (the last one is the
+exterior corner of the V-construction, parent of its outer corners) and ``NS = H * W + 1``
+(the last one is the outside square). A critical edge is named ``pixel * 4 + side`` by the
+pixel that owns it (sides: top, left, right, bottom).
 
-Birth keys of nodes. H0: the key of the pixel that sets the vertex's value (smallest key
-first). H1: the bitwise complement of the square's key, so that the reversed order also sorts
-ascending; the exterior cell has key 0 (it precedes everything and never dies).
+Birth keys of nodes (smaller is older). Corner pass: the key of the corner's earliest square;
+the exterior corner has key 0. Square pass: the complement of the square's key, so that the
+reversed order also sorts ascending; the outside square has key 0. An edge's result is the
+birth key it kills, or :data:`NO_MERGE`.
 
-Every kernel is a grid-stride loop with a bounds check, and none depends on the order in which
-blocks run.
+Every kernel is a grid-stride loop with a bounds check; none depends on the order in which
+blocks run (the tests run them in reverse in the simulator).
 """
 from __future__ import annotations
 

@@ -1,24 +1,26 @@
 """The GPU backend: the whole batch on the device, with parallelism inside every image.
 
-Pipeline (kernels in ``satloss_gpu.kernels``). H0 and H1 of every image are
-*problems* of one batch (H1 is H0 of the reversed order with a frame, by duality), so every
-stage is one launch for all of them:
+Local pairing (kernels in ``satloss_gpu.kernels.cuda.local_pairing``; the per-pixel rule is
+shared with the CPU backend). Every stage is one launch, or a fixed sequence of launches, for
+all images of the batch, H0 and H1 together:
 
 1. order words: order-preserving bits of float32 values, or per-image ranks from a stable
-   batched sort for float64 (exact: float64 keys never go through float32);
-2. steepest descent + pointer jumping: every pixel gets its basin (one thread per pixel);
-3. basin-graph edges: per weight pixel one edge to each other basin among its earlier
-   neighbours (count, scan, emit);
-4. Boruvka rounds with atomic min on unique 64-bit edge keys: the minimum spanning forest of
-   every basin graph in O(log n) rounds; only its edges can pair anything;
-5. per-problem sort of the forest edges, then elder-rule pairing by recursive halving, one
-   thread block per problem (or the sequential one-thread-per-problem baseline);
-6. packed output written on the device: pairs grouped by image, then dimension.
+   batched sort for float64 (exact: float64 values never go through float32);
+2. the per-pixel rule, one thread per pixel: critical edges counted, scanned and compacted,
+   gradient parents of corners and squares written;
+3. pointer jumping along the gradient paths;
+4. ONE sort of the 64-bit keys of every critical edge of the batch (CuPy on the device, on
+   torch tensors through DLPack without copies; NumPy on the host under the simulator);
+5. the elder rule on the sorted edges: a corner pass (Kruskal), then a square pass in
+   reversed order on the edges that merged nothing (duality), each by recursive halving over
+   all images at once, or by the sequential one-thread-per-image baseline;
+6. packed output written on the device: pairs grouped by image, then dimension, and each
+   image's last pixel.
 
-Only sizes are read back to the host (edge totals, live edges per Boruvka round, the longest
-forest, the number of pairs). Buffers are sized by exact bounds: a pixel has at most 7 basin
-edges, a forest fewer edges than nodes, and an image at most one pair per forest edge plus
-its essential class, so nothing is ever truncated.
+One read-back per call (the critical-edge and critical-corner counts of every image, after
+step 2) sizes every buffer: each critical edge gives exactly one pair (Euler characteristic),
+so the output size is known before the pairing runs, and nothing is ever truncated. All
+launches go to the caller's current stream (torch's or CuPy's).
 """
 from __future__ import annotations
 
@@ -32,10 +34,8 @@ from . import PairIndices, PersistenceBackend
 __all__ = ["CUDABackend", "PAIRING_METHODS"]
 
 PAIRING_METHODS = ("halving", "sequential")
-_MAX_BORUVKA_ROUNDS = 64
 _SIM_THREADS = 16
 _SIM_BLOCKS = 3
-_SIM_PAIRING_THREADS = 8
 #: The halving stops at subproblems of 2**_BASE_BITS edges, each solved by one thread.
 _BASE_BITS = 5
 
@@ -50,10 +50,11 @@ class CUDABackend(PersistenceBackend):
     Parameters
     ----------
     pairing : {"halving", "sequential"}, default "halving"
-        Elder-rule pairing of the spanning-forest edges: recursive halving with a thread block
-        per problem, or the sequential one-thread-per-problem baseline (for benchmarks).
+        Elder-rule pairing of the sorted critical edges: recursive halving, every level one
+        launch sequence over all edges of the batch, or the sequential one-thread-per-image
+        baseline (for benchmarks).
     threads : int, optional
-        Threads per block of the pixel and edge kernels (default 256; 16 under the simulator).
+        Threads per block of every kernel (default 256; 16 under the simulator).
     """
 
     name = "cuda"
@@ -65,7 +66,8 @@ class CUDABackend(PersistenceBackend):
         self.threads = threads
         #: Called with a stage name after each stage's launches (benchmarks record events).
         self.stage_hook: Optional[Callable[[str], None]] = None
-        #: Sizes of the last call: edges, Boruvka rounds, longest forest, halving levels.
+        #: Sizes of the last call: critical edges (in all, per pixel, longest image list),
+        #: halving levels.
         self.last_stats: dict = {}
 
     @classmethod
