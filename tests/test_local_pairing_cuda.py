@@ -232,7 +232,9 @@ PTX_SCRIPT = textwrap.dedent(
                           i32),
         lp.jump_kernel: (i32,),
         lp.edge_key_kernel: (u32, i32, i64, s, s, s, u64),
-        lp.ends_kernel: (u64, i32, i64, i32, s, u32, s, s, s, s, i32, u64, i32, i32, u64),
+        lp.corner_ends_kernel: (u64, i32, i64, i32, s, u32, s, s, s, i32, i32, i32, u64),
+        lp.square_ends_kernel: (u64, i32, i64, i32, s, u32, s, s, s, i32, u64, i64, i64, i32,
+                                i32, i32, u64),
         lp.halving_slots_kernel: (i32, i32, i32),
         lp.halving_rename_kernel: (i32, i32, i32, u64, u64),
         lp.halving_reset_kernel: level + (i32, u64, u64),
@@ -241,8 +243,8 @@ PTX_SCRIPT = textwrap.dedent(
         lp.halving_contract_kernel: level + (i32, u64, u64, s),
         lp.halving_base_kernel: level[:5] + (u64, i32, u64),
         lp.sequential_pass_kernel: (i32, i32, i64, u64, i32, u64),
-        lp.assemble_kernel: (s, u64, i32, i64, i32, s, s, u64, u64, i64, i64, i64, i64, u64,
-                             u64, s, s, i64, i64, i64, i64, i64),
+        lp.assemble_kernel: (s, u64, i32, i64, i32, s, s, u64, i64, u64, i64, i64, i64, i64,
+                             u64, u64, s, s, i64, i64, i64, i64, i64),
     }
     missing = set(lp.__all__) - {k.py_func.__name__ for k in signatures}
     missing -= {"MAX_PIXELS", "NO_MERGE"}
@@ -263,7 +265,7 @@ def test_every_kernel_compiles_to_ptx_for_hopper():
     if "libnvvm" in result.stderr and "not found" in result.stderr.lower():
         pytest.skip("libNVVM is not installed")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("compiled") == 15
+    assert result.stdout.count("compiled") == 16
 
 
 # ---------------------------------------------------------------------------------------------

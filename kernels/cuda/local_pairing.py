@@ -23,10 +23,10 @@ that module). The kernels, in the order the backend launches them:
 4. :func:`edge_key_kernel` builds one 64-bit key per critical edge (image in the high bits,
    then the order word, then the edge's position in its image's raster list, which orders
    equal words by pixel index); the caller sorts all of them at once;
-5. :func:`ends_kernel` gives every sorted edge its two ends in a pass. Corner pass (H0 of the
-   T-construction): the roots of its two corners. Square pass (duality): the roots of the two
-   squares on its sides, in reversed order, where an edge that merged in the corner pass is a
-   loop;
+5. :func:`corner_ends_kernel` gives every sorted edge the roots of its two corners (the
+   corner pass: H0 of the T-construction); after that pass, :func:`square_ends_kernel` gives
+   every edge that merged nothing the roots of the squares on its two sides, compacted in
+   reversed order (the square pass, by duality);
 6. the elder rule of each pass, for all images at once: recursive halving
    (:func:`halving_slots_kernel` and :func:`halving_rename_kernel`, then per level
    :func:`halving_reset_kernel`, :func:`halving_union_kernel`,
@@ -79,7 +79,8 @@ __all__ = [
     "rank_order_kernel",
     "jump_kernel",
     "edge_key_kernel",
-    "ends_kernel",
+    "corner_ends_kernel",
+    "square_ends_kernel",
     "halving_slots_kernel",
     "halving_reset_kernel",
     "halving_union_kernel",
@@ -346,40 +347,58 @@ def sorted_edge(keys, edge_image, image_start, edges, pos_bits, flip, g):
     return b, int64(edges[image_start[b] + pos])
 
 
-@cuda.jit
-def ends_kernel(keys, edge_image, image_start, edges, pos_bits, words, height, width, flip,
-                dual, root, h0_result, ends_a, ends_b, node_key):
-    """Ends of every sorted edge in one pass, and the birth keys of those ends.
+@cuda.jit(device=True, inline=True)
+def leftover_slot(g, b, image_start, corner_rank, leftover_start):
+    """Position, in the square pass, of sorted edge ``g`` of image ``b`` that merged nothing in
+    the corner pass: its rank among its image's leftover edges, mirrored (reversed order),
+    after the leftover edges of the images before ``b``. ``corner_rank`` is the inclusive scan
+    of the corner pass's merge flags."""
+    start = image_start[b]
+    merged_before = corner_rank[g] - (corner_rank[start - 1] if start > 0 else 0)
+    rank = g - start - merged_before
+    return leftover_start[b + 1] - 1 - rank
 
-    Corner pass (``dual == 0``): edge ``g`` joins the roots of its two corners, at ``g``.
-    Square pass: the roots of its two squares, at the mirrored position of its image's list
-    (the reversed order); an edge that merged two components in the corner pass
-    (``h0_result[g]`` is not :data:`NO_MERGE`) is a loop there. ``node_key`` receives every
-    end's birth key.
-    """
+
+@cuda.jit
+def corner_ends_kernel(keys, edge_image, image_start, edges, pos_bits, words, height, width,
+                       flip, root, ends_a, ends_b, node_key):
+    """Corner pass: sorted edge ``g`` joins the roots of its two corners; ``node_key``
+    receives the birth keys of those roots."""
     n = height * width
-    n_corners, n_squares = node_counts(height, width)
-    for g in range(cuda.grid(1), keys.size, cuda.gridsize(1)):
+    n_corners = node_counts(height, width)[0]
+    for g in range(cuda.grid(1), ends_a.size, cuda.gridsize(1)):
         b, edge = sorted_edge(keys, edge_image, image_start, edges, pos_bits, flip, g)
-        image_base = b * n
-        if dual == 0:
-            x, y = edge_corners(edge, width)
-            base = b * n_corners
-            a = int64(root[base + x])
-            c = int64(root[base + y])
-            slot = g
-            node_key[a] = corner_key(words, image_base, a - base, height, width, flip)
-            node_key[c] = corner_key(words, image_base, c - base, height, width, flip)
-        else:
-            x, y = edge_squares(edge, height, width)
-            base = b * n_squares
-            a = int64(root[base + x])
-            c = a
-            if uint64(h0_result[g]) == uint64(NO_MERGE):
-                c = int64(root[base + y])
-            slot = image_start[b] + image_start[b + 1] - 1 - g
-            node_key[a] = square_key(words, image_base, a - base, height, width, flip)
-            node_key[c] = square_key(words, image_base, c - base, height, width, flip)
+        x, y = edge_corners(edge, width)
+        base = b * n_corners
+        a = int64(root[base + x])
+        c = int64(root[base + y])
+        node_key[a] = corner_key(words, b * n, a - base, height, width, flip)
+        node_key[c] = corner_key(words, b * n, c - base, height, width, flip)
+        ends_a[g] = a
+        ends_b[g] = c
+
+
+@cuda.jit
+def square_ends_kernel(keys, edge_image, image_start, edges, pos_bits, words, height, width,
+                       flip, root, corner_result, corner_rank, leftover_start, leftover_image,
+                       ends_a, ends_b, node_key):
+    """Square pass (duality): every edge that merged nothing in the corner pass joins the
+    roots of the squares on its two sides, at its :func:`leftover_slot`; ``node_key``
+    receives the birth keys of those roots."""
+    n = height * width
+    n_squares = node_counts(height, width)[1]
+    for g in range(cuda.grid(1), keys.size, cuda.gridsize(1)):
+        if uint64(corner_result[g]) != uint64(NO_MERGE):
+            continue
+        b, edge = sorted_edge(keys, edge_image, image_start, edges, pos_bits, flip, g)
+        slot = leftover_slot(g, b, image_start, corner_rank, leftover_start)
+        x, y = edge_squares(edge, height, width)
+        base = b * n_squares
+        a = int64(root[base + x])
+        c = int64(root[base + y])
+        node_key[a] = square_key(words, b * n, a - base, height, width, flip)
+        node_key[c] = square_key(words, b * n, c - base, height, width, flip)
+        leftover_image[slot] = b
         ends_a[slot] = a
         ends_b[slot] = c
 
@@ -580,9 +599,9 @@ def _store(image, dim, birth, death, pos, b, d, birth_index, death_index):
 
 @cuda.jit
 def assemble_kernel(n_edges, keys, edge_image, image_start, edges, pos_bits, flip,
-                    corner_result, square_result, corner_rank, square_rank, out_start,
-                    dim0_count, essential_key, last_key, want_dim0, want_dim1, image, dim, birth,
-                    death, last_index):
+                    corner_result, corner_rank, square_result, square_rank, leftover_start,
+                    out_start, dim0_count, first_key, last_key, want_dim0, want_dim1, image,
+                    dim, birth, death, last_index):
     """Pack the pairs of every image at ``out_start[b]``: dimension 0 (the essential class
     first, ``dim0_count[b]`` pairs in all), then dimension 1.
 
@@ -590,11 +609,10 @@ def assemble_kernel(n_edges, keys, edge_image, image_start, edges, pos_bits, fli
     death: the edge's pixel) and the V-construction's dimension 1 (birth and death swapped);
     the square pass the T-construction's dimension 1 (birth: the edge's pixel, death: the
     younger square's pixel) and the V-construction's dimension 0 (swapped).
-    ``corner_rank``/``square_rank`` are inclusive scans of the merge flags of the two passes
-    (the square pass in its mirrored positions); ``n_edges`` is M (the edge buffers may be
-    longer). Thread ``M + b`` writes image ``b``'s
-    essential class, born at the pixel of ``essential_key[b]``, and ``last_index[b]``, the
-    pixel of ``last_key[b]`` (where the filtration ends).
+    ``corner_rank``/``square_rank`` are inclusive scans of the merge flags of the two passes;
+    ``n_edges`` is M (the edge buffers may be longer). Thread ``M + b`` writes image ``b``'s
+    essential class, born at the pixel of ``first_key[b]``, and ``last_index[b]``, the pixel
+    of ``last_key[b]`` (where the filtration ends).
     """
     n_images = image_start.size - 1
     for g in range(cuda.grid(1), n_edges + n_images, cuda.gridsize(1)):
@@ -603,35 +621,34 @@ def assemble_kernel(n_edges, keys, edge_image, image_start, edges, pos_bits, fli
             last_index[b] = key_pixel(last_key[b], flip)
             if want_dim0 != 0:
                 _store(image, dim, birth, death, out_start[b], b, 0,
-                       key_pixel(essential_key[b], flip), int64(-1))
+                       key_pixel(first_key[b], flip), int64(-1))
             continue
         b, edge = sorted_edge(keys, edge_image, image_start, edges, pos_bits, flip, g)
         start = image_start[b]
-        earlier = corner_rank[start - 1] if start > 0 else 0
         edge_pixel = edge // 4
         younger = uint64(corner_result[g])
-        corner_dim = 1 if flip != 0 else 0
         if younger != uint64(NO_MERGE):
-            if (want_dim1 if flip != 0 else want_dim0) != 0:
-                pos = out_start[b] + (corner_rank[g] - 1 - earlier)
-                if flip == 0:
-                    pos += 1
-                elif want_dim0 != 0:
+            if (want_dim1 if flip != 0 else want_dim0) == 0:
+                continue
+            earlier = corner_rank[start - 1] if start > 0 else 0
+            pos = out_start[b] + (corner_rank[g] - 1 - earlier)
+            born = key_pixel(younger, flip)
+            if flip != 0:
+                if want_dim0 != 0:
                     pos += dim0_count[b]
-                born = key_pixel(younger, flip)
-                if flip != 0:
-                    _store(image, dim, birth, death, pos, b, corner_dim, edge_pixel, born)
-                else:
-                    _store(image, dim, birth, death, pos, b, corner_dim, born, edge_pixel)
+                _store(image, dim, birth, death, pos, b, 1, edge_pixel, born)
+            else:
+                _store(image, dim, birth, death, pos + 1, b, 0, born, edge_pixel)
             continue
         if (want_dim0 if flip != 0 else want_dim1) == 0:
             continue
-        mirrored = start + image_start[b + 1] - 1 - g
-        younger = uint64(square_result[mirrored])
+        slot = leftover_slot(g, b, image_start, corner_rank, leftover_start)
+        younger = uint64(square_result[slot])
         if younger == uint64(NO_MERGE):
             continue
-        earlier = square_rank[start - 1] if start > 0 else 0
-        pos = out_start[b] + (square_rank[mirrored] - 1 - earlier)
+        first = leftover_start[b]
+        earlier = square_rank[first - 1] if first > 0 else 0
+        pos = out_start[b] + (square_rank[slot] - 1 - earlier)
         dying = key_pixel(younger ^ uint64(NO_MERGE), flip)
         if flip != 0:
             _store(image, dim, birth, death, pos + 1, b, 0, dying, edge_pixel)

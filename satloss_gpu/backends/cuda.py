@@ -183,15 +183,11 @@ class _Pipeline:
         self._stage("jump")
         self._sort()
         self._stage("sort")
-        if self.total:
-            corner_result = self._pass(0, None)
-            self._stage("corner pass")
-            square_result = self._pass(1, corner_result) if self.square_pass else corner_result
-        else:  # no critical edge anywhere: only the essential classes
-            corner_result = square_result = self._buffer("u64", 1, fill=-1)[1]
-            self._stage("corner pass")
+        self._corner_pass()
+        self._stage("corner pass")
+        self._square_pass()
         self._stage("square pass")
-        result = self._assemble(corner_result, square_result)
+        result = self._assemble()
         self._stage("assemble")
         sizes = self.edge_counts
         self.backend.last_stats = {
@@ -200,6 +196,8 @@ class _Pipeline:
             "critical_edges_per_pixel": float(sizes.sum()) / max(self.batch * self.n, 1),
             "longest_list": int(sizes.max(initial=0)),
             "halving_levels": self.levels,
+            "square_pass_edges": self.total_leftover,
+            "square_pass_levels": _levels(self.leftover_counts),
         }
         return result
 
@@ -248,6 +246,14 @@ class _Pipeline:
                              "split it")
         self.image_start_host = np.concatenate([[0], ends_host]).astype(np.int64)
         self.image_start = glue.view(glue.from_host("i64", self.image_start_host), "i64")
+        # Every critical edge pairs once (Euler characteristic): the corner pass merges all
+        # critical corners into one component (T) or into the exterior corner (V); the other
+        # edges are left over for the square pass. So every output size is known now.
+        self.corner_merges = self.critical_corners - (0 if self.flip else 1)
+        self.leftover_counts = self.edge_counts - self.corner_merges
+        self.total_leftover = int(self.leftover_counts.sum())
+        leftover_start = np.concatenate([[0], np.cumsum(self.leftover_counts)]).astype(np.int64)
+        self.leftover_start = glue.view(glue.from_host("i64", leftover_start), "i64")
 
     def _emit(self) -> None:
         total = self.total
@@ -271,7 +277,7 @@ class _Pipeline:
         glue, total = self.glue, self.total
         longest = int(self.edge_counts.max(initial=0))
         self.pos_bits = max(int(longest - 1).bit_length(), 1)
-        self.levels = int(longest - 1).bit_length() if longest > 1 else 0
+        self.levels = _levels(self.edge_counts)
         self.sort_chunk = 0
         if total == 0:
             self.keys = self._buffer("u64", 1)[1]
@@ -287,58 +293,83 @@ class _Pipeline:
             glue.sort_u64(keys, int(self.image_start_host[first]),
                           int(self.image_start_host[last]))
 
-    def _pass(self, dual: int, corner_result: Any) -> Any:
-        """Elder-rule pairing of one pass over the sorted edges: per edge, the younger birth
-        key it kills, or NO_MERGE."""
-        glue, total = self.glue, self.total
-        nodes = self.batch * (self.n_squares if dual else self.n_corners)
-        root = (self.square_parent if dual else self.corner_parent)[1]
-        ends_a = self._buffer("i32", total)[1]
-        ends_b = self._buffer("i32", total)[1]
+    def _corner_pass(self) -> None:
+        """H0 of the sorted edges on corners: per edge the birth key it kills, or NO_MERGE."""
+        glue, total, lp = self.glue, self.total, self.lp
+        self.corner_result = self._buffer("u64", total, fill=-1)[1]
+        self.corner_rank = glue.alloc("i64", 1)
+        if total == 0:
+            return
+        nodes = self.batch * self.n_corners
+        ends_a, ends_b = (self._buffer("i32", total)[1] for _ in range(2))
         node_key = self._buffer("u64", nodes)[1]
-        result = self._buffer("u64", total)[1]
-        h0 = corner_result if corner_result is not None else result
-        self._launch(self.lp.ends_kernel, total, self.keys, self.edge_image, self.image_start,
-                     self.edges, self.pos_bits, self.words, self.height, self.width, self.flip,
-                     dual, root, h0, ends_a, ends_b, node_key)
+        self._launch(lp.corner_ends_kernel, total, self.keys, self.edge_image,
+                     self.image_start, self.edges, self.pos_bits, self.words, self.height,
+                     self.width, self.flip, self.corner_parent[1], ends_a, ends_b, node_key)
+        self._elder_rule(ends_a, ends_b, self.edge_image, self.image_start, node_key, nodes,
+                         self.levels, self.corner_result)
+        self.corner_rank = glue.cumsum(glue.merged_flags(self.corner_result, total))
+
+    def _square_pass(self) -> None:
+        """H1 by duality: the left-over edges, in reverse order, on squares."""
+        glue, total, lp = self.glue, self.total_leftover, self.lp
+        self.square_result = self._buffer("u64", total, fill=-1)[1]
+        self.square_rank = glue.alloc("i64", 1)
+        if total == 0 or not self.square_pass:
+            return
+        nodes = self.batch * self.n_squares
+        ends_a, ends_b = (self._buffer("i32", total)[1] for _ in range(2))
+        leftover_image = self._buffer("i32", total)[1]
+        node_key = self._buffer("u64", nodes)[1]
+        self._launch(lp.square_ends_kernel, self.total, self.keys, self.edge_image,
+                     self.image_start, self.edges, self.pos_bits, self.words, self.height,
+                     self.width, self.flip, self.square_parent[1], self.corner_result,
+                     glue.view(self.corner_rank, "i64"), self.leftover_start, leftover_image,
+                     ends_a, ends_b, node_key)
+        self._elder_rule(ends_a, ends_b, leftover_image, self.leftover_start, node_key, nodes,
+                         _levels(self.leftover_counts), self.square_result)
+        self.square_rank = glue.cumsum(glue.merged_flags(self.square_result, total))
+
+    def _elder_rule(self, ends_a: Any, ends_b: Any, image_of: Any, image_start: Any,
+                    node_key: Any, nodes: int, levels: int, result: Any) -> None:
+        """Kruskal with the elder rule on every image's sorted edge list at once.
+
+        ``ends_a``/``ends_b`` (M,) int32 are global node ids, ``node_key`` their birth keys;
+        ``result`` (M,) uint64 receives the birth each edge kills, or NO_MERGE.
+        """
+        lp, total = self.lp, int(ends_a.size)
         if self.backend.pairing == "sequential":
-            self._launch(self.lp.sequential_pass_kernel, self.batch, ends_a, ends_b,
-                         self.image_start, node_key, self._buffer("i32", nodes)[1], result)
-            return result
+            self._launch(lp.sequential_pass_kernel, self.batch, ends_a, ends_b, image_start,
+                         node_key, self._buffer("i32", nodes)[1], result)
+            return
         slot_of = self._buffer("i32", nodes, fill=2 ** 31 - 1)[1]
         parent, heaviest = (self._buffer("i32", 3 * total)[1] for _ in range(2))
         node_birth, component_birth = (self._buffer("u64", 3 * total)[1] for _ in range(2))
-        self._launch(self.lp.halving_slots_kernel, total, ends_a, ends_b, slot_of)
-        self._launch(self.lp.halving_rename_kernel, total, ends_a, ends_b, slot_of, node_key,
+        self._launch(lp.halving_slots_kernel, total, ends_a, ends_b, slot_of)
+        self._launch(lp.halving_rename_kernel, total, ends_a, ends_b, slot_of, node_key,
                      node_birth)
-        level_args = (ends_a, ends_b, self.edge_image, self.image_start)
-        for level in range(self.levels - _BASE_BITS):
-            bit = 1 << (self.levels - 1 - level)
-            self._launch(self.lp.halving_reset_kernel, total, *level_args, bit, parent, heaviest,
-                         node_birth, component_birth)
-            self._launch(self.lp.halving_union_kernel, total, *level_args, bit, parent)
-            self._launch(self.lp.halving_collect_kernel, total, *level_args, bit, parent, heaviest,
-                         node_birth, component_birth)
-            self._launch(self.lp.halving_contract_kernel, total, *level_args, bit, parent, heaviest,
-                         node_birth, component_birth, 2 * total)
-        self._launch(self.lp.halving_base_kernel, total, *level_args,
-                     1 << min(_BASE_BITS, self.levels), node_birth, parent, result)
-        return result
+        level_args = (ends_a, ends_b, image_of, image_start)
+        components = (parent, heaviest, node_birth, component_birth)
+        for level in range(levels - _BASE_BITS):
+            bit = 1 << (levels - 1 - level)
+            self._launch(lp.halving_reset_kernel, total, *level_args, bit, *components)
+            self._launch(lp.halving_union_kernel, total, *level_args, bit, parent)
+            self._launch(lp.halving_collect_kernel, total, *level_args, bit, *components)
+            self._launch(lp.halving_contract_kernel, total, *level_args, bit, *components,
+                         2 * total)
+        self._launch(lp.halving_base_kernel, total, *level_args,
+                     1 << max(min(_BASE_BITS, levels), 0), node_birth, parent, result)
 
-    def _assemble(self, corner_result: Any, square_result: Any) -> PairIndices:
+    def _assemble(self) -> PairIndices:
         glue, total, batch = self.glue, self.total, self.batch
-        counts = self.edge_counts
-        corner_merges = self.critical_corners - (0 if self.flip else 1)
-        square_merges = counts - corner_merges
+        square_merges = self.leftover_counts
         if self.flip:
-            dim0, dim1 = square_merges + 1, corner_merges
+            dim0, dim1 = square_merges + 1, self.corner_merges
         else:
-            dim0, dim1 = corner_merges + 1, square_merges
+            dim0, dim1 = self.corner_merges + 1, square_merges
         per_image = dim0 * self.want[0] + dim1 * self.want[1]
         out_start = np.concatenate([[0], np.cumsum(per_image)]).astype(np.int64)
         size = int(out_start[-1])
-        corner_rank = glue.cumsum(glue.merged_flags(corner_result, max(total, 1)))
-        square_rank = glue.cumsum(glue.merged_flags(square_result, max(total, 1)))
         columns = [self._buffer("i64", size) for _ in range(4)]
         last, last_k = self._buffer("i64", batch)
         # In the V-construction the pass order is reversed: its last pixel is the first.
@@ -346,11 +377,17 @@ class _Pipeline:
                                else (self.lowest, self.highest))
         self._launch(self.lp.assemble_kernel, total + batch, total, self.keys, self.edge_image,
                      self.image_start, self.edges, self.pos_bits, self.flip,
-                     corner_result, square_result, glue.view(corner_rank, "i64"),
-                     glue.view(square_rank, "i64"),
+                     self.corner_result, glue.view(self.corner_rank, "i64"), self.square_result,
+                     glue.view(self.square_rank, "i64"), self.leftover_start,
                      glue.view(glue.from_host("i64", out_start), "i64"),
                      glue.view(glue.from_host("i64", dim0), "i64"), first_key, last_key,
                      self.want[0], self.want[1], *(view for _, view in columns), last_k)
         image, dim, birth, death = (array[:size] for array, _ in columns)
         return PairIndices(image=image, dim=dim, birth_index=birth, death_index=death,
                            last_index=last)
+
+
+def _levels(sizes: np.ndarray) -> int:
+    """Levels of recursive halving for edge lists of these sizes: ceil(log2(longest))."""
+    longest = int(np.max(sizes, initial=0))
+    return int(longest - 1).bit_length() if longest > 1 else 0
