@@ -11,6 +11,8 @@ import textwrap
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from satloss_gpu import cubical_persistence
 from satloss_gpu.backends import get_backend
@@ -97,6 +99,26 @@ def test_random_shapes(construction, to_cuda):
         images = RNG.random((2, height, width)).astype(np.float32)
         images[1] = np.round(images[1] * 4) / 4  # ties
         assert_matches(images, to_cuda, construction=construction)
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batch=st.integers(1, 3),
+    height=st.integers(1, 12),
+    width=st.integers(1, 12),
+    levels=st.integers(1, 5),
+    construction=st.sampled_from(["T", "V"]),
+    superlevel=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_property_quantised_batches_equal_gudhi(batch, height, width, levels, construction,
+                                                superlevel, seed, to_cuda):
+    """Few distinct values: many ties, plateaus and zero-persistence pairs."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, levels, (batch, height, width)).astype(np.float32)
+    assert_matches(images, to_cuda, names=["gudhi"], construction=construction,
+                   superlevel=superlevel)
 
 
 @pytest.mark.parametrize("dims", [(0,), (1,)])
