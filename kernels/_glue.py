@@ -2,8 +2,10 @@
 
 The pipeline allocates its buffers in the array library of its input (torch or CuPy on a
 GPU, NumPy under the Numba CUDA simulator) and hands the kernels zero-copy views. The few
-whole-array steps (inclusive scan, per-row sort, stable per-row argsort, reading one size
-back) are written once here for the three libraries.
+whole-array steps (inclusive scan, the sort of the batch's 64-bit keys, stable per-row
+argsort, reading sizes back) are written once here for the three libraries. The key sort is
+CuPy's on the device (torch tensors reach it through DLPack, without a copy, on torch's
+current stream) and NumPy's on the host under the simulator.
 
 Buffers are tagged with a *kind*: ``"u64"``, ``"u32"``, ``"i32"`` or ``"i64"``. torch has no
 general unsigned 64/32-bit arithmetic, so there unsigned buffers are stored as signed ones of
