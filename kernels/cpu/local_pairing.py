@@ -2,13 +2,13 @@
 
 Per image (see :mod:`satloss_gpu.kernels.common.local_pairing` for the complex and the rule):
 
-1. One raster pass computes every pixel's neighbourhood mask (the inner pixels row by row,
-   branch-free; the border pixels with the shared scalar function), and the first and last
-   pixels of the (value, index) order.
-2. A second pass turns each mask into the rule's code and writes the gradient parents of
-   the owned corners, the dual parent of the square, and the critical edges: a sort key
-   (the order-preserving bits of the pixel's value) and a payload ``4 * pixel + side``.
-   Generated in raster order, so a stable sort orders them by (value, pixel, side).
+1. The first and last pixels of the (value, index) order, by an integer reduction.
+2. One raster pass, row by row: every pixel's neighbourhood mask (inner pixels branch-free,
+   border pixels with the shared scalar function), the rule's code, then the gradient
+   parents of the owned corners, the dual parent of the square, and the critical edges: a
+   sort key (the order-preserving bits of the pixel's value) and a payload
+   ``4 * pixel + side``. Generated in raster order, so a stable sort orders them by
+   (value, pixel, side).
 3. One stable LSD radix sort of the critical edges.
 4. H0: Kruskal over the sorted edges with a union-find over corners whose parents start as
    the gradient (roots carry their birth pixel), the elder rule, and the edges that merge
@@ -34,7 +34,6 @@ from satloss_gpu.kernels.common.local_pairing import (
     RULE_TABLE,
     corner_id,
     corner_parent_offset,
-    critical_side_count,
     neighbour_mask,
     side_corners,
     side_neighbour,
@@ -50,13 +49,7 @@ _RADIX = 1 << _RADIX_BITS
 _FLIP_V = 0xFF
 
 
-def _count_table(table: np.ndarray) -> np.ndarray:
-    return np.array([critical_side_count(int(code)) for code in table], dtype=np.int64)
-
-
 _RULE_TABLE_V = RULE_TABLE[np.arange(256) ^ _FLIP_V].copy()
-_COUNTS_T = _count_table(RULE_TABLE)
-_COUNTS_V = _count_table(_RULE_TABLE_V)
 
 
 @njit(cache=True, nogil=True)
@@ -85,28 +78,72 @@ def _inner_row_masks(flat, row, width, out):
 
 
 @njit(cache=True, nogil=True)
-def _masks_and_extremes(flat, height, width):
-    """(H*W,) uint8 masks of the sublevel order (outside later), first and last pixels."""
-    n = height * width
-    masks = np.empty(n, dtype=np.uint8)
-    for row in range(height):
-        base = row * width
-        if 0 < row < height - 1 and width > 2:
-            _inner_row_masks(flat, row, width, masks[base : base + width])
-            for col in (0, width - 1):
-                masks[base + col] = neighbour_mask(flat, 1, False, row, col, height, width)
-        else:
-            for col in range(width):
-                masks[base + col] = neighbour_mask(flat, 1, False, row, col, height, width)
-    first = 0
-    last = 0
-    for v in range(1, n):
-        value = flat[v]
-        if value < flat[first]:
-            first = v
-        if value >= flat[last]:
-            last = v
-    return masks, first, last
+def _row_masks(flat, row, height, width, out):
+    """Neighbourhood masks (sublevel order, outside later) of pixel row ``row`` into ``out``."""
+    if 0 < row < height - 1 and width > 2:
+        _inner_row_masks(flat, row, width, out)
+        out[0] = neighbour_mask(flat, 1, False, row, 0, height, width)
+        out[width - 1] = neighbour_mask(flat, 1, False, row, width - 1, height, width)
+    else:
+        for col in range(width):
+            out[col] = neighbour_mask(flat, 1, False, row, col, height, width)
+
+
+@njit(cache=True, nogil=True)
+def _extremes(flat):
+    """First and last pixels of the (value, index) order.
+
+    Reduces integer keys of the values (``-0.0`` and ``0.0`` equal), which vectorises,
+    then finds the first index of the smallest key and the last index of the largest.
+    """
+    if flat.itemsize == 4:
+        return _extremes_of_bits(flat.view(np.int32), np.int32(31), np.int32(0x7FFFFFFF))
+    return _extremes_of_bits(flat.view(np.int64), np.int64(63),
+                             np.int64(0x7FFFFFFFFFFFFFFF))
+
+
+@njit(cache=True, nogil=True)
+def _extremes_of_bits(bits, shift, magnitude):
+    """:func:`_extremes` on the raw bits of the values (int32 or int64)."""
+    lowest = _value_key(bits[0], shift, magnitude)
+    highest = lowest
+    for v in range(bits.size):
+        key = _value_key(bits[v], shift, magnitude)
+        lowest = min(lowest, key)
+        highest = max(highest, key)
+    first = _find_key(bits, shift, magnitude, lowest, False)
+    last = _find_key(bits, shift, magnitude, highest, True)
+    return first, last
+
+
+@njit(cache=True, nogil=True)
+def _find_key(bits, shift, magnitude, key, from_end):
+    """First (or last) index whose value key equals ``key``; scans in vectorised blocks."""
+    n = bits.size
+    block = 256
+    for b in range((n + block - 1) // block):
+        start = (n - (b + 1) * block if from_end else b * block)
+        stop = start + block
+        start = max(start, 0)
+        hits = 0
+        for v in range(start, stop):
+            hits += _value_key(bits[v], shift, magnitude) == key
+        if hits:
+            if from_end:
+                for v in range(stop - 1, start - 1, -1):
+                    if _value_key(bits[v], shift, magnitude) == key:
+                        return v
+            for v in range(start, stop):
+                if _value_key(bits[v], shift, magnitude) == key:
+                    return v
+    return -1
+
+
+@njit(inline="always", cache=True)
+def _value_key(bits, shift, magnitude):
+    """Signed integer with the order of the float whose bits are ``bits``; ``-0.0 == 0.0``."""
+    sign = bits >> shift
+    return (bits ^ (sign & magnitude)) - sign
 
 
 @njit(inline="always", cache=True)
@@ -133,65 +170,124 @@ def _ordered_bits64(bits):
 
 
 @njit(cache=True, nogil=True)
-def _decode(flat, height, width, masks, table, n_edges, vertex, corner_parent,
-            square_parent):
-    """Second pass: corner parents, square parents and the critical edges of every pixel.
+def _decode(flat, height, width, table, corner_parent, square_parent):
+    """The raster pass: corner parents, square parents and the critical edges, row by row.
 
-    ``corner_parent[c]`` becomes the gradient parent of corner ``c``, or ``-(pixel + 1)``
-    for a critical corner born at ``pixel``. ``square_parent[v]`` becomes the square across
-    the side ``v`` pairs with (``H*W`` for the outside), or ``v`` for a critical square.
+    ``corner_parent[c]`` becomes the gradient parent of corner ``c``, ``-(pixel + 1)`` for a
+    critical corner born at ``pixel``, or the exterior corner ``(H+1)*(W+1)`` for a corner
+    no pixel owns. ``square_parent[v]`` becomes the square across the side ``v`` pairs with
+    (``H*W`` for the outside), or ``v`` for a critical square. Corner row ``R`` is decoded
+    from the codes of pixel rows ``R-1`` and ``R``: each corner reads its slot in the codes
+    of its four squares, of which only the owner's is non-zero. Those loops and the square
+    loop are branch-free.
+
+    The edge buffers start at half a critical edge per pixel (noise has 0.31) and grow.
 
     Returns
     -------
-    keys : (n_edges,) uint64
+    keys : (m,) uint64
         Order-preserving bits of each critical edge's value.
-    payload : (n_edges,) uint32
+    payload : (m,) uint32
         ``4 * pixel + side``, in raster order.
     """
     n = height * width
-    keys = np.empty(n_edges, dtype=np.uint64)
-    payload = np.empty(n_edges, dtype=np.uint32)
+    keys = np.empty(n // 2 + 3 * width + 1, dtype=np.uint64)
+    payload = np.empty(keys.size, dtype=np.uint32)
+    row_masks = np.empty(width, dtype=np.uint8)
     if flat.itemsize == 4:
         bits32 = flat.view(np.uint32)
         bits64 = np.empty(0, dtype=np.uint64)
     else:
         bits32 = np.empty(0, dtype=np.uint32)
         bits64 = flat.view(np.uint64)
+    codes = np.zeros((2, width + 2), dtype=np.int32)
+    stride = width + 1
+    exterior = (height + 1) * stride
     j = 0
-    for row in range(height):
-        border_row = row == 0 or row == height - 1
-        for col in range(width):
-            v = row * width + col
-            code = np.int64(table[masks[v]])
-            for corner in range(4):
-                kind = (code >> (2 * corner)) & 3
-                if kind != 0:
-                    c = corner_id(row, col, corner, width)
-                    if kind == 1:
-                        corner_parent[c] = -(v + 1)
-                    else:
-                        corner_parent[c] = c + corner_parent_offset(kind, corner, width)
-            square = (code >> 12) & 7
-            if square == 4:
-                square_parent[v] = v
-            elif border_row or col == 0 or col == width - 1:
-                across = side_neighbour(row, col, square, height, width)
-                square_parent[v] = across if across >= 0 else n
+    for row in range(height + 1):
+        cur = codes[row & 1]
+        prev = codes[(row + 1) & 1]
+        if row < height:
+            base = row * width
+            _row_masks(flat, row, height, width, row_masks)
+            for col in range(width):
+                cur[col + 1] = table[row_masks[col]]
+            row_squares = square_parent[base : base + width]
+            top = row == 0
+            bottom = row == height - 1
+            for col in range(width):
+                kind = cur[col + 1] >> 12
+                offset = (-width if kind == 0 else (-1 if kind == 1 else
+                          (1 if kind == 2 else (width if kind == 3 else 0))))
+                outside = (((kind == 0) & top) | ((kind == 3) & bottom)
+                           | ((kind == 1) & (col == 0)) | ((kind == 2) & (col == width - 1)))
+                row_squares[col] = n if outside else base + col + offset
+            if j + 3 * width + 1 > keys.size:
+                keys = _grown(keys, 2 * keys.size + 3 * width)
+                payload = _grown(payload, keys.size)
+            if flat.itemsize == 4:
+                j = _emit_row32(bits32, cur, base, width, keys, payload, j)
             else:
-                square_parent[v] = v + (-width if square == 0 else
-                                        (-1 if square == 1 else (1 if square == 2 else width)))
-            sides = (code >> 8) & 15
-            if sides != 0:
-                if flat.itemsize == 4:
-                    key = _ordered_bits32(bits32[v])
-                else:
-                    key = _ordered_bits64(bits64[v])
-                for side in range(4):
-                    if (sides >> side) & 1:
-                        keys[j] = key
-                        payload[j] = np.uint32(4 * v + side)
-                        j += 1
-    return keys, payload
+                j = _emit_row64(bits64, cur, base, width, keys, payload, j)
+        else:
+            cur[:] = 0
+        corners = corner_parent[row * stride : row * stride + stride]
+        for col in range(stride):
+            kind_tl = cur[col + 1] & 3
+            kind_tr = (cur[col] >> 2) & 3
+            kind_bl = (prev[col + 1] >> 4) & 3
+            kind_br = (prev[col] >> 6) & 3
+            kind = kind_tl | kind_tr | kind_bl | kind_br
+            left = (kind_tr | kind_br) != 0
+            up = (kind_bl | kind_br) != 0
+            owner = row * width + col - np.int64(left) - width * np.int64(up)
+            step = (-1 if left else 1) if kind == 2 else (-stride if up else stride)
+            corner = row * stride + col
+            corners[col] = (exterior if kind == 0 else
+                            (-(owner + 1) if kind == 1 else corner + step))
+    return keys[:j], payload[:j]
+
+
+@njit(cache=True, nogil=True)
+def _emit_row32(bits, codes, base, width, keys, payload, j):
+    """Append the critical edges of one row (codes at ``codes[1:width+1]``); float32 bits.
+
+    Writes all four sides of a pixel with critical sides and advances past the critical ones
+    only: no branch per side. ``keys`` must have room for ``3 * width + 1`` more items.
+    """
+    for col in range(width):
+        sides = (codes[col + 1] >> 8) & 15
+        if sides != 0:
+            v = base + col
+            key = _ordered_bits32(bits[v])
+            for side in range(4):
+                keys[j] = key
+                payload[j] = np.uint32(4 * v + side)
+                j += (sides >> side) & 1
+    return j
+
+
+@njit(cache=True, nogil=True)
+def _emit_row64(bits, codes, base, width, keys, payload, j):
+    """:func:`_emit_row32` for float64 bits."""
+    for col in range(width):
+        sides = (codes[col + 1] >> 8) & 15
+        if sides != 0:
+            v = base + col
+            key = _ordered_bits64(bits[v])
+            for side in range(4):
+                keys[j] = key
+                payload[j] = np.uint32(4 * v + side)
+                j += (sides >> side) & 1
+    return j
+
+
+@njit(cache=True, nogil=True)
+def _grown(array, capacity):
+    """A copy of ``array`` with room for ``capacity`` items."""
+    out = np.empty(capacity, dtype=array.dtype)
+    out[: array.size] = array
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -229,6 +325,17 @@ def _radix_sort(keys, payload, key_bits):
         keys, keys_tmp = keys_tmp, keys
         payload, payload_tmp = payload_tmp, payload
     return payload
+
+
+@njit(inline="always", cache=True)
+def _row_of(v, width, inverse_width):
+    """``v // width`` without an integer division (exact for ``v < 2**30``)."""
+    row = np.int64(v * inverse_width)
+    if (row + 1) * width <= v:
+        row += 1
+    elif row * width > v:
+        row -= 1
+    return row
 
 
 @njit(inline="always", cache=True)
@@ -271,13 +378,14 @@ def _h0_pass(flat, height, width, edges, corner_parent, vertex, write, out_a, ou
     """
     m = edges.size
     n = height * width
+    inverse_width = 1.0 / width
     end = start
     kept = 0
     for t in range(m):
         i = m - 1 - t if vertex else t
         packed = np.int64(edges[i])
         v = packed >> 2
-        row = v // width
+        row = _row_of(v, width, inverse_width)
         a, b = side_corners(row, v - row * width, packed & 3, width)
         ra = _find_corner(corner_parent, a)
         rb = _find_corner(corner_parent, b)
@@ -310,12 +418,13 @@ def _h1_pass(flat, height, width, edges, n_left, square_parent, vertex, out_a, o
     """
     m = edges.size
     n = height * width
+    inverse_width = 1.0 / width
     end = start
     for t in range(n_left):
         i = m - n_left + t if vertex else n_left - 1 - t
         packed = np.int64(edges[i])
         v = packed >> 2
-        row = v // width
+        row = _row_of(v, width, inverse_width)
         across = side_neighbour(row, v - row * width, packed & 3, height, width)
         ra = find_root(square_parent, v)
         rb = find_root(square_parent, across if across >= 0 else n)
@@ -349,14 +458,9 @@ def _sorted_critical_edges(flat, height, width, vertex, corner_parent, square_pa
         ``4 * pixel + side`` of the critical edges in (value, pixel, side) order.
     first, last : int
     """
-    masks, first, last = _masks_and_extremes(flat, height, width)
+    first, last = _extremes(flat)
     table = _RULE_TABLE_V if vertex else RULE_TABLE
-    counts = _COUNTS_V if vertex else _COUNTS_T
-    n_edges = 0
-    for v in range(masks.size):
-        n_edges += counts[masks[v]]
-    keys, payload = _decode(flat, height, width, masks, table, n_edges, vertex,
-                            corner_parent, square_parent)
+    keys, payload = _decode(flat, height, width, table, corner_parent, square_parent)
     return _radix_sort(keys, payload, 8 * flat.itemsize), first, last
 
 
@@ -387,14 +491,9 @@ def image_pairs(flat, height, width, vertex, want_h0, want_h1):
     n = height * width
     n_corners = (height + 1) * (width + 1)
     corner_parent = np.empty(n_corners + 1, dtype=np.int32)
-    if vertex:
-        corner_parent[n_corners] = -(n + 1)
-        for col in range(width + 1):
-            corner_parent[col] = n_corners
-            corner_parent[height * (width + 1) + col] = n_corners
-        for row in range(1, height):
-            corner_parent[row * (width + 1)] = n_corners
-            corner_parent[row * (width + 1) + width] = n_corners
+    # The exterior corner: older than every pixel (only the V-construction has corners
+    # that no pixel owns, the outer ones, and they hang from it).
+    corner_parent[n_corners] = -(n + 1)
     square_parent = np.empty(n + 1, dtype=np.int32)
     square_parent[n] = n
     edges, first, last = _sorted_critical_edges(flat, height, width, vertex, corner_parent,
