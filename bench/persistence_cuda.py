@@ -8,8 +8,9 @@ outputs) and its binary mask (the loss's target). For each input: the median wal
 events recorded between stages: order words, count (with the one size read-back), emit,
 pointer jumping, the batched sort, the corner pass (H0), the square pass (H1), packing), the
 same for the sequential one-thread-per-image pairing (the baseline), the work counts (critical
-edges per pixel, halving levels), and whether the result equals the CPU backend's on a few
-images. Prints a table and writes ``bench/out/persistence_cuda.json``.
+edges per pixel, halving levels), whether the result equals the CPU backend's on a few
+images, and, on the noise batch, the halving stopped at several run lengths
+(``CUDABackend(base_edges=...)``, to choose its default by measurement). Prints a table and writes ``bench/out/persistence_cuda.json``.
 
 Usage::
 
@@ -101,12 +102,13 @@ def _synchronize(gpu: bool) -> None:
         torch.cuda.synchronize()
 
 
-def time_backend(images, pairing: str, repeats: int, warmup: int, gpu: bool) -> dict:
+def time_backend(images, pairing: str, repeats: int, warmup: int, gpu: bool,
+                 base_edges: int = 32) -> dict:
     """Median wall and stage times of one pairing on one batch (already on the device)."""
     from satloss_gpu import backends, cubical_persistence
     from satloss_gpu.backends.cuda import CUDABackend
 
-    backend = CUDABackend(pairing=pairing)
+    backend = CUDABackend(pairing=pairing, base_edges=base_edges)
     saved = backends._INSTANCES.get("cuda")
     backends._INSTANCES["cuda"] = backend
     mark_type = _clock(gpu)
@@ -152,13 +154,17 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--check-images", type=int, default=4,
                         help="images per input compared with the CPU backend")
+    parser.add_argument("--base-edges", type=int, default=32,
+                        help="edges per thread where the halving stops (a power of two)")
+    parser.add_argument("--sweep-base", default="8,32,128,512",
+                        help="base_edges values also timed on the noise batch ('' for none)")
     parser.add_argument("--simulate", action="store_true",
                         help="no GPU: 2 images of 24x24 in the Numba CUDA simulator")
     args = parser.parse_args(argv)
     if args.simulate:
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
         args.batch, args.size, args.repeats, args.warmup = 2, 24, 1, 0
-        args.check_images = 2
+        args.check_images, args.sweep_base = 2, "4"
     else:
         os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "0")
     import torch
@@ -177,7 +183,8 @@ def main(argv=None) -> int:
           f"{'levels':>6} {'pairs':>9} ok")
     for name, images in make_inputs(args.batch, args.size).items():
         device_images = torch.as_tensor(images, device="cuda") if gpu else images
-        fast = time_backend(device_images, "halving", args.repeats, args.warmup, gpu)
+        fast = time_backend(device_images, "halving", args.repeats, args.warmup, gpu,
+                            args.base_edges)
         slow = time_backend(device_images, "sequential", max(1, args.repeats // 3),
                             min(args.warmup, 1), gpu)
         check = images[: args.check_images]
@@ -203,6 +210,19 @@ def main(argv=None) -> int:
               f"{stats.get('critical_edges_per_pixel', 0):9.4f} "
               f"{stats.get('halving_levels', 0):6d} {row['pairs']:9d} "
               f"{'yes' if agrees else 'NO'}")
+    sweep = [int(x) for x in args.sweep_base.split(",") if x.strip()]
+    if sweep:
+        noise = make_inputs(args.batch, args.size)["uniform noise"]
+        noise = torch.as_tensor(noise, device="cuda") if gpu else noise
+        results["base_edges_sweep"] = {}
+        print("\nuniform noise, halving stopped at runs of base_edges edges:")
+        print(f"{'base_edges':>10} {'cuda ms':>8} {'corner pass':>11} {'square pass':>11}")
+        for base in sweep:
+            timed = time_backend(noise, "halving", args.repeats, args.warmup, gpu, base)
+            results["base_edges_sweep"][base] = {k: timed[k] for k in ("median_ms", "stage_ms")}
+            print(f"{base:>10} {timed['median_ms']:8.2f} "
+                  f"{timed['stage_ms'].get('corner pass', 0):11.3f} "
+                  f"{timed['stage_ms'].get('square pass', 0):11.3f}")
     print("\nstage medians (ms), halving pairing | sequential pairing:")
     print(f"{'input':<18} " + " ".join(f"{s:>11}" for s in STAGES))
     for name, row in results["inputs"].items():

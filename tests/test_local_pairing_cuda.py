@@ -146,16 +146,27 @@ class _ReversedOrder:
         return reversed(list(np.ndindex(*shape)))
 
 
-@pytest.mark.parametrize("base_bits", [0, 2, 20])
+@pytest.mark.parametrize("base_edges", [1, 4, 2 ** 20])
 @pytest.mark.parametrize("construction", ["T", "V"])
-def test_halving_down_to_any_base(base_bits, construction, monkeypatch, to_cuda):
-    # The halving runs levels down to runs of 2**base_bits edges, each then solved by one
-    # thread: from every level in parallel (0) to one thread per image (20).
-    from satloss_gpu.backends import cuda as cuda_module
+def test_halving_down_to_any_base(base_edges, construction, to_cuda):
+    # The halving runs levels down to runs of base_edges edges, each then solved by one
+    # thread: from every level in parallel (1) to one thread per image (2**20).
+    from satloss_gpu.backends.cuda import CUDABackend
 
-    monkeypatch.setattr(cuda_module, "_BASE_BITS", base_bits)
     images = np.stack([RNG.random((20, 18)), np.round(RNG.random((20, 18)) * 3)])
-    assert_matches(images, to_cuda, construction=construction)
+    expected = pair_tuples(cubical_persistence(images, backend="gudhi",
+                                               construction=construction))
+    backend = CUDABackend(base_edges=base_edges)
+    got = run_cuda(images, to_cuda, backend=backend, construction=construction)
+    assert pair_tuples(got) == expected
+
+
+@pytest.mark.parametrize("base_edges", [0, 3, 2.0, True])
+def test_base_edges_is_checked(base_edges):
+    from satloss_gpu.backends.cuda import CUDABackend
+
+    with pytest.raises(ValueError, match="`base_edges` must be a power of two"):
+        CUDABackend(base_edges=base_edges)
 
 
 @pytest.mark.parametrize("pairing", ["halving", "sequential"])
@@ -167,15 +178,14 @@ def test_reversed_block_and_thread_order(pairing, construction, cuda_mode, monke
     if cuda_mode != "sim":
         pytest.skip("reorders the simulator's blocks")
     from numba.cuda.simulator import kernel as sim_kernel
-    from satloss_gpu.backends import cuda as cuda_module
-
-    monkeypatch.setattr(cuda_module, "_BASE_BITS", 1)  # exercise the parallel levels
+    from satloss_gpu.backends.cuda import CUDABackend
 
     images = np.stack([RNG.random((14, 13)), RNG.integers(0, 3, (14, 13)).astype(np.float64)])
     expected = pair_tuples(cubical_persistence(images, backend="gudhi",
                                                construction=construction))
     monkeypatch.setattr(sim_kernel, "np", _ReversedOrder())
-    got = run_cuda(images, lambda x: x, pairing, construction=construction)
+    backend = CUDABackend(pairing=pairing, base_edges=2)  # exercise the parallel levels
+    got = run_cuda(images, lambda x: x, backend=backend, construction=construction)
     assert pair_tuples(got) == expected
 
 

@@ -36,8 +36,6 @@ __all__ = ["CUDABackend", "PAIRING_METHODS"]
 PAIRING_METHODS = ("halving", "sequential")
 _SIM_THREADS = 16
 _SIM_BLOCKS = 3
-#: The halving stops at subproblems of 2**_BASE_BITS edges, each solved by one thread.
-_BASE_BITS = 5
 
 
 def _simulator() -> bool:
@@ -55,14 +53,24 @@ class CUDABackend(PersistenceBackend):
         baseline (for benchmarks).
     threads : int, optional
         Threads per block of every kernel (default 256; 16 under the simulator).
+    base_edges : int, default 32
+        The halving stops at runs of this many consecutive edges of an image (a power of
+        two), each then paired by one thread: fewer levels (launches over all edges) for
+        more sequential work per thread. 1 runs every level in parallel.
     """
 
     name = "cuda"
 
-    def __init__(self, pairing: str = "halving", threads: Optional[int] = None) -> None:
+    def __init__(self, pairing: str = "halving", threads: Optional[int] = None,
+                 base_edges: int = 32) -> None:
         from .._validation import check_choice
 
         self.pairing = check_choice("pairing", pairing, PAIRING_METHODS)
+        if (isinstance(base_edges, bool) or not isinstance(base_edges, (int, np.integer))
+                or base_edges < 1 or base_edges & (base_edges - 1)):
+            raise ValueError(f"`base_edges` must be a power of two (1, 2, 4, ...); "
+                             f"got {base_edges!r}")
+        self.base_edges = int(base_edges)
         self.threads = threads
         #: Called with a stage name after each stage's launches (benchmarks record events).
         self.stage_hook: Optional[Callable[[str], None]] = None
@@ -350,7 +358,8 @@ class _Pipeline:
                      node_birth)
         level_args = (ends_a, ends_b, image_of, image_start)
         components = (parent, heaviest, node_birth, component_birth)
-        for level in range(levels - _BASE_BITS):
+        base_bits = self.backend.base_edges.bit_length() - 1
+        for level in range(levels - base_bits):
             bit = 1 << (levels - 1 - level)
             self._launch(lp.halving_reset_kernel, total, *level_args, bit, *components)
             self._launch(lp.halving_union_kernel, total, *level_args, bit, parent)
@@ -358,7 +367,7 @@ class _Pipeline:
             self._launch(lp.halving_contract_kernel, total, *level_args, bit, *components,
                          2 * total)
         self._launch(lp.halving_base_kernel, total, *level_args,
-                     1 << max(min(_BASE_BITS, levels), 0), node_birth, parent, result)
+                     1 << min(base_bits, levels), node_birth, parent, result)
 
     def _assemble(self) -> PairIndices:
         glue, total, batch = self.glue, self.total, self.batch
