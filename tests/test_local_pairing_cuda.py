@@ -234,6 +234,41 @@ def test_statistics_first_and_last_pixels(construction, cuda_mode):
     assert stats["halving_levels"] == (max(counts) - 1).bit_length()
 
 
+def test_every_glue_overrides_the_array_operations():
+    # A method a GPU glue forgot to override would run NumPy code on device arrays.
+    from satloss_gpu.kernels import _glue
+
+    operations = ["alloc", "fill", "arange", "from_host", "cumsum", "max_item", "to_host",
+                  "stack_i64", "merged_flags", "sort_u64", "argsort_rows", "float32_bits",
+                  "view", "launcher", "sm_count"]
+    for glue in (_glue.TorchGlue, _glue.CupyGlue):
+        missing = [name for name in operations if name not in vars(glue)]
+        assert not missing, (glue.__name__, missing)
+
+
+def test_torch_glue_on_host_tensors(monkeypatch):
+    # The torch glue's sizes, flags and its sort without CuPy, on CPU tensors: the unsigned
+    # order of 64-bit keys stored in signed tensors.
+    import torch
+
+    from satloss_gpu.kernels import _glue
+
+    glue = _glue.TorchGlue(torch.device("cpu"))
+    keys = np.array([5, 2 ** 63 + 1, 3, 2 ** 64 - 1, 2 ** 63, 7], dtype=np.uint64)
+    tensor = glue.from_host("u64", keys)
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
+    glue.sort_u64(tensor, 1, 5)
+    expected = keys.copy()
+    expected[1:5].sort()
+    assert np.array_equal(tensor.numpy().view(np.uint64), expected)
+    no_merge = np.array([2 ** 64 - 1, 4, 2 ** 63], dtype=np.uint64)
+    flags = glue.merged_flags(glue.from_host("u64", no_merge), 3)
+    assert flags.tolist() == [0, 1, 1]
+    stacked = glue.to_host(glue.stack_i64(torch.tensor([1, 2], dtype=torch.int32),
+                                          torch.tensor([3], dtype=torch.int64)))
+    assert stacked.tolist() == [1, 2, 3] and stacked.dtype == np.int64
+
+
 PTX_SCRIPT = textwrap.dedent(
     """
     import os
