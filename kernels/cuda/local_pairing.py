@@ -413,10 +413,12 @@ def square_ends_kernel(keys, edge_image, image_start, edges, pos_bits, words, he
 # are the next level's subproblems, and the heavy half becomes one more subproblem on the
 # contracted graph: each heavy end is renamed to a fresh node ``2M + g_max`` named after the
 # heaviest light edge of its component (a name no other component gets), carrying the oldest
-# birth of the component. After the last level an edge's two ends are exactly the components
-# it joins (equal ends: it closes a cycle). Nodes are first compacted to the slots
-# 0 .. 2M - 1 (node -> smallest ``2g + side`` at which it is an end); fresh nodes are
-# 2M .. 3M - 1. Each level is four launches over all edges of the batch.
+# birth of the component. So at every level an edge's two ends are the components, among the
+# edges before its subproblem, of its two original ends; the levels stop at aligned runs of
+# ``base`` edges, subproblems that one thread pairs by Kruskal (:func:`halving_base_kernel`).
+# Nodes are first compacted to the slots 0 .. 2M - 1 (node -> smallest ``2g + side`` at which
+# it is an end); fresh nodes are 2M .. 3M - 1. Each level is four launches over all edges of
+# the batch.
 
 
 @cuda.jit(device=True, inline=True)
