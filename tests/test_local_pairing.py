@@ -261,3 +261,21 @@ def test_cpu_backend_equals_cripser_with_pixels_on_a_larger_image(construction):
     # Distinct values: the diagrams and the critical pixels are unique.
     assert sorted(ours) == sorted(theirs)
     assert len(ours) > 1000
+
+
+@pytest.mark.parametrize("construction", ["T", "V"])
+def test_dense_critical_edges_grow_the_edge_buffer(construction):
+    """A noisy checkerboard has more critical edges than the first edge buffer holds."""
+    from satloss_gpu.kernels.cpu import local_pairing as core
+
+    rows, cols = np.mgrid[0:64, 0:64]
+    image = ((rows + cols) % 2 + 0.5 * np.random.default_rng(0).random((64, 64)))
+    images = image[None].astype(np.float32)
+    n = image.size
+    corner = np.empty(65 * 65 + 1, dtype=np.int32)
+    square = np.empty(n + 1, dtype=np.int32)
+    edges = core._sorted_critical_edges(images[0].ravel(), 64, 64, construction == "V",
+                                        corner, square)[0]
+    assert edges.size > n // 2 + 3 * 64 + 1
+    result = batch_pairs(images, 8 if construction == "T" else 4, True, True)
+    assert nonzero_pairs(images, *result[:4]) == oracle_pairs(images, construction, (0, 1))

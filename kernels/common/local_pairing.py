@@ -85,7 +85,9 @@ squares are roots; one extra cell stands for the outside) and the younger square
   the H0 pass gives the V-construction's H1 pairs as (edge pixel, root corner's pixel), the
   dual pass gives its H0 pairs as (dying square, edge pixel); no edge ever touches the
   outside square. In both constructions the essential class is born at the first pixel of
-  the (value, index) order.
+  the (value, index) order. Equivalently (the CPU core does this): the V-construction's mask
+  is the T-construction's mask of the image XOR ``0xFF``, since the reversed order flips
+  every in-image comparison and the outside goes from later to earlier.
 
 All functions are scalar and allocation-free: the CPU raster loop and the CUDA kernel (one
 thread per pixel) call the same ones. :data:`RULE_TABLE` is plain data; a CUDA kernel takes
