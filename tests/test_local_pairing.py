@@ -279,3 +279,55 @@ def test_dense_critical_edges_grow_the_edge_buffer(construction):
     assert edges.size > n // 2 + 3 * 64 + 1
     result = batch_pairs(images, 8 if construction == "T" else 4, True, True)
     assert nonzero_pairs(images, *result[:4]) == oracle_pairs(images, construction, (0, 1))
+
+
+@pytest.mark.parametrize("construction", ["T", "V"])
+def test_raster_pass_equals_the_rule_applied_pixel_by_pixel(construction):
+    """The CPU raster pass writes what the shared scalar rule says, cell by cell."""
+    from satloss_gpu.kernels.cpu import local_pairing as core
+
+    vertex = construction == "V"
+    rng = np.random.default_rng(9)
+    for shape, kind in (((1, 1), "random"), ((1, 6), "ties"), ((7, 1), "random"),
+                        ((13, 11), "ties"), ((20, 17), "random"), ((9, 9), "binary")):
+        image = make_image(kind, shape, rng).astype(np.float32)
+        height, width = shape
+        n = height * width
+        flat = image.ravel()
+        corner = np.full((height + 1) * (width + 1) + 1, -7, dtype=np.int32)
+        corner[-1] = -(n + 1)
+        square = np.full(n + 1, -7, dtype=np.int32)
+        square[n] = n
+        table = core._RULE_TABLE_V if vertex else rule.RULE_TABLE
+        keys, payload = core._decode(flat, height, width, table, corner, square)
+        exterior = (height + 1) * (width + 1)
+        want_corner = np.full_like(corner, exterior)
+        want_corner[-1] = -(n + 1)
+        want_square = np.empty_like(square)
+        want_square[n] = n
+        want_edges = []
+        for row in range(height):
+            for col in range(width):
+                v = row * width + col
+                if vertex:  # the reversed order, outside earlier
+                    mask = rule.neighbour_mask(-flat, -1, True, row, col, height, width)
+                else:
+                    mask = rule.neighbour_mask(flat, 1, False, row, col, height, width)
+                code = rule.pixel_code(mask, rule.RULE_TABLE)
+                for c in range(4):
+                    kind_c = rule.corner_kind(code, c)
+                    if kind_c == rule.CORNER_NOT_OWNED:
+                        continue
+                    cid = rule.corner_id(row, col, c, width)
+                    want_corner[cid] = (-(v + 1) if kind_c == rule.CORNER_CRITICAL else
+                                        cid + rule.corner_parent_offset(kind_c, c, width))
+                side = rule.square_kind(code)
+                if side == rule.SQUARE_CRITICAL:
+                    want_square[v] = v
+                else:
+                    across = rule.side_neighbour(row, col, side, height, width)
+                    want_square[v] = across if across >= 0 else n
+                want_edges += [4 * v + s for s in range(4) if rule.side_is_critical(code, s)]
+        np.testing.assert_array_equal(corner, want_corner)
+        np.testing.assert_array_equal(square, want_square)
+        assert payload.tolist() == want_edges

@@ -40,8 +40,6 @@ from numba import njit
 from satloss_gpu._scalar import find_root, precedes
 from satloss_gpu.kernels.common.local_pairing import (
     RULE_TABLE,
-    corner_id,
-    corner_parent_offset,
     neighbour_mask,
     side_corners,
     side_neighbour,
@@ -182,8 +180,10 @@ def _decode(flat, height, width, table, corner_parent, square_parent):
     no pixel owns. ``square_parent[v]`` becomes the square across the side ``v`` pairs with
     (``H*W`` for the outside), or ``v`` for a critical square. Corner row ``R`` is decoded
     from the codes of pixel rows ``R-1`` and ``R``: each corner reads its slot in the codes
-    of its four squares, of which only the owner's is non-zero. Those loops and the square
-    loop are branch-free.
+    of its four squares, of which only the owner's is non-zero (the same decoding as
+    :func:`~satloss_gpu.kernels.common.local_pairing.corner_kind` and
+    :func:`~satloss_gpu.kernels.common.local_pairing.corner_parent_offset`, written per
+    corner so that the loop is branch-free; a test checks the two agree).
 
     The edge buffers start at half a critical edge per pixel (noise has 0.31) and grow.
 
