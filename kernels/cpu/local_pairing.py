@@ -21,16 +21,21 @@ masks are complemented (``mask ^ 0xFF``), the edges are read from the other end,
 rules compare the other way, the outer corners hang from one exterior corner, and the two
 passes give the V-construction's H1 and H0 respectively. Nothing else changes.
 
-:func:`image_pairs` is compiled with ``nogil=True`` and :func:`batch_pairs` runs the images
-of a batch on a cached ``concurrent.futures.ThreadPoolExecutor`` (``numba.get_num_threads()``
-workers, at most one per image). Idle workers block on the pool's queue and never spin, so a
-core kept busy by another process (a data loader) costs the batch only that core's share.
+:func:`image_pairs` is compiled with ``nogil=True``; :func:`batch_pairs` runs the images of a
+batch on the calling thread and ``numba.get_num_threads() - 1`` helper threads of a cached
+``concurrent.futures.ThreadPoolExecutor``. The threads claim images one at a time; idle
+helpers block on the pool's queue and never spin; and the calling thread never waits for a
+helper: once all images are claimed it computes any image still in a helper's hands itself
+(the first result wins). So a core kept busy by another process (a data loader) costs the
+batch only that core's share, and a helper that gets no core delays nothing.
 Chosen by measurement (8 images of 512 x 512, 2 cores, another process spinning on one core;
-wall time, default 2 threads vs 1 thread): this pool 15.5 vs 14.8 ms (and 8.6 vs 14.9 ms with
-no other process); a ``prange`` over images on Numba's workqueue layer 24.0 vs 28.0 ms (14.7
-vs 14.2 idle), on its OpenMP layer 35.0 vs 39.1 ms (22.7 vs 21.8 idle): the OpenMP workers
-spin, and both layers were slower than the pool even on one thread. The two dimensions of one
-image are not split over threads: H1 reads the edges that H0 left over.
+wall time, default 2 threads vs 1 thread): a plain pool of 2 workers, 15.5 vs 14.8 ms (8.6 vs
+14.9 ms with no other process), but up to 1.3x slower than one thread when other work also
+loaded the machine; a ``prange`` over images on Numba's workqueue layer 24.0 vs 28.0 ms (14.7
+vs 14.2 idle), on its OpenMP layer 35.0 vs 39.1 ms (22.7 vs 21.8 idle): its workers spin, and
+both layers were slower than the pool even on one thread. The scheme above, on the loaded
+machine, in three runs: 63 vs 74, 52 vs 79 and 75 vs 83 ms. The two dimensions of one image
+are not split over threads: H1 reads the edges that H0 left over.
 """
 from __future__ import annotations
 
@@ -557,7 +562,8 @@ def batch_pairs(images: np.ndarray, h0_neighbors: int, want_h0: bool, want_h1: b
     want_h0, want_h1 : bool
         Dimensions to return.
     n_threads : int, optional
-        Threads to run images on; default ``numba.get_num_threads()``.
+        Threads to run images on, the calling thread included; default
+        ``numba.get_num_threads()`` (see the module docstring for the scheme).
 
     Returns
     -------
@@ -574,9 +580,13 @@ def batch_pairs(images: np.ndarray, h0_neighbors: int, want_h0: bool, want_h1: b
 
 
 def _run_images(flats, height, width, vertex, want_h0, want_h1, n_threads):
-    """:func:`image_pairs` of every image, on up to ``n_threads`` pool threads.
+    """:func:`image_pairs` of every image, on the calling thread and ``n_threads - 1`` helpers.
 
-    One thread (or one image) runs in the calling thread, without the pool.
+    The threads claim images one at a time from a shared counter. The calling thread never
+    waits for a helper: once every image is claimed, it computes itself any image a helper has
+    not finished yet (a helper descheduled by another process), and the first result stored
+    wins. So the batch is never held up by a thread that gets no core, and one thread (or one
+    image) runs on the calling thread alone.
     """
     if n_threads is None:
         import numba
@@ -587,23 +597,59 @@ def _run_images(flats, height, width, vertex, want_h0, want_h1, n_threads):
     if n_threads == 1:
         return [image_pairs(flats[b], height, width, vertex, want_h0, want_h1)
                 for b in range(n_images)]
-    executor = _executor(n_threads)
-    futures = [executor.submit(image_pairs, flats[b], height, width, vertex, want_h0, want_h1)
-               for b in range(n_images)]
-    return [future.result() for future in futures]
+    batch = _SharedBatch(flats, height, width, vertex, want_h0, want_h1)
+    executor = _executor(n_threads - 1)
+    for _ in range(n_threads - 1):
+        executor.submit(batch.work)
+    batch.work()
+    for b in range(n_images):
+        if batch.results[b] is None:
+            batch.store(b, image_pairs(flats[b], height, width, vertex, want_h0, want_h1))
+    return batch.results
+
+
+class _SharedBatch:
+    """Images of one batch, claimed one at a time by the threads that compute them."""
+
+    def __init__(self, flats, height, width, vertex, want_h0, want_h1):
+        import threading
+
+        self.flats = flats
+        self.args = (height, width, vertex, want_h0, want_h1)
+        self.results = [None] * flats.shape[0]
+        self.next_image = 0
+        self.lock = threading.Lock()
+
+    def claim(self) -> int:
+        with self.lock:
+            b = self.next_image
+            self.next_image += 1
+        return b
+
+    def store(self, b: int, result) -> None:
+        with self.lock:
+            if self.results[b] is None:
+                self.results[b] = result
+
+    def work(self) -> None:
+        """Compute claimed images until none is left."""
+        b = self.claim()
+        while b < len(self.results):
+            self.store(b, image_pairs(self.flats[b], *self.args))
+            b = self.claim()
 
 
 _EXECUTORS: dict = {}
 
 
-def _executor(n_threads: int):
-    """A cached thread pool of ``n_threads`` workers."""
+def _executor(n_workers: int):
+    """A cached thread pool of ``n_workers`` workers."""
     from concurrent.futures import ThreadPoolExecutor
 
-    if n_threads not in _EXECUTORS:
-        _EXECUTORS[n_threads] = ThreadPoolExecutor(max_workers=n_threads,
+    if n_workers not in _EXECUTORS:
+        _EXECUTORS[n_workers] = ThreadPoolExecutor(max_workers=n_workers,
                                                    thread_name_prefix="persistence")
-    return _EXECUTORS[n_threads]
+    return _EXECUTORS[n_workers]
 
 
 def _pack(results):
