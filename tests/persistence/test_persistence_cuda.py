@@ -170,21 +170,23 @@ def test_pairing_option_is_checked():
 
 def test_too_many_pixels_rejected(monkeypatch):
     from satloss_gpu.persistence.backends import cuda as cuda_module
-    from satloss_gpu.kernels.common import persistence_common
+    from satloss_gpu.kernels.cuda import _glue
+    from satloss_gpu.kernels.cuda import local_pairing
 
-    monkeypatch.setattr(persistence_common, "MAX_PIXELS", 10)
+    monkeypatch.setattr(local_pairing, "MAX_PIXELS", 10)
     with pytest.raises(ValueError, match="at most 10 pixels"):
-        cuda_module._Pipeline(None, np.zeros((1, 4, 4)), "T", (0,), cuda_backend())
+        cuda_module._Pipeline(_glue.Glue(), np.zeros((1, 4, 4)), "T", (0,), cuda_backend())
 
 
 def test_too_many_edges_rejected(monkeypatch, cuda_mode):
-    # Edge ends and list counts are int32 in the kernels: a larger edge total must not wrap.
+    # Slots and fresh nodes of the pairing are int32: a larger edge total must not wrap.
     if cuda_mode != "sim":
         pytest.skip("patches the simulator's glue")
     from satloss_gpu.kernels.cuda import _glue
 
-    monkeypatch.setattr(_glue.Glue, "item", lambda self, array, index: 2 ** 31)
-    with pytest.raises(ValueError, match="basin-graph edges"):
+    monkeypatch.setattr(_glue.Glue, "to_host",
+                        lambda self, array: np.full(np.asarray(array).shape, 2 ** 30))
+    with pytest.raises(ValueError, match="critical edges"):
         cuda_backend().pairs(np.zeros((1, 3, 3), dtype=np.float32), "T", (0,))
 
 
@@ -344,6 +346,7 @@ def test_parallel_model_matches_gudhi(construction):
                if p[2] < 0 or values[p[1]] != values[p[2]]]
         assert got == expected
     counts = model_counts(rng.random((32, 32)), construction)
-    for dim in ("H0", "H1"):
-        assert counts[dim]["forest_edges"] == counts[dim]["basins"] - 1  # one tree
-        assert counts[dim]["halving_levels"] == (counts[dim]["forest_edges"] - 1).bit_length()
+    # Every critical edge is paired: it merges two corner or two square components.
+    assert counts["critical_edges"] == (counts["critical_corners"] + counts["critical_squares"]
+                                        - 1)
+    assert counts["halving_levels"] == (counts["critical_edges"] - 1).bit_length()
