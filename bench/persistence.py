@@ -3,8 +3,7 @@
 Times H0 + H1 of the T-construction (sublevel, float32 input) on one CPU thread for every
 method, in one run, on the same images: the methods take turns within every repeat
 (interleaved), and the table reports medians of the process CPU time, with ratios (the wall
-times are in the JSON). Methods: the CPU backend (local pairing), the previous basin core,
-cripser, gudhi with cofaces, and gudhi's fast 2D path (no critical cells). Then the stage
+times are in the JSON). Methods: the CPU backend (local pairing), cripser, gudhi with cofaces, and gudhi's fast 2D path (no critical cells). Then the stage
 times of the local-pairing core, the thread scaling of a batch, the threads with another
 process keeping one core busy (default threads against one thread, interleaved), and the time
 and peak memory of a 4096 x 4096 image (each in a child process).
@@ -97,7 +96,6 @@ def interleaved_times(runs: Dict[str, Callable[[], object]], repeats: int) -> Di
 
 
 OURS = "satloss-gpu cpu (cells)"
-BASIN = "basin core, previous (cells)"
 
 
 def methods() -> Dict[str, Callable[[np.ndarray], object]]:
@@ -115,17 +113,8 @@ def methods() -> Dict[str, Callable[[np.ndarray], object]]:
         complex_.compute_persistence()
         return complex_.cofaces_of_persistence_pairs()
 
-    def basin_core(image):
-        from satloss_gpu.persistence.backends import PairIndices
-        from satloss_gpu.kernels.cpu.basin_persistence import batch_pairs
-        from satloss_gpu.persistence import _assemble
-
-        batch = image[None]
-        return _assemble(batch, PairIndices(*batch_pairs(batch, 8, True, True)), False)
-
     return {
         OURS: lambda im: cubical_persistence(im, backend="cpu"),
-        BASIN: basin_core,
         "cripser computePH_T (cells)": lambda im: cripser.computePH_T(im.astype(np.float64),
                                                                        maxdim=1),
         "gudhi cofaces (cells)": gudhi_cofaces,
@@ -255,24 +244,18 @@ def busy_core_threads(batch_size: int, repeats: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def peak_memory_4096(core: str = "local") -> dict:
+def peak_memory_4096() -> dict:
     """Time and peak resident memory of one 4096 x 4096 image, in a fresh process.
 
-    ``core``: "local" (the CPU backend) or "basin" (the previous core, for comparison). The
-    peak counts from the moment the image exists (Linux: the peak is reset through
+    The peak counts from the moment the image exists (Linux: the peak is reset through
     ``/proc/self/clear_refs`` first; elsewhere the process's peak so far is the base).
     """
-    if core == "local":
-        call = "dg = cubical_persistence(im); pairs = len(dg)"
-    else:
-        call = ("from satloss_gpu.kernels.cpu.basin_persistence import batch_pairs; "
-                "pairs = batch_pairs(im[None], 8, True, True)[0].size")
+    call = "dg = cubical_persistence(im); pairs = len(dg)"
     code = (
         "import numpy as np, resource, time\n"
         "from satloss_gpu import cubical_persistence\n"
-        "from satloss_gpu.kernels.cpu.basin_persistence import batch_pairs\n"
         "small = np.random.default_rng(0).random((64, 64)).astype(np.float32)\n"
-        "cubical_persistence(small); batch_pairs(small[None], 8, True, True)\n"
+        "cubical_persistence(small)\n"
         "im = np.random.default_rng(0).random((4096, 4096)).astype(np.float32)\n"
         "def status(field):\n"
         "    for line in open('/proc/self/status'):\n"
@@ -293,7 +276,7 @@ def peak_memory_4096(core: str = "local") -> dict:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True).stdout.split()
     seconds, base_kb, peak_kb, pairs = float(out[0]), int(out[1]), int(out[2]), int(out[3])
-    return {"image": "random 4096", "core": core, "seconds": seconds, "pairs": pairs,
+    return {"image": "random 4096", "seconds": seconds, "pairs": pairs,
             "peak_rss_mib": peak_kb / 1024, "rss_before_mib": base_kb / 1024,
             "peak_above_input_mib": (peak_kb - base_kb) / 1024}
 
@@ -338,7 +321,7 @@ def main(argv=None) -> int:
     stages = stage_times(images, repeats)
     scaling = thread_scaling(8 if args.quick else args.batch, max(1, repeats // 2))
     busy = busy_core_threads(8, max(3, repeats))
-    memory = None if args.no_memory else [peak_memory_4096("local"), peak_memory_4096("basin")]
+    memory = None if args.no_memory else [peak_memory_4096()]
 
     import cripser
     import gudhi
@@ -381,7 +364,7 @@ def main(argv=None) -> int:
         print(f"  {label:20s}: default {1e3 * default:7.1f} ms, one thread {1e3 * one:7.1f} ms "
               f"(default / one = {default / one:.2f})")
     for row in memory or []:
-        print(f"\n4096 x 4096 random image, {row['core']} core: {row['seconds']:.2f} s, "
+        print(f"\n4096 x 4096 random image: {row['seconds']:.2f} s, "
               f"{row['pairs']} pairs, peak RSS {row['peak_rss_mib']:.0f} MiB, "
               f"{row['peak_above_input_mib']:.0f} MiB above the RSS before the call")
     if args.backend == "cuda":
