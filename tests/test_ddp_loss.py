@@ -62,7 +62,8 @@ SCRIPT = textwrap.dedent('''
 def test_ddp_step_with_the_loss_averages_the_per_rank_gradients(tmp_path):
     script = tmp_path / "ddp_step.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    path = [p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(path))
     proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
                           text=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
