@@ -6,7 +6,7 @@ Takes the reference's flags and defaults (see ``python run.py --help``); outputs
 """
 import sys
 
-from satloss_gpu.cli import run_main
+from satloss_gpu.training.cli import run_main
 
 if __name__ == "__main__":
     sys.exit(run_main())

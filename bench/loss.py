@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from satloss_gpu import SATLoss
-from satloss_gpu.functional import _build, _loss_from_assignment, _solve
-from satloss_gpu.synthetic import generate
+from satloss_gpu.losses import LossOptions
+from satloss_gpu.losses.functional import _build, _loss_from_assignment, _solve
+from satloss_gpu.training.synthetic import generate
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -158,11 +159,10 @@ def time_ours(pred: torch.Tensor, target: torch.Tensor, repeats: int, device: st
         p = pred.clone().requires_grad_(True)
         _sync(device)
         t0 = time.perf_counter()
-        state = _build(p, target, (0, 1), True, True, "T", (0.05, 1.0), solver, "auto", None,
-                       None)
+        state = _build(p, target, LossOptions(solver=solver), None, None)
         _sync(device)
         t1 = time.perf_counter()
-        assignment = _solve(state, solver, None)
+        assignment = _solve(state, LossOptions(solver=solver))
         _sync(device)
         t2 = time.perf_counter()
         _loss_from_assignment(state, assignment).sum().backward()
@@ -190,7 +190,7 @@ def time_reference(pred: torch.Tensor, target: torch.Tensor, repeats: int):
 
 
 def time_unet(name: str, pred: torch.Tensor, target: torch.Tensor, repeats: int, device: str):
-    from satloss_gpu.models import build_model, pad_to_multiple
+    from satloss_gpu.training.models import build_model, pad_to_multiple
 
     model = build_model(name, in_channels=3).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -36,8 +36,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from satloss_gpu._matching_cpu import K_START, match_cpu
-from satloss_gpu.matching import _emd_one, match_batch
+from satloss_gpu.matching._cpu import K_START, match_cpu
+from satloss_gpu.matching import match_batch
+from satloss_gpu.matching._pot import emd_one
 
 
 def diagram_problems(rng, batch, n, m, close=None):
@@ -160,7 +161,7 @@ def main(argv=None):
     rows = {}
 
     def one(b):
-        return _emd_one(cost[b, :n[b], :m[b]], diag_pred[b, :n[b]], diag_target[b, :m[b]])[0]
+        return emd_one(cost[b, :n[b], :m[b]], diag_pred[b, :n[b]], diag_target[b, :m[b]])[0]
 
     def emd_loop():
         return np.array([one(b) for b in range(args.batch)])

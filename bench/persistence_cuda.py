@@ -56,8 +56,8 @@ def time_backend(images_gpu, pairing: str, repeats: int, warmup: int) -> dict:
     import torch
 
     from satloss_gpu import cubical_persistence
-    from satloss_gpu import backends
-    from satloss_gpu.backends.cuda import CUDABackend
+    from satloss_gpu.persistence import backends
+    from satloss_gpu.persistence.backends.cuda import CUDABackend
 
     backend = CUDABackend(pairing=pairing)
     backends._INSTANCES["cuda"] = backend

@@ -7,10 +7,10 @@ UNet_small is trained with four losses (the ``--loss`` choices of ``satloss trai
 * ``bce+sat``: BCE + w * SATLoss;
 * ``bce+cldice``: BCE + w * soft clDice;
 
-on thin-structure datasets (``vessels`` and ``roads`` from :mod:`satloss_gpu.synthetic`,
+on thin-structure datasets (``vessels`` and ``roads`` from :mod:`satloss_gpu.training.synthetic`,
 exact labels, and ``retina``: tiles of ``skimage.data.retina()`` with vesselness
-**pseudo-labels**), with several seeds each, through :func:`satloss_gpu.train.train` and
-:func:`satloss_gpu.train.test` (the ``last`` checkpoint is tested). Then a small sweep of the
+**pseudo-labels**), with several seeds each, through :func:`satloss_gpu.training.train.train` and
+:func:`satloss_gpu.training.train.test` (the ``last`` checkpoint is tested). Then a small sweep of the
 SATLoss weight on one dataset and one seed, and a fine-tuning arm: the BCE models of the
 grid trained ``finetune_epochs`` more epochs with BCE (the control) or with BCE + SATLoss.
 
@@ -105,7 +105,7 @@ def plan_for(mode: str) -> Plan:
 # --------------------------------------------------------------------------- data
 def make_data(plan: Plan, root: Path) -> Dict[str, Path]:
     """Generate every dataset of ``plan`` under ``root`` (skipped when present)."""
-    from satloss_gpu.synthetic import KINDS, make_dataset, make_retina_dataset
+    from satloss_gpu.training.synthetic import KINDS, make_dataset, make_retina_dataset
 
     paths = {}
     for name in plan.datasets:
@@ -141,7 +141,7 @@ def run_one(plan: Plan, root: Path, dataset: str, loss: str, seed: int, weight: 
     With ``finetune``, training continues from the ``last`` checkpoint of the grid's BCE run
     of the same dataset and seed, for ``plan.finetune_epochs`` more epochs.
     """
-    from satloss_gpu.train import Config, test, train
+    from satloss_gpu.training.train import Config, test, train
 
     exp = exp_name(plan, dataset, loss, seed, weight, finetune)
     checkpoint = str(root / "exp" / f"{dataset}/bce_w0_s{seed}" / "last.pth") if finetune else None
@@ -315,9 +315,9 @@ def quality_figure(plan: Plan, root: Path, rows: Sequence[Dict[str, Any]], path:
     Errors are colour-coded (true positives white, false positives red, false negatives blue);
     each panel is titled with its Dice and Betti numbers (beta0, beta1).
     """
-    from satloss_gpu.data import read_image, read_label
+    from satloss_gpu.training.data import read_image, read_label
     from satloss_gpu.metrics import betti_numbers, binarize, dice
-    from satloss_gpu.plotting import _plt, error_map
+    from satloss_gpu.training.plotting import _plt, error_map
 
     seed = min(plan.seeds)
     panels = []  # (dataset, name, image, label, {loss: pred})

@@ -53,8 +53,8 @@ sys.path.insert(0, str(HERE))
 from loss import make_batch, reference_loss  # noqa: E402  (bench/loss.py)
 
 from satloss_gpu import SATLoss  # noqa: E402
-from satloss_gpu.models import build_model  # noqa: E402
-from satloss_gpu.synthetic import generate  # noqa: E402
+from satloss_gpu.training.models import build_model  # noqa: E402
+from satloss_gpu.training.synthetic import generate  # noqa: E402
 
 CRITERIA = ("bce", "bce+sat", "bce+sat_reference")
 

@@ -6,12 +6,34 @@ cubical_persistence
     Persistence diagrams of a batch of 2D images with the critical pixel of every value.
 PersistenceDiagrams
     The packed container it returns.
+match_batch
+    Exact matching of a padded batch of persistence diagrams with the diagonal.
 SATLoss, TopoLoss
     Batched topological segmentation losses (``torch.nn.Module``).
-"""
-from .diagrams import PersistenceDiagrams
-from .persistence import cubical_persistence
-from .losses import SATLoss, TopoLoss
 
-__all__ = ["cubical_persistence", "PersistenceDiagrams", "SATLoss", "TopoLoss"]
+The losses are loaded on first use, so ``import satloss_gpu`` does not import torch (whose
+import also loads tqdm when it is installed).
+"""
+from typing import Any
+
+from .matching import match_batch
+from .persistence import PersistenceDiagrams, cubical_persistence
+
+__all__ = ["cubical_persistence", "PersistenceDiagrams", "match_batch", "SATLoss", "TopoLoss"]
 __version__ = "0.1.0"
+
+_LAZY = {"SATLoss": "losses", "TopoLoss": "losses"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))

@@ -5,13 +5,18 @@ says what was expected and what was found. Checks never use ``assert``.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+import math
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from ._arraylib import array_library, to_numpy
+from ._arraylib import array_library, get_namespace, to_numpy
 
-__all__ = ["check_choice", "check_images", "check_dims", "check_finite"]
+__all__ = [
+    "check_choice", "check_rank", "check_images", "check_dims", "check_finite", "check_finite_valid",
+    "check_matching_problem", "check_pred_target", "check_clamp", "check_channel_weights",
+    "check_bool", "check_reduction", "REDUCTIONS", "as_float_array", "as_numpy_batch",
+]
 
 _FLOAT_KINDS = "f"
 _CONVERTIBLE_KINDS = "biuf"
@@ -25,6 +30,15 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
+#: How per-image losses are combined (the ``reduction=`` of every loss).
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_reduction(reduction: Any) -> str:
+    """Return ``reduction`` if it is one of :data:`REDUCTIONS`, else raise ``ValueError``."""
+    return check_choice("reduction", reduction, REDUCTIONS)
+
+
 def check_dims(dims: Iterable[int], allowed: Sequence[int] = (0, 1)) -> tuple[int, ...]:
     """Normalise the homology dimensions ``dims`` to a sorted tuple of distinct ints."""
     try:
@@ -36,21 +50,20 @@ def check_dims(dims: Iterable[int], allowed: Sequence[int] = (0, 1)) -> tuple[in
     return values
 
 
+def check_rank(array: Any, name: str, ranks: Sequence[int], shapes: str) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``array`` has one of ``ranks`` and no empty axis.
+
+    ``shapes`` is the expected shape as the message says it, e.g. ``"(H, W) or (B, H, W)"``.
+    """
+    if array.ndim not in ranks:
+        raise ValueError(f"`{name}` must have shape {shapes}; got shape {tuple(array.shape)}")
+    if any(int(s) == 0 for s in array.shape):
+        raise ValueError(f"`{name}` must not be empty; got shape {tuple(array.shape)}")
+
+
 def _dtype_kind(array: Any) -> tuple[str, str]:
     """(kind letter, dtype name) of an array of any supported library."""
-    if array_library(array) == "torch":
-        import torch
-
-        dtype = array.dtype
-        if dtype.is_complex:
-            return "c", str(dtype)
-        if dtype.is_floating_point:
-            return "f", str(dtype)
-        if dtype == torch.bool:
-            return "b", str(dtype)
-        return "i", str(dtype)
-    dtype = np.dtype(array.dtype)
-    return dtype.kind, dtype.name
+    return get_namespace(array).dtype_kind(array)
 
 
 def check_images(images: Any, name: str = "images") -> tuple[Any, bool]:
@@ -86,56 +99,225 @@ def check_images(images: Any, name: str = "images") -> tuple[Any, bool]:
         raise TypeError(
             f"`{name}` must hold real numbers (float, int or bool); got dtype {dtype_name}"
         )
-    if images.ndim not in (2, 3):
-        raise ValueError(
-            f"`{name}` must have shape (H, W) or (B, H, W); got shape {tuple(images.shape)}"
-        )
-    if any(int(s) == 0 for s in images.shape):
-        raise ValueError(f"`{name}` must not be empty; got shape {tuple(images.shape)}")
-    images = _as_float(images, library, kind)
+    check_rank(images, name, (2, 3), "(H, W) or (B, H, W)")
+    images = get_namespace(images).as_float(images)
     check_finite(images, name)
     single = images.ndim == 2
     return (images[None] if single else images), single
 
 
-def _as_float(images: Any, library: str, kind: str) -> Any:
-    """Convert integer, bool and half-precision arrays to a float dtype the backends take."""
-    if library == "torch":
-        import torch
-
-        if images.dtype not in (torch.float32, torch.float64):
-            return images.to(torch.float32)
-        return images
-    if kind in "biu":
-        return images.astype(np.float64)
-    if images.dtype.itemsize < 4:
-        return images.astype(np.float32)
-    return images
-
-
 def check_finite(array: Any, name: str) -> None:
     """Raise ``ValueError`` naming ``name`` if ``array`` holds NaN or infinite values."""
-    library = array_library(array)
-    if library == "torch":
-        import torch
-
-        bad = ~torch.isfinite(array)
-        if bool(bad.any()):
-            n_nan = int(torch.isnan(array).sum())
-            n_inf = int(bad.sum()) - n_nan
-            raise ValueError(f"`{name}` must be finite; found {n_nan} NaN and {n_inf} inf values")
-        return
-    if library == "cupy":
-        import cupy as xp
-    else:
-        xp = np
-    bad = ~xp.isfinite(array)
-    if bool(bad.any()):
-        n_nan = int(xp.isnan(array).sum())
-        n_inf = int(bad.sum()) - n_nan
+    n_nan, n_inf = get_namespace(array).count_nonfinite(array)
+    if n_nan or n_inf:
         raise ValueError(f"`{name}` must be finite; found {n_nan} NaN and {n_inf} inf values")
 
 
 def as_numpy_batch(images: Any) -> np.ndarray:
     """C-contiguous NumPy copy (or view) of a validated float batch."""
     return np.ascontiguousarray(to_numpy(images))
+
+
+# ----------------------------------------------------------------------------- matching
+
+
+def as_float_array(array: Any, name: str) -> Any:
+    """Return ``array`` as a float32/float64 NumPy array or torch tensor (TypeError otherwise)."""
+    library = array_library(array)
+    if library == "cupy":
+        raise TypeError(f"`{name}` must be a torch tensor or a NumPy array; got a CuPy array")
+    if library == "numpy":
+        array = np.asarray(array)
+    kind = _dtype_kind(array)[0]
+    if kind not in "biuf":
+        raise TypeError(f"`{name}` must hold real numbers; got dtype {array.dtype}")
+    if library == "torch":
+        import torch
+
+        if array.dtype not in (torch.float32, torch.float64):
+            array = array.to(torch.float64 if kind != "f" else torch.float32)
+        return array.detach()
+    if kind != "f":
+        return array.astype(np.float64)
+    if array.dtype.itemsize < 4:
+        return array.astype(np.float32)
+    return array
+
+
+def check_sizes(sizes: Any, name: str, batch: int, limit: int) -> np.ndarray:
+    """Validate the true sizes ``sizes`` (B,) and return them as an int64 NumPy array."""
+    if array_library(sizes) == "numpy":
+        sizes = np.asarray(sizes)
+        if sizes.size == 0:
+            sizes = sizes.astype(np.int64)
+    if _dtype_kind(sizes)[0] not in "iu":
+        raise TypeError(f"`{name}` must hold integers; got dtype {sizes.dtype}")
+    host = to_numpy(sizes).astype(np.int64)
+    if host.shape != (batch,):
+        raise ValueError(f"`{name}` must have shape ({batch},); got {tuple(host.shape)}")
+    if batch and host.min() < 0:
+        raise ValueError(f"`{name}` must be non-negative; got minimum {int(host.min())}")
+    if batch and host.max() > limit:
+        raise ValueError(
+            f"`{name}` must be at most {limit} (the padded size); got maximum {int(host.max())}"
+        )
+    return host
+
+
+def check_finite_valid(array: Any, name: str, sizes: tuple[np.ndarray, ...]) -> None:
+    """Raise ValueError if ``array`` holds NaN/inf inside the valid (unpadded) region."""
+    library = array_library(array)
+    if library == "torch":
+        import torch
+
+        xp, device = torch, array.device
+        mask = torch.ones(array.shape, dtype=torch.bool, device=device)
+        for axis, size in enumerate(sizes, start=1):
+            idx = torch.arange(array.shape[axis], device=device)
+            lim = torch.as_tensor(size, device=device)
+            shape = [1] * array.ndim
+            shape[0], shape[axis] = -1, array.shape[axis]
+            mask &= (idx[None, :] < lim[:, None]).reshape(shape)
+        bad = mask & ~torch.isfinite(array)
+        nbad = int(bad.sum())
+    else:
+        xp = np
+        mask = np.ones(array.shape, dtype=bool)
+        for axis, size in enumerate(sizes, start=1):
+            shape = [1] * array.ndim
+            shape[0], shape[axis] = -1, array.shape[axis]
+            mask &= (np.arange(array.shape[axis])[None, :] < size[:, None]).reshape(shape)
+        with np.errstate(invalid="ignore"):
+            bad = mask & ~np.isfinite(array)
+        nbad = int(bad.sum())
+    if nbad:
+        n_nan = int((bad & xp.isnan(array)).sum())
+        raise ValueError(
+            f"`{name}` must be finite inside its valid region; found {n_nan} NaN and "
+            f"{nbad - n_nan} inf values"
+        )
+
+
+def check_matching_problem(cost, diag_pred, diag_target, n, m):
+    """Check the arguments of :func:`satloss_gpu.matching.match_batch`; return them normalised."""
+    cost = as_float_array(cost, "cost")
+    diag_pred = as_float_array(diag_pred, "diag_pred")
+    diag_target = as_float_array(diag_target, "diag_target")
+    libs = {array_library(a) for a in (cost, diag_pred, diag_target)}
+    if len(libs) > 1:
+        raise TypeError(
+            "`cost`, `diag_pred` and `diag_target` must come from one array library; got "
+            + ", ".join(sorted(libs))
+        )
+    if libs == {"torch"}:
+        devices = {str(a.device) for a in (cost, diag_pred, diag_target)}
+        if len(devices) > 1:
+            raise ValueError(
+                "`cost`, `diag_pred` and `diag_target` must be on one device; got "
+                + ", ".join(sorted(devices))
+            )
+    if cost.ndim != 3:
+        raise ValueError(f"`cost` must have shape (B, N, M); got shape {tuple(cost.shape)}")
+    batch, big_n, big_m = (int(s) for s in cost.shape)
+    if tuple(diag_pred.shape) != (batch, big_n):
+        raise ValueError(
+            f"`diag_pred` must have shape (B, N) = ({batch}, {big_n}); got {tuple(diag_pred.shape)}"
+        )
+    if tuple(diag_target.shape) != (batch, big_m):
+        raise ValueError(
+            f"`diag_target` must have shape (B, M) = ({batch}, {big_m}); got "
+            f"{tuple(diag_target.shape)}"
+        )
+    n_host = check_sizes(n, "n", batch, big_n)
+    m_host = check_sizes(m, "m", batch, big_m)
+    check_finite_valid(cost, "cost", (n_host, m_host))
+    check_finite_valid(diag_pred, "diag_pred", (n_host,))
+    check_finite_valid(diag_target, "diag_target", (m_host,))
+    return cost, diag_pred, diag_target, n_host, m_host
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def check_pred_target(pred: Any, target: Any) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Validate ``pred`` and ``target``; return both as (B, C, H, W) in the compute dtype."""
+    import torch
+
+    if not isinstance(pred, torch.Tensor):
+        raise TypeError(f"`pred` must be a torch.Tensor; got {type(pred).__name__}")
+    if not pred.dtype.is_floating_point:
+        raise TypeError(
+            f"`pred` must be a floating-point tensor of probabilities; got dtype {pred.dtype}"
+        )
+    check_rank(pred, "pred", (3, 4), "(B, C, H, W) or (B, H, W)")
+    if not isinstance(target, torch.Tensor):
+        try:
+            target = torch.as_tensor(np.asarray(target))
+        except (TypeError, ValueError):
+            raise TypeError(f"`target` must be a tensor or an array; got {type(target).__name__}")
+    if tuple(target.shape) != tuple(pred.shape):
+        raise ValueError(
+            f"`target` must have the shape of `pred` {tuple(pred.shape)}; "
+            f"got {tuple(target.shape)}"
+        )
+    if target.dtype.is_complex:
+        raise TypeError(f"`target` must hold real numbers; got dtype {target.dtype}")
+    if pred.dtype not in (torch.float32, torch.float64):
+        pred = pred.float()
+    target = target.detach().to(device=pred.device, dtype=pred.dtype)
+    check_finite(pred.detach(), "pred")
+    check_finite(target, "target")
+    low, high = float(pred.detach().min()), float(pred.detach().max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(
+            f"`pred` must hold probabilities in [0, 1]; found values in [{low:g}, {high:g}] "
+            "(apply torch.sigmoid to logits first)"
+        )
+    non_binary = (target != 0) & (target != 1)
+    if bool(non_binary.any()):
+        found = torch.unique(target[non_binary])[:5].tolist()
+        raise ValueError(
+            f"`target` must be binary (0/1 or bool); found other values {found}"
+        )
+    if pred.ndim == 3:
+        pred, target = pred[:, None], target[:, None]
+    return pred, target
+
+
+def check_clamp(spatial_clamp: Any) -> tuple[float, float]:
+    """Return ``spatial_clamp`` as a pair of floats ``0 <= low <= high < inf``."""
+    try:
+        low, high = (float(v) for v in spatial_clamp)
+    except (TypeError, ValueError):
+        raise TypeError(f"`spatial_clamp` must be a pair of floats; got {spatial_clamp!r}")
+    if not (0.0 <= low <= high) or not math.isfinite(high):
+        raise ValueError(
+            f"`spatial_clamp` must satisfy 0 <= low <= high < inf; got {spatial_clamp!r}"
+        )
+    return low, high
+
+
+def check_channel_weights(
+    weights: Any, channels: int, like: "torch.Tensor"
+) -> Optional["torch.Tensor"]:
+    """Return ``weights`` as a (C,) tensor like ``like`` (or None), one finite weight >= 0 per channel."""
+    import torch
+
+    if weights is None:
+        return None
+    weights = torch.as_tensor(weights, dtype=like.dtype, device=like.device).reshape(-1)
+    if weights.numel() != channels:
+        raise ValueError(
+            f"`channel_weights` must have one weight per channel ({channels}); "
+            f"got {weights.numel()}"
+        )
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError(f"`channel_weights` must be finite and non-negative; got {weights.tolist()}")
+    return weights
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is a bool, else raise ``TypeError`` naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be a bool; got {type(value).__name__}")
+    return bool(value)

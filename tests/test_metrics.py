@@ -6,7 +6,7 @@ from scipy import ndimage as ndi
 from skimage.measure import label
 
 from satloss_gpu import metrics as M
-from satloss_gpu.cldice import SoftClDiceLoss, soft_cldice_loss, soft_dice_loss, soft_skeleton
+from satloss_gpu.losses.cldice import SoftClDiceLoss, soft_cldice_loss, soft_dice_loss, soft_skeleton
 
 
 def _mask(rows):

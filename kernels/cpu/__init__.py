@@ -1,0 +1,1 @@
+"""Numba njit kernels for the CPU: basin persistence and sparse shortest augmenting paths."""

@@ -1,0 +1,1 @@
+"""Numba-CUDA kernels (persistence pipeline, matching) and their launch glue."""

@@ -1,0 +1,90 @@
+"""The settings of the topological losses: one frozen object, validated once.
+
+:func:`~satloss_gpu.losses.functional.sat_loss`, :func:`~satloss_gpu.losses.functional.sat_matching`
+and the Modules (:class:`~satloss_gpu.losses.SATLoss`, :class:`~satloss_gpu.losses.TopoLoss`) all
+build a :class:`LossOptions` and pass it down; its defaults are the defaults of every one of them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .._validation import check_bool, check_choice, check_clamp, check_dims, check_reduction
+from ..persistence import BACKEND_NAMES, CONSTRUCTIONS
+
+__all__ = ["LossOptions", "LOSS_SOLVERS"]
+
+#: Matching solvers of the losses: the exact ones of :func:`satloss_gpu.matching.match_batch`
+#: and the approximate "sinkhorn".
+LOSS_SOLVERS = ("auto", "emd", "cpu", "cuda", "sinkhorn")
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """Settings of SATLoss and TopoLoss (see :func:`satloss_gpu.losses.functional.sat_loss`).
+
+    Attributes
+    ----------
+    dims : tuple of int
+        Homology dimensions, a non-empty subset of (0, 1), sorted.
+    spatial : bool
+        Weight matching costs by the clamped distance of the birth pixels.
+    pad : bool
+        One-pixel foreground frame around prediction and target.
+    construction : {"T", "V"}
+    spatial_clamp : (float, float)
+        ``(low, high)`` bounds of the spatial factor.
+    solver : {"auto", "emd", "cpu", "cuda", "sinkhorn"}
+    reduction : {"mean", "sum", "none"}
+    backend : {"auto", "cpu", "cuda", "gudhi"}
+        Persistence backend.
+    solver_options : dict
+        Keyword arguments of the "sinkhorn" solver; must be empty for the exact solvers.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On construction, for any invalid setting (naming it).
+
+    Examples
+    --------
+    >>> LossOptions(dims=[1, 0], solver="emd").dims
+    (0, 1)
+    """
+
+    dims: Any = (0, 1)
+    spatial: bool = True
+    pad: bool = True
+    construction: str = "T"
+    spatial_clamp: Any = (0.05, 1.0)
+    solver: str = "auto"
+    reduction: str = "mean"
+    backend: str = "auto"
+    solver_options: Optional[dict] = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        set_field = object.__setattr__
+        set_field(self, "dims", check_dims(self.dims))
+        set_field(self, "spatial", check_bool("spatial", self.spatial))
+        set_field(self, "pad", check_bool("pad", self.pad))
+        check_choice("construction", self.construction, CONSTRUCTIONS)
+        set_field(self, "spatial_clamp", check_clamp(self.spatial_clamp))
+        check_choice("solver", self.solver, LOSS_SOLVERS)
+        check_reduction(self.reduction)
+        check_choice("backend", self.backend, BACKEND_NAMES)
+        options = self.solver_options
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"`solver_options` must be a dict; got {type(options).__name__}")
+        if options and self.solver != "sinkhorn":
+            raise ValueError(f"`solver_options` apply to solver='sinkhorn' only; got {options!r}")
+        set_field(self, "solver_options", dict(options or {}))
+
+    def replace(self, **changes: Any) -> "LossOptions":
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> str:
+        """The settings as ``name=value`` pairs, for ``repr``."""
+        return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                         if f.name != "solver_options")

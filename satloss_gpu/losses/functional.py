@@ -1,0 +1,490 @@
+"""Batched topological losses for segmentation: SATLoss and the Wasserstein topological loss.
+
+The pipeline, for a batch of predictions ``p`` (probabilities) and binary targets ``t``:
+
+1. pad both with a one-pixel frame of 1 (foreground) and invert, ``x = 1 - p``, ``y = 1 - t``;
+2. persistence of the sublevel filtrations of ``x`` and ``y`` (T-construction by default),
+   all images and channels in one :func:`~satloss_gpu.cubical_persistence` call per side;
+3. per image, channel and homology dimension, a matching problem whose costs
+   (:mod:`satloss_gpu.losses.costs`) are built for the whole batch in one pass on the device;
+4. the optimal matchings (:func:`satloss_gpu.matching.match_batch`, or the approximate
+   Sinkhorn path of :mod:`satloss_gpu.matching.sinkhorn`);
+5. the loss recomputed in torch from the fixed matchings, so that gradients reach ``p``
+   through the values at the prediction's critical pixels only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Hashable, MutableMapping, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._validation import check_channel_weights, check_pred_target
+from ._options import LossOptions
+from .costs import PaddedDiagrams, cost_matrices, diagonal_costs, pack_pairs, pair_costs
+from ..persistence import cubical_persistence
+
+__all__ = ["sat_loss", "topo_loss", "sat_matching", "DiagramMatching", "LossOptions"]
+
+
+# ----------------------------------------------------------------------------- public API
+
+def sat_loss(
+    pred: torch.Tensor,
+    target: Any,
+    *,
+    dims: Sequence[int] = (0, 1),
+    spatial: bool = True,
+    pad: bool = True,
+    construction: str = "T",
+    spatial_clamp: tuple[float, float] = (0.05, 1.0),
+    solver: str = "auto",
+    reduction: str = "mean",
+    channel_weights: Optional[Any] = None,
+    backend: str = "auto",
+    keys: Optional[Sequence[Hashable]] = None,
+    cache: Optional[MutableMapping] = None,
+    solver_options: Optional[dict] = None,
+) -> torch.Tensor:
+    """Spatial-Aware Topological Loss (SATLoss) of a batch of predictions.
+
+    Parameters
+    ----------
+    pred : torch.Tensor, shape (B, C, H, W) or (B, H, W), float
+        Predicted probabilities in [0, 1] (apply ``torch.sigmoid`` to logits first). Any
+        device; half precision is computed in float32.
+    target : torch.Tensor or array_like, shape of ``pred``
+        Binary ground truth (0/1 or bool); 1 is foreground. Converted to the dtype and
+        device of ``pred``; never differentiated.
+    dims : sequence of int, default (0, 1)
+        Homology dimensions: 0 (connected components), 1 (loops).
+    spatial : bool, default True
+        Weight the matching cost of two points by the clamped distance of their birth
+        pixels; False gives the Wasserstein topological loss (see :func:`topo_loss`).
+    pad : bool, default True
+        Add a one-pixel foreground frame around prediction and target first.
+    construction : {"T", "V"}, default "T"
+        Cubical construction of the persistence (see :func:`~satloss_gpu.cubical_persistence`).
+    spatial_clamp : (float, float), default (0.05, 1.0)
+        Bounds ``(low, high)`` of the spatial factor, ``0 <= low <= high``.
+    solver : {"auto", "emd", "cpu", "cuda", "sinkhorn"}, default "auto"
+        Matching solver. "emd", "cpu" and "cuda" are exact
+        (:func:`satloss_gpu.matching.match_batch`); "auto" lets it pick the fastest exact one
+        for the device. "sinkhorn" is approximate: POT's batched log-domain Sinkhorn on the
+        device followed by rounding to a valid matching (see
+        :mod:`satloss_gpu.matching.sinkhorn` for its accuracy).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        Over the images of the batch; "none" returns one value per image.
+    channel_weights : array_like, shape (C,), optional
+        Non-negative weight of each channel in an image's loss; the default is 1/C (the
+        mean over channels).
+    backend : {"auto", "cpu", "cuda", "gudhi"}, default "auto"
+        Persistence backend.
+    keys : sequence of hashable, length B, optional
+        Sample identifiers. With ``cache``, the target diagrams of a key are computed once
+        and reused: the target of a key must not change.
+    cache : mutable mapping, optional
+        Store of target diagrams (a plain dict), used only with ``keys``.
+    solver_options : dict, optional
+        Keyword arguments of the "sinkhorn" solver (``reg``, ``max_iter``, ``tol``).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar for "mean" and "sum", shape (B,) for "none"; dtype of the computation
+        (float32 or float64), on the device of ``pred``.
+
+    Raises
+    ------
+    TypeError
+        ``pred`` not a floating-point tensor; ``keys`` not a sequence.
+    ValueError
+        Wrong ranks or shapes, ``pred`` outside [0, 1], NaN or inf, non-binary ``target``,
+        invalid options.
+
+    Notes
+    -----
+    Per image and dimension, with ``n`` prediction points and ``m`` target points, the cost
+    is that of the exact optimal transport between the two diagrams with the diagonal as
+    an extra point of mass ``m`` (resp. ``n``): matching ``(b1, d1)`` born at pixel
+    ``(r1, c1)`` with ``(b2, d2)`` born at ``(r2, c2)`` costs
+    ``clamp(||((r1-r2)/H, (c1-c2)/W)||, *spatial_clamp) * ||(b1-b2, d1-d2)||``; sending a
+    point to the diagonal costs ``|d - b| / sqrt(2)``. The essential class of dimension 0
+    dies at the last pixel of the filtration (the largest value of the padded image, ties
+    to the largest C-order index), and pairs of zero persistence are dropped (also that
+    class, when the image is constant). The loss of an image is the sum over dimensions,
+    averaged (or weighted) over channels.
+
+    The gradient is that of the loss with the matching held fixed: it flows only through
+    the prediction's values at its critical pixels. At a prediction point equal to the
+    target point it is matched with, the (non-differentiable) distance gets the
+    subgradient 0.
+
+    Host synchronisation: a few scalars (validation, the padded sizes) and whatever the
+    solver needs; the exact CPU solvers copy the cost matrices to the host.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from satloss_gpu.functional import sat_loss
+    >>> target = torch.zeros(1, 1, 8, 8)
+    >>> target[..., 2:6, 2:6] = 1.0
+    >>> target[..., 3:5, 3:5] = 0.0
+    >>> pred = (0.2 + 0.6 * target).requires_grad_()
+    >>> loss = sat_loss(pred, target, backend="gudhi", solver="emd")
+    >>> loss.backward()
+    >>> round(loss.item(), 4), pred.grad.abs().sum().item() > 0
+    (0.0483, True)
+    """
+    options = LossOptions(dims=dims, spatial=spatial, pad=pad, construction=construction,
+                          spatial_clamp=spatial_clamp, solver=solver, reduction=reduction,
+                          backend=backend, solver_options=solver_options)
+    return loss_with_options(pred, target, options, channel_weights, keys, cache)
+
+
+def loss_with_options(
+    pred: torch.Tensor,
+    target: Any,
+    options: LossOptions,
+    channel_weights: Optional[Any] = None,
+    keys: Optional[Sequence[Hashable]] = None,
+    cache: Optional[MutableMapping] = None,
+) -> torch.Tensor:
+    """:func:`sat_loss` with its settings given as one validated :class:`LossOptions`.
+
+    Shape: ``pred`` and ``target`` (B, C, H, W) or (B, H, W); output scalar, or (B,) for
+    ``options.reduction == "none"``.
+    """
+    state = _build(pred, target, options, keys, cache)
+    weights = check_channel_weights(channel_weights, state.channels, state.pred_padded)
+    assignment = _solve(state, options)
+    per_problem = _loss_from_assignment(state, assignment)
+    per_channel = per_problem.reshape(state.batch, state.channels, len(options.dims)).sum(-1)
+    if weights is None:
+        per_image = per_channel.mean(-1)
+    else:
+        per_image = (per_channel * weights).sum(-1)
+    if options.reduction == "mean":
+        return per_image.mean()
+    if options.reduction == "sum":
+        return per_image.sum()
+    return per_image
+
+
+def topo_loss(pred: torch.Tensor, target: Any, **kwargs: Any) -> torch.Tensor:
+    """Wasserstein topological loss (WTLoss): :func:`sat_loss` with ``spatial=False``.
+
+    The matching cost of two diagram points is their Euclidean distance, with no spatial
+    factor. Takes every keyword of :func:`sat_loss` except ``spatial`` and
+    ``spatial_clamp``.
+
+    Shape: ``pred`` and ``target`` (B, C, H, W) or (B, H, W); output scalar or (B,).
+    """
+    for name in ("spatial", "spatial_clamp"):
+        if name in kwargs:
+            raise TypeError(f"topo_loss() got an unexpected keyword argument {name!r}")
+    return sat_loss(pred, target, spatial=False, **kwargs)
+
+
+@dataclass(frozen=True)
+class DiagramMatching:
+    """The optimal matching of one image, channel and homology dimension, on the host.
+
+    Pixel coordinates are (row, col) in the unpadded image: with ``pad=True`` a critical
+    pixel on the frame has row or column -1, H or W.
+
+    Attributes
+    ----------
+    image, channel, dim : int
+        Where the problem comes from.
+    pred_birth, pred_death : (n,) float64 ndarray
+        The prediction's diagram (of ``x = 1 - p``, sublevel).
+    pred_birth_pixel, pred_death_pixel : (n, 2) int64 ndarray
+        Its critical pixels.
+    target_birth, target_death : (m,) float64 ndarray
+    target_birth_pixel, target_death_pixel : (m, 2) int64 ndarray
+        The target's diagram (of ``y = 1 - t``) and critical pixels.
+    matches : (k, 2) int64 ndarray
+        Pairs (prediction index, target index) matched with each other.
+    match_cost : (k,) float64 ndarray
+        Cost of each matched pair.
+    pred_to_diagonal, target_to_diagonal : int64 ndarray
+        Indices of the points sent to the diagonal.
+    cost : float
+        Total cost of the problem (its contribution to the loss before channel weighting).
+    """
+
+    image: int
+    channel: int
+    dim: int
+    pred_birth: np.ndarray
+    pred_death: np.ndarray
+    pred_birth_pixel: np.ndarray
+    pred_death_pixel: np.ndarray
+    target_birth: np.ndarray
+    target_death: np.ndarray
+    target_birth_pixel: np.ndarray
+    target_death_pixel: np.ndarray
+    matches: np.ndarray
+    match_cost: np.ndarray
+    pred_to_diagonal: np.ndarray
+    target_to_diagonal: np.ndarray
+    cost: float
+
+
+def sat_matching(pred: torch.Tensor, target: Any, **settings: Any) -> list[DiagramMatching]:
+    """The matchings behind :func:`sat_loss`, for inspection and figures.
+
+    Parameters
+    ----------
+    pred, target : torch.Tensor, shape (B, C, H, W) or (B, H, W)
+        As in :func:`sat_loss`.
+    **settings
+        The settings of :func:`sat_loss` (the fields of :class:`LossOptions`: ``dims``,
+        ``spatial``, ``pad``, ``construction``, ``spatial_clamp``, ``solver``, ``backend``,
+        ``solver_options``).
+
+    Returns
+    -------
+    list of DiagramMatching
+        One per image, channel and dimension, in that (C) order.
+    """
+    return matching_with_options(pred, target, LossOptions(**settings))
+
+
+def matching_with_options(pred: torch.Tensor, target: Any,
+                          options: LossOptions) -> list[DiagramMatching]:
+    """:func:`sat_matching` with its settings given as one validated :class:`LossOptions`."""
+    with torch.no_grad():
+        state = _build(pred, target, options, None, None)
+        assignment = _solve(state, options)
+        per_problem = _loss_from_assignment(state, assignment)
+    return _matchings_to_host(state, assignment, per_problem)
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+@dataclass(frozen=True)
+class _PairTable:
+    """Flat table of persistence pairs of a batch of P images (on the device)."""
+
+    image: torch.Tensor        # (K,) int64
+    dim: torch.Tensor          # (K,) int64
+    birth: torch.Tensor        # (K,) float, differentiable for the prediction
+    death: torch.Tensor
+    birth_index: torch.Tensor  # (K,) int64 flat index in the (padded) image
+    death_index: torch.Tensor
+
+    def select(self, mask: torch.Tensor, image_offset: int = 0) -> "_PairTable":
+        return _PairTable(self.image[mask] + image_offset, self.dim[mask], self.birth[mask],
+                          self.death[mask], self.birth_index[mask], self.death_index[mask])
+
+    def shifted(self, image_offset: int) -> "_PairTable":
+        return _PairTable(self.image + image_offset, self.dim, self.birth, self.death,
+                          self.birth_index, self.death_index)
+
+
+def _concat(tables: Sequence[_PairTable]) -> _PairTable:
+    return _PairTable(*(torch.cat([getattr(t, f) for t in tables]) for f in
+                        ("image", "dim", "birth", "death", "birth_index", "death_index")))
+
+
+def _last_in_order(flat: torch.Tensor) -> torch.Tensor:
+    """(P,) flat index of the last pixel of each row in the strict (value, index) order."""
+    top = flat.max(dim=1, keepdim=True).values
+    index = torch.arange(flat.shape[1], device=flat.device).expand_as(flat)
+    return torch.where(flat == top, index, torch.full_like(index, -1)).max(dim=1).values
+
+
+def _diagram_table(images: torch.Tensor, dims: tuple[int, ...], construction: str,
+                   backend: str) -> _PairTable:
+    """Pairs of the sublevel filtrations of (P, H, W) ``images``, one persistence call.
+
+    Values are gathered from ``images`` (differentiably) at the critical pixels. The
+    essential class dies at the last pixel of the order; zero-persistence pairs are dropped.
+    """
+    n_images = images.shape[0]
+    flat = images.reshape(n_images, -1)
+    diagrams = cubical_persistence(images.detach(), construction=construction, dims=dims,
+                                   backend=backend)
+    image = diagrams.image.to(images.device)
+    width = images.shape[2]
+    birth_pixel = diagrams.birth_pixel.to(images.device)
+    death_pixel = diagrams.death_pixel.to(images.device)
+    birth_index = birth_pixel[:, 0] * width + birth_pixel[:, 1]
+    last = _last_in_order(flat.detach())
+    essential = death_pixel[:, 0] < 0
+    death_index = torch.where(essential, last[image], death_pixel[:, 0] * width + death_pixel[:, 1])
+    birth = flat[image, birth_index]
+    death = flat[image, death_index]
+    keep = birth.detach() != death.detach()
+    dim = diagrams.dim.to(images.device)
+    table = _PairTable(image, dim, birth, death, birth_index, death_index)
+    return table.select(keep)
+
+
+def _target_table(images: torch.Tensor, channels: int, dims: tuple[int, ...], construction: str,
+                  backend: str, keys: Optional[Sequence[Hashable]],
+                  cache: Optional[MutableMapping], settings: tuple) -> _PairTable:
+    """The target's pairs, from ``cache`` where ``keys`` are known, computed (batched) otherwise."""
+    if keys is None or cache is None:
+        return _diagram_table(images, dims, construction, backend)
+    per_sample = images.reshape(len(keys), channels, *images.shape[1:])
+    missing = [b for b, key in enumerate(keys) if (key, settings) not in cache]
+    if missing:
+        fresh = _diagram_table(per_sample[missing].reshape(-1, *images.shape[1:]), dims,
+                               construction, backend)
+        sample_of = fresh.image // channels
+        for i, b in enumerate(missing):
+            rows = sample_of == i
+            cache[(keys[b], settings)] = fresh.select(rows, image_offset=-i * channels)
+    return _concat([cache[(key, settings)].shifted(b * channels) for b, key in enumerate(keys)])
+
+
+@dataclass(frozen=True)
+class _ProblemBatch:
+    """Everything the solver and the loss need, for Q = B * C * len(dims) problems."""
+
+    batch: int
+    channels: int
+    dims: tuple[int, ...]
+    pad: bool
+    image_shape: tuple[int, int]     # unpadded (H, W)
+    padded_width: int                # width of the images the pixel indices refer to
+    spatial: bool
+    spatial_clamp: tuple[float, float]
+    pred: PaddedDiagrams
+    target: PaddedDiagrams
+    cost: torch.Tensor               # (Q, N, M), detached
+    diag_pred: torch.Tensor          # (Q, N), detached
+    diag_target: torch.Tensor        # (Q, M), detached
+    pred_padded: torch.Tensor        # the (B*C, H', W') prediction image x (differentiable)
+
+
+def _pad_invert(images: torch.Tensor, pad: bool) -> torch.Tensor:
+    """``1 - images`` with an optional frame of 1 added around ``images`` first."""
+    if pad:
+        images = F.pad(images, (1, 1, 1, 1), mode="constant", value=1.0)
+    return 1.0 - images
+
+
+def _pack(table: _PairTable, n_channels_images: int, dims: tuple[int, ...], width: int
+          ) -> PaddedDiagrams:
+    """Pack a pair table into padded problems ``q = image * len(dims) + position of dim``."""
+    position = torch.zeros(2, dtype=torch.int64, device=table.image.device)
+    position[list(dims)] = torch.arange(len(dims), device=table.image.device)
+    problem = table.image * len(dims) + position[table.dim]
+
+    def pixels(index: torch.Tensor) -> torch.Tensor:
+        return torch.stack([index // width, index % width], dim=1)
+
+    return pack_pairs(problem, n_channels_images * len(dims), table.birth, table.death,
+                      pixels(table.birth_index), pixels(table.death_index))
+
+
+def _build(pred: Any, target: Any, options: LossOptions,
+           keys: Optional[Sequence[Hashable]], cache: Optional[MutableMapping]) -> _ProblemBatch:
+    """Validate the inputs, compute both sides' diagrams and all cost matrices."""
+    dims, pad, construction, backend = (options.dims, options.pad, options.construction,
+                                        options.backend)
+    pred4, target4 = check_pred_target(pred, target)
+    batch, channels, height, width = (int(s) for s in pred4.shape)
+    if keys is not None:
+        if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence):
+            raise TypeError(f"`keys` must be a sequence of sample ids; got {type(keys).__name__}")
+        if len(keys) != batch:
+            raise ValueError(f"`keys` must hold one id per image ({batch}); got {len(keys)}")
+    x = _pad_invert(pred4, pad).reshape(batch * channels, height + 2 * pad, width + 2 * pad)
+    y = _pad_invert(target4, pad).reshape(x.shape)
+    settings = (construction, pad, dims, (height, width), str(x.dtype), str(x.device))
+    pred_table = _diagram_table(x, dims, construction, backend)
+    target_table = _target_table(y, channels, dims, construction, backend, keys, cache, settings)
+    padded_width = width + 2 * pad
+    pred_padded = _pack(pred_table, batch * channels, dims, padded_width)
+    target_padded = _pack(target_table, batch * channels, dims, padded_width)
+    cost = cost_matrices(pred_padded, target_padded, (height, width), options.spatial,
+                         options.spatial_clamp)
+    return _ProblemBatch(
+        batch=batch, channels=channels, dims=dims, pad=pad, image_shape=(height, width),
+        padded_width=padded_width, spatial=options.spatial, spatial_clamp=options.spatial_clamp,
+        pred=pred_padded, target=target_padded, cost=cost,
+        diag_pred=diagonal_costs(pred_padded), diag_target=diagonal_costs(target_padded),
+        pred_padded=x,
+    )
+
+
+def _solve(state: _ProblemBatch, options: LossOptions) -> torch.Tensor:
+    """(Q, N) int64 assignment on the device of the costs (-1: to the diagonal)."""
+    n, m = state.pred.size, state.target.size
+    if options.solver == "sinkhorn":
+        from ..matching.sinkhorn import sinkhorn_match_batch
+
+        result = sinkhorn_match_batch(state.cost, state.diag_pred, state.diag_target, n, m,
+                                      **options.solver_options)
+        return result.assignment
+    from ..matching import match_batch
+
+    result = match_batch(state.cost, state.diag_pred, state.diag_target, n, m,
+                         solver=options.solver)
+    return torch.as_tensor(result.assignment, device=state.cost.device).long()
+
+
+def _loss_from_assignment(state: _ProblemBatch, assignment: torch.Tensor) -> torch.Tensor:
+    """(Q,) loss of every problem from the fixed matching, differentiable in the prediction."""
+    pred, target = state.pred, state.target
+    matched = pred.valid & (assignment >= 0)
+    partner = torch.where(matched, assignment, torch.zeros_like(assignment))
+    target_birth = torch.gather(target.birth, 1, partner).to(pred.birth.dtype)
+    target_death = torch.gather(target.death, 1, partner).to(pred.birth.dtype)
+    target_pixel = torch.gather(target.birth_pixel, 1, partner[:, :, None].expand(-1, -1, 2))
+    matched_cost = pair_costs(pred.birth, pred.death, pred.birth_pixel, target_birth,
+                              target_death, target_pixel, state.image_shape, state.spatial,
+                              state.spatial_clamp)
+    pred_part = torch.where(matched, matched_cost, diagonal_costs(pred, detach=False)).sum(1)
+    hits = torch.zeros(target.valid.shape, dtype=torch.int64, device=partner.device)
+    used = hits.scatter_add_(1, partner, matched.long()) > 0
+    unmatched = target.valid & ~used
+    target_part = torch.where(unmatched, state.diag_target,
+                              torch.zeros_like(state.diag_target)).sum(1)
+    return pred_part + target_part.to(pred_part.dtype)
+
+
+def _matchings_to_host(state: _ProblemBatch, assignment: torch.Tensor,
+                       per_problem: torch.Tensor) -> list[DiagramMatching]:
+    """Split the batch's matchings into one :class:`DiagramMatching` per problem."""
+    shift = 1 if state.pad else 0
+    host = {}
+    for side_name, side in (("pred", state.pred), ("target", state.target)):
+        for field in ("birth", "death", "birth_pixel", "death_pixel", "size"):
+            host[f"{side_name}_{field}"] = getattr(side, field).detach().cpu().numpy()
+    assignment = assignment.cpu().numpy()
+    cost = state.cost.cpu().numpy()
+    totals = per_problem.detach().cpu().numpy()
+    n_dims = len(state.dims)
+    out = []
+    for q in range(assignment.shape[0]):
+        n, m = int(host["pred_size"][q]), int(host["target_size"][q])
+        a = assignment[q, :n]
+        matched = np.nonzero(a >= 0)[0]
+        matches = np.stack([matched, a[matched]], axis=1).astype(np.int64).reshape(-1, 2)
+        image_channel, dim_position = divmod(q, n_dims)
+        image, channel = divmod(image_channel, state.channels)
+        out.append(DiagramMatching(
+            image=image, channel=channel, dim=state.dims[dim_position],
+            pred_birth=host["pred_birth"][q, :n].astype(np.float64),
+            pred_death=host["pred_death"][q, :n].astype(np.float64),
+            pred_birth_pixel=host["pred_birth_pixel"][q, :n] - shift,
+            pred_death_pixel=host["pred_death_pixel"][q, :n] - shift,
+            target_birth=host["target_birth"][q, :m].astype(np.float64),
+            target_death=host["target_death"][q, :m].astype(np.float64),
+            target_birth_pixel=host["target_birth_pixel"][q, :m] - shift,
+            target_death_pixel=host["target_death_pixel"][q, :m] - shift,
+            matches=matches,
+            match_cost=cost[q, matches[:, 0], matches[:, 1]].astype(np.float64),
+            pred_to_diagonal=np.nonzero(a < 0)[0].astype(np.int64),
+            target_to_diagonal=np.setdiff1d(np.arange(m), matches[:, 1]).astype(np.int64),
+            cost=float(totals[q]),
+        ))
+    return out

@@ -1,0 +1,140 @@
+"""The container of a batch of persistence diagrams with critical pixels."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Optional
+
+import numpy as np
+
+from .._arraylib import array_library, to_numpy
+
+__all__ = ["PersistenceDiagrams"]
+
+
+@dataclass(frozen=True)
+class PersistenceDiagrams:
+    """All persistence pairs of a batch of images, packed, with their critical pixels.
+
+    Every field is an array of length K (the number of pairs in the whole batch), in the
+    library and on the device of the images they were computed from. Pairs are grouped by
+    image, then by dimension.
+
+    Attributes
+    ----------
+    image : (K,) int64
+        Index of the image in the batch that the pair belongs to.
+    dim : (K,) int64
+        Homology dimension (0: connected components, 1: loops).
+    birth, death : (K,) float32 or float64
+        Filtration values, in the input's dtype. Essential classes die at ``+inf``
+        (``-inf`` for a superlevel filtration). When the images carry gradients (torch),
+        these are differentiable functions of the pixel values.
+    birth_pixel, death_pixel : (K, 2) int64
+        (row, col) of the critical pixels whose values are the birth and the death;
+        ``(-1, -1)`` as the death pixel of an essential class.
+    batch_size : int
+        Number of images B (images without pairs count too).
+    image_shape : tuple of int
+        (H, W) of the images.
+    superlevel : bool
+        Whether the filtration was the superlevel one (births above deaths).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from satloss_gpu import cubical_persistence
+    >>> dg = cubical_persistence(np.array([[0.0, 1.0, 0.0]]))
+    >>> len(dg), dg.birth.tolist(), dg.death.tolist()
+    (2, [0.0, 0.0], [inf, 1.0])
+    """
+
+    image: Any
+    dim: Any
+    birth: Any
+    death: Any
+    birth_pixel: Any
+    death_pixel: Any
+    batch_size: int
+    image_shape: tuple
+    superlevel: bool = False
+
+    def __len__(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def library(self) -> str:
+        """Array library of the fields: ``"numpy"``, ``"torch"`` or ``"cupy"``."""
+        return array_library(self.birth)
+
+    @property
+    def persistence(self) -> Any:
+        """(K,) absolute lifetime ``|death - birth|`` (inf for essential classes)."""
+        return abs(self.death - self.birth)
+
+    @property
+    def birth_index(self) -> Any:
+        """(K,) int64 flat C-order index of the birth pixel inside its image."""
+        return self.birth_pixel[:, 0] * self.image_shape[1] + self.birth_pixel[:, 1]
+
+    @property
+    def death_index(self) -> Any:
+        """(K,) int64 flat index of the death pixel, -1 for essential classes."""
+        flat = self.death_pixel[:, 0] * self.image_shape[1] + self.death_pixel[:, 1]
+        return flat - (flat + 1) * (self.death_pixel[:, 0] < 0)
+
+    def select(self, mask: Any) -> "PersistenceDiagrams":
+        """The pairs where the boolean (K,) ``mask`` is true, in the same container."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("image", "dim", "birth", "death", "birth_pixel", "death_pixel"):
+            values[name] = values[name][mask]
+        return PersistenceDiagrams(**values)
+
+    def for_image(self, i: int, dim: Optional[int] = None) -> "PersistenceDiagrams":
+        """The pairs of image ``i`` (and of dimension ``dim`` if given).
+
+        Parameters
+        ----------
+        i : int
+            Image index, ``-batch_size <= i < batch_size``.
+        dim : int, optional
+            Homology dimension to keep; all if None.
+
+        Returns
+        -------
+        PersistenceDiagrams
+            Same fields and batch size; ``image`` still holds the original index ``i``.
+        """
+        if not -self.batch_size <= int(i) < self.batch_size:
+            raise IndexError(f"`i` must be in [-{self.batch_size}, {self.batch_size}); got {i}")
+        mask = self.image == (int(i) % self.batch_size)
+        if dim is not None:
+            mask = mask & (self.dim == int(dim))
+        return self.select(mask)
+
+    def to_numpy(self) -> "PersistenceDiagrams":
+        """A copy with every field as a NumPy array on the host (gradients dropped)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("image", "dim", "birth", "death", "birth_pixel", "death_pixel"):
+            values[name] = to_numpy(values[name])
+        return PersistenceDiagrams(**values)
+
+    def counts(self) -> np.ndarray:
+        """(B, 2) int64 number of pairs per image and dimension (H0, H1), on the host."""
+        image = to_numpy(self.image)
+        dim = to_numpy(self.dim)
+        out = np.zeros((self.batch_size, 2), dtype=np.int64)
+        np.add.at(out, (image, np.clip(dim, 0, 1)), 1)
+        return out
+
+    def __repr__(self) -> str:
+        counts = self.counts()
+        h, w = self.image_shape
+        device = ""
+        if self.library == "torch":
+            device = f", device={self.birth.device}"
+        filtration = "superlevel" if self.superlevel else "sublevel"
+        return (
+            f"PersistenceDiagrams(batch_size={self.batch_size}, image_shape=({h}, {w}), "
+            f"pairs={len(self)} (H0: {int(counts[:, 0].sum())}, H1: {int(counts[:, 1].sum())}), "
+            f"{filtration}, library={self.library}{device}, dtype={self.birth.dtype})"
+        )

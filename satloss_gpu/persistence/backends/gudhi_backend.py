@@ -1,0 +1,105 @@
+"""The reference backend: gudhi's cubical complexes, one image at a time, on the CPU.
+
+gudhi breaks ties between equal values by its internal cell order, which no pixel rule
+reproduces. To follow the tie rule of :func:`satloss_gpu.cubical_persistence`, every image is replaced by the rank
+of each pixel in the strict (value, C-order index) order before it is handed to gudhi:
+persistence pairs depend on the order of the values only, so this is gudhi run on the
+index-perturbed image, with the values read back unperturbed by the caller.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._base import PairIndices, PersistenceBackend
+
+__all__ = ["GudhiBackend", "strict_ranks"]
+
+
+def strict_ranks(image: np.ndarray) -> np.ndarray:
+    """Rank of every pixel in the (value, C-order flat index) order.
+
+    Parameters
+    ----------
+    image : (H, W) float ndarray
+
+    Returns
+    -------
+    (H, W) float64 ndarray
+        Distinct ranks 0 .. H*W-1, as floats for gudhi.
+    """
+    order = np.argsort(image.ravel(), kind="stable")
+    ranks = np.empty(order.size, dtype=np.float64)
+    ranks[order] = np.arange(order.size, dtype=np.float64)
+    return ranks.reshape(image.shape)
+
+
+class GudhiBackend(PersistenceBackend):
+    """gudhi ``CubicalComplex`` on rank images; T: ``top_dimensional_cells``, V: ``vertices``."""
+
+    name = "gudhi"
+
+    @classmethod
+    def is_available(cls) -> bool:
+        try:
+            import gudhi  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    @classmethod
+    def unavailable_reason(cls) -> str:
+        return "gudhi is not installed (pip install gudhi)"
+
+    def asarray(self, images: Any) -> np.ndarray:
+        from ..._validation import as_numpy_batch
+
+        return as_numpy_batch(images)
+
+    def pairs(self, images: np.ndarray, construction: str, dims: tuple[int, ...]) -> PairIndices:
+        parts = [self._image_pairs(image, construction, dims) for image in images]
+        columns = []
+        for i, (dim, birth, death) in enumerate(parts):
+            columns.append((np.full(dim.size, i, dtype=np.int64), dim, birth, death))
+        image, dim, birth, death = (np.concatenate(c) for c in zip(*columns))
+        return PairIndices(image=image, dim=dim, birth_index=birth, death_index=death)
+
+    @staticmethod
+    def _image_pairs(image: np.ndarray, construction: str, dims: tuple[int, ...]):
+        import gudhi
+
+        height, width = image.shape
+        ranks = strict_ranks(image)
+        if construction == "T":
+            complex_ = gudhi.CubicalComplex(top_dimensional_cells=ranks)
+        else:
+            complex_ = gudhi.CubicalComplex(vertices=ranks)
+        complex_.compute_persistence(min_persistence=0)
+        if construction == "T":
+            regular, essential = complex_.cofaces_of_persistence_pairs()
+        else:
+            regular, essential = complex_.vertices_of_persistence_pairs()
+
+        def to_c_order(flat_f: np.ndarray) -> np.ndarray:
+            rows, cols = np.unravel_index(np.asarray(flat_f, dtype=np.int64), (height, width),
+                                          order="F")
+            return (rows * width + cols).astype(np.int64)
+
+        dim_col, birth_col, death_col = [], [], []
+        for d in dims:
+            if d < len(regular) and len(regular[d]):
+                cells = np.asarray(regular[d]).reshape(-1, 2)
+                births, deaths = to_c_order(cells[:, 0]), to_c_order(cells[:, 1])
+                dim_col.append(np.full(births.size, d, dtype=np.int64))
+                birth_col.append(births)
+                death_col.append(deaths)
+            if d < len(essential) and len(essential[d]):
+                births = to_c_order(np.asarray(essential[d]).ravel())
+                dim_col.append(np.full(births.size, d, dtype=np.int64))
+                birth_col.append(births)
+                death_col.append(np.full(births.size, -1, dtype=np.int64))
+        if not dim_col:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty
+        return np.concatenate(dim_col), np.concatenate(birth_col), np.concatenate(death_col)

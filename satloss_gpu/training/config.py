@@ -1,0 +1,92 @@
+"""The settings of a training run: one :class:`Config` dataclass, its defaults and two presets.
+
+:data:`REFERENCE` holds the reference implementation's recipe (the defaults of ``run.py``),
+:data:`QUICK_START` those of ``satloss train``, which runs in a few minutes on 2 CPU cores.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+__all__ = ["Config", "LOSSES", "REFERENCE", "QUICK_START"]
+
+#: Training losses: BCE alone, BCE + a topological or clDice term, or the soft Dice loss.
+LOSSES = ("bce", "bce+sat", "bce+topo", "bce+cldice", "dice")
+
+
+@dataclass
+class Config:
+    """Every setting of a run; the command line maps one flag to each field.
+
+    The defaults are the reference's (UNet, 30 epochs, batch 16, ...). The quick start of
+    ``satloss train`` overrides a few (see :mod:`satloss_gpu.training.cli`).
+    """
+
+    dataset: str = "ROADS"
+    dataroot: str = "./data"
+    exp: str = "default"
+    expmode: str = "train"
+    model: str = "UNet"
+    epoch: int = 30
+    start_epoch: int = 0
+    batch_size: int = 16
+    lr: float = 1e-3
+    lr_decay_epoch: int = 10
+    lr_decay_rate: float = 0.1
+    wd: float = 1e-3
+    tloss_w: float = 1e-2
+    test_model: str = "best_dice"
+    checkpoint: Optional[str] = None
+    seed: int = 0
+    num_workers: int = 0
+    gpu_id: Optional[int] = None
+    loss: str = "bce+sat"
+    device: str = "auto"
+    amp: bool = False
+    crop: Optional[int] = None
+    augment: bool = False
+    exp_root: str = "./exp"
+    save_every: int = 0
+    split: str = "test"
+    threshold: float = 0.5
+    make_data: bool = False
+    figures: bool = True
+    progress: bool = True
+    max_figures: int = 4
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exp_dir(self) -> Path:
+        return Path(self.exp_root) / self.exp
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "Config":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def _preset(**changes: Any) -> Dict[str, Any]:
+    """The run settings of a preset: the :class:`Config` defaults of :data:`PRESET_FIELDS`,
+    with ``changes``."""
+    defaults = Config()
+    values = {name: getattr(defaults, name) for name in PRESET_FIELDS}
+    values.update(changes)
+    return values
+
+
+#: The settings a preset fixes (the command line's defaults).
+PRESET_FIELDS = ("dataset", "dataroot", "exp", "model", "epoch", "batch_size", "lr",
+                 "lr_decay_epoch", "lr_decay_rate", "wd", "tloss_w", "loss", "crop", "augment",
+                 "make_data", "save_every")
+#: Defaults of ``run.py``: the reference implementation's training recipe.
+REFERENCE: Dict[str, Any] = _preset()
+#: Defaults of ``satloss train/test``: a quick start that runs in a few minutes on 2 CPU cores.
+QUICK_START: Dict[str, Any] = _preset(
+    dataset="synthetic", exp="quickstart", model="UNet_small", epoch=20, batch_size=8, lr=3e-3,
+    lr_decay_epoch=15, wd=1e-4, crop=64, augment=True, make_data=True,
+)

@@ -1,0 +1,496 @@
+"""Training and testing of segmentation models with topological losses.
+
+:func:`train` follows the reference implementation's recipe: Adam with weight
+decay, the learning rate multiplied by ``lr_decay_rate`` every ``lr_decay_epoch`` epochs,
+loss ``BCE + tloss_w * topological loss``, validation after every epoch, checkpoints of the
+best Dice, the best accuracy and the last epoch. The model is put back in training mode
+after every validation. Runs resume from a checkpoint with the optimizer, scheduler and
+gradient-scaler states. Under ``torchrun`` the model is wrapped in DistributedDataParallel
+and the training set is split with a DistributedSampler; rank 0 validates and writes.
+
+:func:`test` loads a checkpoint and writes binary and grey predictions (PNG), per-image
+metrics (CSV) and their means (JSON).
+
+Everything goes to ``<exp_root>/<exp>/``::
+
+    config.json        the configuration of the run (one per mode: config_test.json)
+    train.log          the log (test.log in test mode)
+    metrics.csv        one row per epoch: losses, learning rate, validation metrics, time
+    best_dice.pth, best_acc.pth, last.pth, epoch_NNNN.pth   checkpoints
+    figures/           training curves, validation overlays, persistence matchings
+    test_<model>/      pred_bin/, pred_grey/, metrics.csv, summary.json, figures/
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..metrics import METRIC_NAMES, segmentation_metrics, summarize
+from . import distributed as dist
+from .checkpoints import (
+    CheckpointError,
+    checkpoint_path,
+    load_checkpoint,
+    load_weights,
+    resume,
+    save_checkpoints,
+)
+from .config import LOSSES, Config
+from .data import DataError, SegmentationDataset, same_size, split_dirs
+from .models import build_model, pad_to_multiple
+
+__all__ = ["Config", "LOSSES", "train", "test", "evaluate", "predict", "build_criterion",
+           "load_checkpoint", "CheckpointError"]
+
+# --------------------------------------------------------------------------- losses
+class _Criterion(torch.nn.Module):
+    """``BCE + tloss_w * extra`` (or the soft Dice loss alone), on logits and probabilities."""
+
+    def __init__(self, loss: str, tloss_w: float) -> None:
+        super().__init__()
+        self.loss = loss
+        self.tloss_w = float(tloss_w)
+        self.extra = None
+        if loss in ("bce+sat", "bce+topo"):
+            self.extra = _topological_loss(loss)
+        elif loss == "bce+cldice":
+            from ..losses.cldice import SoftClDiceLoss
+
+            self.extra = SoftClDiceLoss()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
+        logits = logits.float()
+        probs = torch.sigmoid(logits)
+        if self.loss == "dice":
+            from ..losses.cldice import soft_dice_loss
+
+            value = soft_dice_loss(probs, target)
+            return value, {"dice_loss": float(value.detach())}
+        bce = F.binary_cross_entropy_with_logits(logits, target)
+        parts = {"bce": float(bce.detach())}
+        if self.extra is None:
+            return bce, parts
+        extra = self.extra(probs, target)
+        parts["extra"] = float(extra.detach())
+        return bce + self.tloss_w * extra, parts
+
+
+def _topological_loss(loss: str) -> torch.nn.Module:
+    name = "SATLoss" if loss == "bce+sat" else "TopoLoss"
+    from .. import losses
+
+    return getattr(losses, name)()
+
+
+def build_criterion(loss: str, tloss_w: float) -> _Criterion:
+    """The training criterion for a ``--loss`` name (see :data:`LOSSES`)."""
+    if loss not in LOSSES:
+        raise ValueError(f"`loss` must be one of {', '.join(LOSSES)}; got {loss!r}")
+    return _Criterion(loss, tloss_w)
+
+
+# --------------------------------------------------------------------------- helpers
+class _Log:
+    """Messages to a log file and (on rank 0) to the console, around progress bars."""
+
+    def __init__(self, path: Optional[Path], enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def __call__(self, message: str) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        tqdm.write(message)
+        if self.path is not None:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(f"{stamp} {message}\n")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    if enabled and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def predict(model: torch.nn.Module, image: torch.Tensor, amp: bool = False) -> torch.Tensor:
+    """Probabilities for a batch of images of any size (reflect-padded to the model's divisor).
+
+    Parameters
+    ----------
+    model : UNet
+    image : (B, 3, H, W) float tensor, on the model's device
+
+    Returns
+    -------
+    (B, 1, H, W) float32 tensor in [0, 1]
+    """
+    net = _unwrap(model)
+    padded, (h, w) = pad_to_multiple(image, getattr(net, "divisor", 16))
+    with _autocast(image.device, amp):
+        logits = model(padded, logits=True)
+    return torch.sigmoid(logits.float()[..., :h, :w])
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset: SegmentationDataset, device: torch.device,
+             amp: bool = False, threshold: float = 0.5, progress: bool = False,
+             keep: int = 0, desc: str = "val") -> Tuple[List[Dict[str, Any]], List[Tuple]]:
+    """Metrics of every image of ``dataset``, one image at a time, whole images.
+
+    The model is put in eval mode and back in the mode it was in.
+
+    Returns
+    -------
+    rows : list of dict
+        ``name`` and every metric of :data:`satloss_gpu.metrics.METRIC_NAMES`.
+    kept : list of (name, image (H, W, 3), probabilities (H, W), label (H, W))
+        The first ``keep`` images, for figures.
+    """
+    from tqdm import tqdm
+
+    was_training = model.training
+    model.eval()
+    rows, kept = [], []
+    try:
+        for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=not progress):
+            image, label = dataset.load(i)
+            x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
+            prob = predict(model, x, amp)[0, 0].cpu().numpy()
+            row = {"name": dataset.items[i][0]}
+            row.update(segmentation_metrics(prob, label, threshold=threshold))
+            rows.append(row)
+            if len(kept) < keep:
+                kept.append((dataset.items[i][0], image, prob, label))
+    finally:
+        model.train(was_training)
+    return rows, kept
+
+
+def _write_csv(path: Path, rows: List[Dict[str, Any]], append: bool = False) -> None:
+    if not rows:
+        return
+    keys = list(rows[0])
+    exists = append and path.exists() and path.stat().st_size > 0
+    with open(path, "a" if append else "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        if not exists:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def _read_metrics(path: Path, before_epoch: int) -> List[Dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [r for r in csv.DictReader(f) if int(r["epoch"]) < before_epoch]
+
+
+def _dataset(cfg: Config, split: str, train: bool) -> SegmentationDataset:
+    return SegmentationDataset(cfg.dataroot, cfg.dataset, split, crop=cfg.crop if train else None,
+                               augment=cfg.augment and train, seed=cfg.seed)
+
+
+def _ensure_data(cfg: Config, log: _Log, info: dist.DistInfo) -> None:
+    """Generate the synthetic dataset when asked to and it is missing (rank 0 only)."""
+    image_dir, _ = split_dirs(cfg.dataroot, cfg.dataset, "train")
+    if cfg.make_data and not image_dir.exists() and info.is_main:
+        from .synthetic import make_dataset
+
+        params = dict(kind="mixed", n_train=64, n_val=8, n_test=8, size=(96, 96), seed=cfg.seed)
+        params.update(cfg.extra.get("make_data", {}))
+        log(f"generating the synthetic dataset {Path(cfg.dataroot) / cfg.dataset} ({params})")
+        make_dataset(cfg.dataroot, cfg.dataset, **params)
+    dist.barrier(info)
+
+
+# --------------------------------------------------------------------------- training
+def train(cfg: Config) -> Dict[str, Any]:
+    """Train a model as configured; return the best validation metrics and the run folder.
+
+    Raises
+    ------
+    DataError, CheckpointError, ValueError
+        For bad data, checkpoints or settings (the command line prints them on one line).
+    """
+    info = dist.init(cfg.device, cfg.gpu_id)
+    try:
+        return _train(cfg, info)
+    finally:
+        dist.cleanup(info)
+
+
+def _train(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
+    from tqdm import tqdm
+
+    log = _start_run(cfg, info)
+    train_set, val_set = _training_sets(cfg)
+    criterion = build_criterion(cfg.loss, cfg.tloss_w)
+    loader, sampler, generator = _loader(cfg, info, train_set)
+    model = build_model(cfg.model).to(info.device)
+    optimizer, scheduler, scaler = _optimisation(cfg, info, model)
+    best = {"dice": -math.inf, "accuracy": -math.inf}
+    start = resume(cfg, model, optimizer, scheduler, scaler, best, info.device, log)
+    if info.distributed:
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"run {cfg.exp_dir}: {cfg.model} ({n_params / 1e6:.2f} M parameters), loss {cfg.loss} "
+        f"(tloss_w={cfg.tloss_w}), {len(train_set)} train / {len(val_set)} val images, "
+        f"device {info.device}, {info.world_size} process(es), epochs {start + 1}..{cfg.epoch}")
+    metrics_csv = _metrics_csv(cfg, info, start)
+
+    model.train()
+    epochs = tqdm(range(start + 1, cfg.epoch + 1), desc="epochs",
+                  disable=not (cfg.progress and info.is_main), initial=start, total=cfg.epoch)
+    for epoch in epochs:
+        t0 = time.time()
+        train_set.set_epoch(epoch)
+        generator.manual_seed(cfg.seed * 100003 + epoch)  # the same batches when resumed
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        sums = _train_epoch(model, loader, criterion, optimizer, scaler, cfg, info, epoch)
+        scheduler.step()
+        if info.is_main:
+            row: Dict[str, Any] = {"epoch": epoch, "lr": lr, **sums}
+            means = _validate_and_save(cfg, info, model, val_set, row, t0, metrics_csv,
+                                       (optimizer, scheduler, scaler), best, log)
+            epochs.set_postfix(loss=f"{sums['loss']:.3f}", dice=f"{means['dice']:.3f}")
+        dist.barrier(info)
+    best = dist.broadcast_object(best, info)
+    if info.is_main and cfg.figures:
+        crit = criterion.extra if hasattr(criterion.extra, "match") else None
+        _matching_figure(cfg, _unwrap(model), val_set, info.device, cfg.exp_dir / "figures", crit)
+    log(f"done: best val dice {best['dice']:.4f}, best val accuracy {best['accuracy']:.4f}; "
+        f"outputs in {cfg.exp_dir}")
+    return {"exp_dir": str(cfg.exp_dir), "best_dice": best["dice"],
+            "best_accuracy": best["accuracy"], "epochs": cfg.epoch}
+
+
+def _start_run(cfg: Config, info: dist.DistInfo) -> _Log:
+    """Create the run folder and its log, seed, set threads, generate missing data."""
+    if info.is_main:
+        (cfg.exp_dir / "figures").mkdir(parents=True, exist_ok=True)
+        (cfg.exp_dir / "config.json").write_text(cfg.to_json())
+    log = _Log(cfg.exp_dir / "train.log" if info.is_main else None, info.is_main)
+    if info.distributed and info.device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
+    _seed_everything(cfg.seed + info.rank)
+    _ensure_data(cfg, log, info)
+    return log
+
+
+def _training_sets(cfg: Config) -> Tuple[SegmentationDataset, SegmentationDataset]:
+    """The checked training and validation sets (:class:`DataError` for unusable data)."""
+    train_set, val_set = _dataset(cfg, "train", True), _dataset(cfg, "val", False)
+    shapes = train_set.check()
+    val_set.check()
+    if cfg.crop is None and not same_size(shapes):
+        raise DataError(f"training images in {train_set.image_dir} have different sizes; "
+                        f"use --crop SIZE")
+    return train_set, val_set
+
+
+def _loader(cfg: Config, info: dist.DistInfo, train_set: SegmentationDataset):
+    """(loader, distributed sampler or None, generator reseeded every epoch)."""
+    sampler = None
+    if info.distributed:
+        sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=info.world_size,
+                                                      rank=info.rank, shuffle=True, seed=cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+        num_workers=cfg.num_workers, generator=generator, drop_last=False,
+        pin_memory=info.device.type == "cuda", persistent_workers=cfg.num_workers > 0)
+    return loader, sampler, generator
+
+
+def _optimisation(cfg: Config, info: dist.DistInfo, model: torch.nn.Module):
+    """(Adam optimizer, step learning-rate schedule, gradient scaler) of the reference recipe."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, cfg.lr_decay_epoch),
+                                                gamma=cfg.lr_decay_rate)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and info.device.type == "cuda")
+    return optimizer, scheduler, scaler
+
+
+def _metrics_csv(cfg: Config, info: dist.DistInfo, start: int) -> Path:
+    """The per-epoch CSV: fresh for a new run, cut after epoch ``start`` when resumed."""
+    metrics_csv = cfg.exp_dir / "metrics.csv"
+    if info.is_main and start == 0 and metrics_csv.exists():
+        metrics_csv.unlink()
+    if info.is_main and start > 0:
+        _write_csv(metrics_csv, _read_metrics(metrics_csv, start + 1))
+    return metrics_csv
+
+
+def _validate_and_save(cfg: Config, info: dist.DistInfo, model, val_set: SegmentationDataset,
+                       row: Dict[str, Any], t0: float, metrics_csv: Path, optimisation: Tuple,
+                       best: Dict[str, float], log: _Log) -> Dict[str, float]:
+    """Rank 0 after an epoch: validate, append the CSV row, save checkpoints, log, figures."""
+    epoch = row["epoch"]
+    # the plain module: a DDP forward on rank 0 alone would wait for the other ranks
+    rows, kept = evaluate(_unwrap(model), val_set, info.device, cfg.amp, cfg.threshold,
+                          progress=cfg.progress, keep=cfg.max_figures if cfg.figures else 0)
+    if not _unwrap(model).training:
+        raise RuntimeError("validation left the model in eval mode")
+    means = summarize(rows)
+    row.update({f"val_{k}": means[k] for k in METRIC_NAMES})
+    row["time_s"] = time.time() - t0
+    _write_csv(metrics_csv, [row], append=True)
+    improved = save_checkpoints(cfg, epoch, _unwrap(model), *optimisation, means, best)
+    log(f"epoch {epoch}/{cfg.epoch} lr {row['lr']:.2e} loss {row['loss']:.4f} | val dice "
+        f"{means['dice']:.4f} acc {means['accuracy']:.4f} cldice {means['cldice']:.4f} "
+        f"betti0 {means['betti0_error']:.2f} betti1 {means['betti1_error']:.2f}"
+        f"{' | saved ' + ', '.join(improved) if improved else ''} ({row['time_s']:.1f} s)")
+    if cfg.figures:
+        _epoch_figures(cfg, metrics_csv, kept, epoch)
+    return means
+
+
+def _train_epoch(model, loader, criterion, optimizer, scaler, cfg: Config, info: dist.DistInfo,
+                 epoch: int) -> Dict[str, float]:
+    from tqdm import tqdm
+
+    totals = torch.zeros(4, dtype=torch.float64)  # loss*n, bce*n, extra*n, n
+    batches = tqdm(loader, desc=f"epoch {epoch}", leave=False,
+                   disable=not (cfg.progress and info.is_main))
+    for batch in batches:
+        image = batch["image"].to(info.device, non_blocking=True)
+        label = batch["label"].to(info.device, non_blocking=True)
+        padded, (h, w) = pad_to_multiple(image, _unwrap(model).divisor)
+        with _autocast(info.device, cfg.amp):
+            logits = model(padded, logits=True)
+        loss, parts = criterion(logits[..., :h, :w], label)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        n = image.shape[0]
+        totals += torch.tensor([float(loss.detach()) * n, parts.get("bce", 0.0) * n,
+                                parts.get("extra", parts.get("dice_loss", 0.0)) * n, n],
+                               dtype=torch.float64)
+        batches.set_postfix(loss=f"{float(loss.detach()):.4f}")
+    totals = dist.all_reduce_sum(totals.to(info.device), info).cpu()  # NCCL needs CUDA tensors
+    n = max(float(totals[3]), 1.0)
+    return {"loss": float(totals[0]) / n, "bce": float(totals[1]) / n, "extra": float(totals[2]) / n}
+
+
+def _epoch_figures(cfg: Config, metrics_csv: Path, kept: List[Tuple], epoch: int) -> None:
+    from .plotting import plot_curves, plot_overlay
+
+    figures = cfg.exp_dir / "figures"
+    plot_curves(metrics_csv, figures / "curves.png")
+    for name, image, prob, label in kept:
+        plot_overlay(image, prob, label, figures / f"val_{name}.png",
+                     title=f"{name}, epoch {epoch}", threshold=cfg.threshold)
+
+
+def _matching_figure(cfg: Config, model, dataset: SegmentationDataset, device, folder: Path,
+                     crit: Any = None) -> None:
+    """Persistence diagrams and the matching of the first image (``crit.match``, or SATLoss's)."""
+    from .plotting import plot_matching
+
+    if len(dataset) == 0:
+        return
+    name = dataset.items[0][0]
+    image, label = dataset.load(0)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
+        prob = predict(model, x, cfg.amp)[0, 0].cpu().numpy()
+    model.train(was_training)
+    plot_matching(prob, label, folder / f"matching_{name}.png", image=image, crit=crit)
+
+
+# --------------------------------------------------------------------------- testing
+def test(cfg: Config) -> Dict[str, Any]:
+    """Evaluate a checkpoint on ``cfg.split``; write predictions, per-image metrics, summary.
+
+    Returns
+    -------
+    dict
+        The summary (mean of every metric, number of images, checkpoint, output folder).
+    """
+    info = dist.init(cfg.device, cfg.gpu_id)
+    try:
+        if not info.is_main:
+            return {}
+        return _test(cfg, info)
+    finally:
+        dist.cleanup(info)
+
+
+test.__test__ = False  # not a pytest test
+
+
+def _test(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
+    from tqdm import tqdm
+
+    from .plotting import plot_overlay, save_png
+
+    path = checkpoint_path(cfg, cfg.checkpoint or cfg.test_model)
+    dataset = _dataset(cfg, cfg.split, False)
+    dataset.check()
+    state = load_checkpoint(path, map_location=info.device)
+    model_name = state.get("model_name", cfg.model)
+    model = build_model(model_name).to(info.device)
+    load_weights(model, state, path, model_name)
+    model.eval()
+    tag = Path(path).stem if cfg.checkpoint else cfg.test_model
+    out = cfg.exp_dir / f"{cfg.split}_{tag}" if cfg.split != "test" else cfg.exp_dir / f"test_{tag}"
+    for sub in ("pred_bin", "pred_grey", "figures"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    (cfg.exp_dir / "config_test.json").write_text(cfg.to_json())
+    log = _Log(cfg.exp_dir / "test.log", True)
+    log(f"testing {path} (epoch {state.get('epoch', '?')}) on {len(dataset)} images of "
+        f"{dataset.image_dir}")
+    rows = []
+    with torch.no_grad():
+        for i in tqdm(range(len(dataset)), desc=cfg.split, disable=not cfg.progress):
+            name = dataset.items[i][0]
+            image, label = dataset.load(i)
+            x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(info.device)
+            prob = predict(model, x, cfg.amp)[0, 0].cpu().numpy()
+            save_png(out / "pred_grey" / f"{name}.png", np.round(prob * 255).astype(np.uint8))
+            save_png(out / "pred_bin" / f"{name}.png", (prob > cfg.threshold).astype(np.uint8) * 255)
+            row = {"name": name, **segmentation_metrics(prob, label, threshold=cfg.threshold)}
+            rows.append(row)
+            if cfg.figures and i < cfg.max_figures:
+                plot_overlay(image, prob, label, out / "figures" / f"{name}.png", title=name,
+                             threshold=cfg.threshold)
+    _write_csv(out / "metrics.csv", rows)
+    summary = {**summarize(rows), "checkpoint": str(path), "epoch": state.get("epoch"),
+               "split": cfg.split, "output": str(out)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if cfg.figures and rows:
+        _matching_figure(cfg, model, dataset, info.device, out / "figures")
+    log(" ".join(f"{k} {summary[k]:.4f}" for k in METRIC_NAMES) + f" -> {out}")
+    return summary

@@ -1,0 +1,133 @@
+"""The command line: parsers, make-data, persistence, and one-line errors with exit status 2."""
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from satloss_gpu.training.cli import QUICK_START, build_parser, build_run_parser, main, run_main
+from satloss_gpu.training.synthetic import make_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_run_py_parser_has_the_reference_defaults():
+    args = build_run_parser().parse_args([])
+    expected = dict(dataset="ROADS", dataroot="./data", expmode="train", model="UNet", epoch=30,
+                    start_epoch=0, batch_size=16, lr=1e-3, lr_decay_epoch=10, lr_decay_rate=0.1,
+                    wd=1e-3, tloss_w=1e-2, test_model="best_dice", checkpoint=None, seed=0,
+                    num_workers=0, loss="bce+sat", device="auto", amp=False, crop=None, augment=False)
+    assert {k: getattr(args, k) for k in expected} == expected
+    args = build_run_parser().parse_args(["--expmode", "test", "--model", "UNet_small", "--crop", "64",
+                                          "--augment", "--loss", "bce+cldice", "--amp"])
+    assert (args.expmode, args.model, args.crop, args.augment, args.loss, args.amp) == \
+        ("test", "UNet_small", 64, True, "bce+cldice", True)
+
+
+def test_satloss_train_defaults_are_the_quick_start():
+    args = build_parser().parse_args(["train"])
+    assert {k: getattr(args, k) for k in QUICK_START} == QUICK_START
+    assert args.model == "UNet_small" and args.crop == 64 and args.make_data
+
+
+@pytest.mark.parametrize("argv", [["--epoch", "0"], ["--model", "VGG"], ["--loss", "l2"],
+                                  ["--expmode", "predict"], ["--batch_size", "-1"]])
+def test_bad_flags_exit_with_status_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_run_parser().parse_args(argv)
+    assert exc.value.code == 2
+
+
+def _one_error_line(capsys, *fragments):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("satloss: error: "), err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+@pytest.fixture()
+def data(tmp_path):
+    make_dataset(tmp_path, "tiny", "mixed", 2, 1, 1, (16, 16), seed=0)
+    return tmp_path
+
+
+def _args(data, *extra):
+    return ["--dataroot", str(data), "--dataset", "tiny", "--exp_root", str(data / "exp"),
+            "--epoch", "1", "--batch_size", "2", "--loss", "bce", "--no-progress", "--no-figures",
+            "--crop", "none", "--no-make_data", *extra]
+
+
+def test_missing_dataset_folder(data, capsys):
+    assert run_main(_args(data, "--dataset", "ROADS")) == 2
+    _one_error_line(capsys, "dataset folder not found", str(data / "ROADS" / "train"))
+
+
+def test_unpaired_names(data, capsys):
+    iio.imwrite(data / "tiny" / "train" / "lonely.png", np.zeros((16, 16), np.uint8))
+    assert main(["train", *_args(data)]) == 2
+    _one_error_line(capsys, "without a label", "lonely.png")
+
+
+def test_unreadable_image(data, capsys):
+    (data / "tiny" / "val" / "0000.png").write_bytes(b"\x89PNG broken")
+    assert main(["train", *_args(data)]) == 2
+    _one_error_line(capsys, "cannot read image", str(data / "tiny" / "val" / "0000.png"))
+
+
+def test_labels_that_are_not_binary(data, capsys):
+    grey = np.tile(np.arange(16, dtype=np.uint8) * 16, (16, 1))
+    iio.imwrite(data / "tiny" / "train_labels" / "0001.png", grey)
+    assert main(["train", *_args(data)]) == 2
+    _one_error_line(capsys, "is not binary", "0001.png")
+
+
+def test_unknown_checkpoint(data, capsys):
+    assert main(["test", *_args(data, "--test_model", "best_nothing")]) == 2
+    _one_error_line(capsys, "checkpoint not found", str(data / "exp" / "quickstart" / "best_nothing.pth"))
+    assert main(["train", *_args(data, "--start_epoch", "3")]) == 2
+    _one_error_line(capsys, "checkpoint not found", "last.pth")
+    junk = data / "junk.pth"
+    junk.write_bytes(b"junk")
+    assert run_main(_args(data, "--expmode", "test", "--checkpoint", str(junk))) == 2
+    _one_error_line(capsys, "cannot read checkpoint", str(junk))
+
+
+def test_train_then_test_through_the_command_line(data, capsys):
+    assert main(["train", *_args(data, "--exp", "cli")]) == 0
+    assert (data / "exp" / "cli" / "best_dice.pth").is_file()
+    assert run_main(_args(data, "--expmode", "test", "--exp", "cli", "--test_model", "last")) == 0
+    assert (data / "exp" / "cli" / "test_last" / "summary.json").is_file()
+    assert '"n_images": 1.0' in capsys.readouterr().out
+
+
+def test_make_data_command(tmp_path, capsys):
+    assert main(["make-data", "--kind", "roads", "--dataroot", str(tmp_path), "--n_train", "2",
+                 "--n_val", "1", "--n_test", "0", "--size", "24"]) == 0
+    assert sorted(p.name for p in (tmp_path / "roads" / "train").iterdir()) == ["0000.png", "0001.png"]
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_persistence_command(tmp_path, capsys):
+    image = (np.random.default_rng(0).random((20, 30)) * 255).astype(np.uint8)
+    iio.imwrite(tmp_path / "noise.png", image)
+    out = tmp_path / "pd.png"
+    assert main(["persistence", str(tmp_path / "noise.png"), "--out", str(out)]) == 0
+    assert iio.imread(out).shape[0] > 100
+    assert main(["persistence", "--max_size", "64", "--out", str(tmp_path / "retina.png")]) == 0
+    assert (tmp_path / "retina.png").is_file()
+    assert main(["persistence", str(tmp_path / "missing.png")]) == 2
+    _one_error_line(capsys, "image not found", "missing.png")
+
+
+def test_entry_points_run_as_scripts(tmp_path):
+    """``python -m satloss_gpu`` and ``python run.py``: help, and a clean error without traceback."""
+    proc = subprocess.run([sys.executable, "-m", "satloss_gpu", "--help"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0 and "make-data" in proc.stdout and "persistence" in proc.stdout
+    proc = subprocess.run([sys.executable, str(REPO / "run.py"), "--dataroot", str(tmp_path),
+                           "--no-progress"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"satloss: error: dataset folder not found: {tmp_path / 'ROADS' / 'train'}"

@@ -1,0 +1,165 @@
+"""Synthetic data, the retina demo set, reading, binarisation, pairing and augmentation."""
+import hashlib
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from satloss_gpu.training import synthetic
+from satloss_gpu.training.data import DataError, SegmentationDataset, pair_files, read_image, read_label
+from satloss_gpu.metrics import betti_numbers
+
+
+@pytest.mark.parametrize("kind", synthetic.KINDS)
+def test_generate_is_deterministic_and_labels_are_thin_structures(kind):
+    image, label = synthetic.generate(kind, (48, 40), seed=3)
+    again_image, again_label = synthetic.generate(kind, (48, 40), seed=3)
+    other_image, other_label = synthetic.generate(kind, (48, 40), seed=4)
+    assert image.shape == label.shape == (48, 40)
+    assert image.dtype == np.float32 and label.dtype == bool
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    np.testing.assert_array_equal(image, again_image)
+    np.testing.assert_array_equal(label, again_label)
+    assert not np.array_equal(label, other_label)
+    assert 0.01 < label.mean() < 0.5                 # thin: a minority of the pixels
+    # the structure is visible: its mean intensity differs from the background's
+    assert abs(image[label].mean() - image[~label].mean()) > 0.03
+
+
+def test_membranes_have_loops():
+    labels = np.stack([synthetic.generate("membranes", (64, 64), seed=s)[1] for s in range(4)])
+    assert betti_numbers(labels)[:, 1].sum() >= 6     # closed cells away from the border
+    assert (betti_numbers(labels, pad=True)[:, 1] >= 5).all()
+
+
+def test_generate_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="`kind` must be one of"):
+        synthetic.generate("spaghetti")
+    with pytest.raises(ValueError, match="`size` must be at least"):
+        synthetic.generate("roads", (4, 4))
+
+
+def _digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_make_dataset_layout_and_reproducibility(tmp_path):
+    root = synthetic.make_dataset(tmp_path / "a", "syn", "mixed", 3, 1, 2, (32, 32), seed=5)
+    for split, n in (("train", 3), ("val", 1), ("test", 2)):
+        assert sorted(p.name for p in (root / split).iterdir()) == [f"{i:04d}.png" for i in range(n)]
+        assert sorted(p.name for p in (root / f"{split}_labels").iterdir()) == [f"{i:04d}.png" for i in range(n)]
+    label = iio.imread(root / "train_labels" / "0000.png")
+    assert label.dtype == np.uint8 and set(np.unique(label)) <= {0, 255}
+    assert (root / "dataset.json").exists()
+    # Same seed: same bytes; image i does not depend on how many images are made.
+    again = synthetic.make_dataset(tmp_path / "b", "syn", "mixed", 2, 1, 1, (32, 32), seed=5)
+    assert {k: v for k, v in _digest(root / "train").items() if k in ("0000.png", "0001.png")} == \
+        _digest(again / "train")
+    other = synthetic.make_dataset(tmp_path / "c", "syn", "mixed", 2, 1, 1, (32, 32), seed=6)
+    assert _digest(other / "train") != _digest(again / "train")
+
+
+def test_retina_dataset_has_pseudo_labels(tmp_path):
+    root = synthetic.make_retina_dataset(tmp_path, "retina", tile=64, scale=0.25)
+    names = [p.name for split in ("train", "val", "test") for p in (root / split).iterdir()]
+    assert len(names) >= 10 and len(set(names)) == len(names)
+    ds = SegmentationDataset(tmp_path, "retina", "train")
+    ds.check()
+    labels = np.stack([ds.load(i)[1] for i in range(len(ds))])
+    assert 0.02 < labels.mean() < 0.3
+    image = ds.load(0)[0]
+    assert image.shape == (64, 64, 3) and image.dtype == np.float32
+
+
+# --------------------------------------------------------------------------- reading and labels
+@pytest.mark.parametrize("array, expected", [
+    (np.array([[0, 255], [255, 0]], np.uint8), [[0, 1], [1, 0]]),
+    (np.array([[0, 1], [1, 0]], np.uint8), [[0, 1], [1, 0]]),
+    (np.pad(np.array([[0, 200], [128, 127]], np.uint8), ((0, 18), (0, 18))),
+     np.pad(np.array([[0, 1], [1, 0]]), ((0, 18), (0, 18)))),     # 2 grey pixels of 400: < 1%
+    (np.array([[0, 65535], [0, 60000]], np.uint16), [[0, 1], [0, 1]]),
+])
+def test_read_label_binarisation_rule(tmp_path, array, expected):
+    path = tmp_path / "label.png"
+    iio.imwrite(path, array)
+    np.testing.assert_array_equal(read_label(path), np.array(expected, bool))
+
+
+def test_read_label_colour_and_float(tmp_path):
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[1, 1] = (255, 0, 0)
+    iio.imwrite(tmp_path / "c.png", rgb)
+    assert read_label(tmp_path / "c.png").sum() == 1
+    f = np.array([[0.0, 0.9], [0.2, 1.0]], np.float32)
+    iio.imwrite(tmp_path / "f.tif", f)
+    np.testing.assert_array_equal(read_label(tmp_path / "f.tif"), [[0, 1], [0, 1]])
+
+
+def test_read_label_tolerates_jpeg_noise_but_rejects_grey_images(tmp_path):
+    noisy = np.where(np.eye(32, dtype=bool), 250, 4).astype(np.uint8)
+    iio.imwrite(tmp_path / "noisy.png", noisy)
+    assert read_label(tmp_path / "noisy.png").sum() == 32
+    grey = np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1))
+    iio.imwrite(tmp_path / "grey.png", grey)
+    with pytest.raises(DataError, match=r"grey\.png is not binary"):
+        read_label(tmp_path / "grey.png")
+
+
+def test_read_image_converts_to_rgb_float(tmp_path):
+    iio.imwrite(tmp_path / "g.png", np.full((5, 6), 255, np.uint8))
+    image = read_image(tmp_path / "g.png")
+    assert image.shape == (5, 6, 3) and image.dtype == np.float32 and image.max() == 1.0
+    (tmp_path / "bad.png").write_bytes(b"not a png at all")
+    with pytest.raises(DataError, match=r"cannot read image .*bad\.png"):
+        read_image(tmp_path / "bad.png")
+
+
+def _write_pair(folder, name, image, label, ext=".png"):
+    (folder / "train").mkdir(parents=True, exist_ok=True)
+    (folder / "train_labels").mkdir(parents=True, exist_ok=True)
+    iio.imwrite(folder / "train" / f"{name}{ext}", image)
+    iio.imwrite(folder / "train_labels" / f"{name}.png", label)
+
+
+def test_pair_files_pairs_by_name_and_reports_partners_missing(tmp_path):
+    image = np.zeros((8, 8), np.uint8)
+    _write_pair(tmp_path / "d", "a", image, image, ext=".jpg")
+    _write_pair(tmp_path / "d", "b", image, image)
+    pairs = pair_files(tmp_path / "d" / "train", tmp_path / "d" / "train_labels")
+    assert [(n, i.name, l.name) for n, i, l in pairs] == [("a", "a.jpg", "a.png"), ("b", "b.png", "b.png")]
+    iio.imwrite(tmp_path / "d" / "train" / "c.png", image)
+    with pytest.raises(DataError, match=r"1 image\(s\) without a label in .*train_labels: c\.png"):
+        pair_files(tmp_path / "d" / "train", tmp_path / "d" / "train_labels")
+    with pytest.raises(DataError, match=r"dataset folder not found: .*nowhere"):
+        pair_files(tmp_path / "nowhere", tmp_path / "d" / "train_labels")
+
+
+def test_dataset_shape_mismatch_is_reported(tmp_path):
+    _write_pair(tmp_path, "a", np.zeros((8, 8), np.uint8), np.zeros((8, 9), np.uint8))
+    ds = SegmentationDataset(tmp_path.parent, tmp_path.name, "train")
+    with pytest.raises(DataError, match=r"a\.png has shape \(8, 9\) but its image"):
+        ds.check()
+
+
+def test_crops_and_flips_keep_image_and_label_aligned(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        label = rng.random((20, 20)) < 0.3
+        _write_pair(tmp_path / "ds", f"{i}", label.astype(np.uint8) * 255, label.astype(np.uint8) * 255)
+    ds = SegmentationDataset(tmp_path, "ds", "train", crop=16, augment=True, seed=1)
+    ds.check()
+    seen = set()
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            item = ds[i]
+            assert item["image"].shape == (3, 16, 16) and item["label"].shape == (1, 16, 16)
+            np.testing.assert_array_equal(item["image"][0].numpy(), item["label"][0].numpy())
+            seen.add(item["image"].numpy().tobytes())
+    assert len(seen) > 6                              # crops and flips change with the epoch
+    ds.set_epoch(2)
+    np.testing.assert_array_equal(ds[1]["image"], ds[1]["image"])   # reproducible
+    big = SegmentationDataset(tmp_path, "ds", "train", crop=32)
+    assert big[0]["image"].shape == (3, 32, 32)      # smaller images are padded first
+    with pytest.raises(ValueError, match="`crop` must be a positive int"):
+        SegmentationDataset(tmp_path, "ds", "train", crop=0)

@@ -1,0 +1,104 @@
+"""Smoke tests of the experiment scripts in bench/: they run end to end and write their outputs."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look the module up there
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+def _is_png(path: Path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    experiment = _load("topology_experiment")
+    out = tmp_path_factory.mktemp("topology")
+    result = experiment.main(["--quick", "--out", str(out), "--threads", "2"])
+    return experiment, out, result
+
+
+def test_quick_writes_summary_json(quick_run):
+    experiment, out, result = quick_run
+    saved = json.loads((out / "summary.json").read_text())
+    for key in ("date", "command", "machine", "plan", "dataset_sizes", "runs", "summary",
+                "paired_vs_bce", "sweep", "figure", "table_md", "wall_s", "finetune_summary",
+                "finetune_paired_vs_bce", "finetune_md"):
+        assert key in saved, key
+    plan = experiment.plan_for("quick")
+    assert set(saved["dataset_sizes"]) == set(plan.datasets) == {"vessels", "roads", "retina"}
+    pairs = {(e["dataset"], e["loss"]) for e in saved["summary"]}
+    assert pairs == {(d, loss) for d in plan.datasets for loss in experiment.LOSSES}
+    for entry in saved["summary"]:
+        assert entry["n_seeds"] == len(plan.seeds)
+        for metric in experiment.METRICS:
+            assert entry[f"{metric}_mean"] == entry[f"{metric}_mean"], metric  # not NaN
+            assert entry[f"{metric}_std"] >= 0.0
+        assert 0.0 <= entry["dice_mean"] <= 1.0 and entry["betti0_error_mean"] >= 0.0
+    assert {e["loss"] for e in saved["paired_vs_bce"]} == {"bce+topo", "bce+sat", "bce+cldice"}
+    assert sorted(r["tloss_w"] for r in saved["sweep"]) == sorted(plan.sweep_weights)
+    assert all(r["loss"] == "bce+sat" and not r["finetune"] for r in saved["sweep"])
+    tuned = {(e["dataset"], e["loss"]) for e in saved["finetune_summary"]}
+    assert tuned == {(d, loss) for d in plan.datasets for loss in plan.finetune_losses}
+    assert {e["loss"] for e in saved["finetune_paired_vs_bce"]} == {"bce+sat"}
+
+
+def test_quick_writes_tables_and_csv(quick_run):
+    experiment, out, result = quick_run
+    table = (out / "table.md").read_text()
+    for header in experiment.HEADERS.values():
+        assert header in table
+    for loss in experiment.LOSSES:
+        assert f"| {loss} |" in table
+    with open(out / "runs.csv", newline="") as f:
+        runs = list(csv.DictReader(f))
+    plan = experiment.plan_for("quick")
+    n_sweep = sum(w != plan.weights["bce+sat"] for w in plan.sweep_weights)
+    n_finetune = len(plan.datasets) * len(plan.seeds) * len(plan.finetune_losses)
+    assert len(runs) == len(plan.datasets) * len(plan.losses) * len(plan.seeds) + n_sweep + n_finetune
+    assert sum(r["finetune"] == "True" for r in runs) == n_finetune
+    assert {"dataset", "loss", "tloss_w", "seed", "train_s", "bce_last", "wextra_last",
+            *experiment.METRICS} <= set(runs[0])
+    with open(out / "summary.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(result["summary"])
+
+
+def test_quick_writes_figure_in_out(quick_run):
+    _, out, result = quick_run
+    figure = Path(result["figure"])
+    assert figure == out / "figures" / "topology_quality.png"
+    assert _is_png(figure)
+
+
+def test_training_cost_quick(tmp_path):
+    cost = _load("training_cost")
+    json_path, png_path = tmp_path / "cost.json", tmp_path / "cost.png"
+    result = cost.main(["--quick", "--threads", "2", "--out", str(json_path), "--figure", str(png_path)])
+    saved = json.loads(json_path.read_text())
+    assert _is_png(png_path)
+    keys = {f"{stage}/{name}" for stage in ("init", "pretrained") for name in cost.CRITERIA}
+    assert set(saved["throughput"]) == keys
+    for row in saved["throughput"].values():
+        assert row["images_per_s"] > 0 and row["gpu_utilisation_mean"] is None
+    assert [r["size"] for r in saved["scaling"]["size"]] == [32, 64]
+    assert [r["batch"] for r in saved["scaling"]["batch"]] == [1, 2]
+    assert result["device"] == "cpu"
