@@ -310,17 +310,17 @@ def test_constant_predictions_against_all_background_and_all_foreground_targets(
     for c in (0.1, 0.5, 0.9):
         p = torch.full((2, 1, 32, 32), c, dtype=torch.float64, requires_grad=True)
         loss = sat_loss(p, background)
-        assert float(loss) == pytest.approx(0.1 * c, rel=1e-9)
+        assert loss.item() == pytest.approx(0.1 * c, rel=1e-9)
         loss.backward()
         assert int((p.grad != 0).sum()) == 2   # one pixel per image
         p = p.detach().requires_grad_(True)
         loss = sat_loss(p, foreground)
-        assert float(loss) == pytest.approx(math.sqrt(2) * (1 - c), rel=1e-9)
+        assert loss.item() == pytest.approx(math.sqrt(2) * (1 - c), rel=1e-9)
         loss.backward()
         assert int((p.grad != 0).sum()) == 2   # both deaths at the last pixel of the order
     saturated = torch.ones(2, 1, 32, 32, requires_grad=True)
     loss = sat_loss(saturated, background)
     loss.backward()
-    assert float(loss) == pytest.approx(math.sqrt(2)) and float(saturated.grad.abs().sum()) == 0
+    assert loss.item() == pytest.approx(math.sqrt(2)) and float(saturated.grad.abs().sum()) == 0
     for target in (background, foreground):
         assert float(sat_loss(torch.full((2, 1, 32, 32), 0.3), target, pad=False)) == 0.0
