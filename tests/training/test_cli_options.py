@@ -6,9 +6,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from satloss_gpu.cli import build_parser, main
-from satloss_gpu.synthetic import make_dataset
-from satloss_gpu.tensorboard_log import tensorboard_available
+from satloss_gpu.training.cli import build_parser, main
+from satloss_gpu.training.synthetic import make_dataset
+from satloss_gpu.training.tensorboard_log import tensorboard_available
 
 USER_MODELS = '''
 import torch
@@ -146,7 +146,7 @@ def test_tensorboard_logging(data):
 
 
 def test_tensorboard_flag_without_the_package(data, capsys, monkeypatch):
-    import satloss_gpu.tensorboard_log as module
+    import satloss_gpu.training.tensorboard_log as module
 
     monkeypatch.setattr(module, "tensorboard_available", lambda: False)
     assert main(["train", *_args(data, "--exp", "notb", "--tensorboard")]) == 2

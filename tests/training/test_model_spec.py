@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from satloss_gpu.model_spec import (is_model_spec, model_from_spec, parse_model_kwargs,
+from satloss_gpu.training.model_spec import (is_model_spec, model_from_spec, parse_model_kwargs,
                                     parse_model_spec)
 
 MODULE = '''

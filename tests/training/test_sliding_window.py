@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from satloss_gpu.models import UNet_small
-from satloss_gpu.sliding_window import (blend_weights, number_of_windows,
+from satloss_gpu.training.models import UNet_small
+from satloss_gpu.training.sliding_window import (blend_weights, number_of_windows,
                                         sliding_window_inference, window_starts)
 
 

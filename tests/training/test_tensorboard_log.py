@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from satloss_gpu.tensorboard_log import TensorBoardLogger, tensorboard_available
+from satloss_gpu.training.tensorboard_log import TensorBoardLogger, tensorboard_available
 
 
 def test_missing_package_gives_an_install_hint(monkeypatch, tmp_path):
-    import satloss_gpu.tensorboard_log as module
+    import satloss_gpu.training.tensorboard_log as module
 
     monkeypatch.setattr(module, "tensorboard_available", lambda: False)
     with pytest.raises(ImportError, match=r"satloss-gpu\[tensorboard\]"):
