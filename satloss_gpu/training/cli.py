@@ -186,6 +186,8 @@ def _check_setting(file: str, key: str, value: Any, action: argparse.Action) -> 
     try:
         if isinstance(action, argparse.BooleanOptionalAction) and not isinstance(value, bool):
             raise argparse.ArgumentTypeError(f"must be true or false; got {value!r}")
+        if isinstance(action.default, dict) and not isinstance(value, dict):
+            raise argparse.ArgumentTypeError(f"must be a JSON object; got {value!r}")
         if value is not None and action.type is not None and not isinstance(value, dict):
             action.type(str(value))
         if action.choices is not None and value not in action.choices:

@@ -95,6 +95,8 @@ def test_config_file_reruns_a_run(data):
     ('{"epoch": 0}', "must be a positive integer"),
     ('{"loss": "l2"}', "`loss`"),
     ('{"no_such_setting": 1}', "unknown setting"),
+    ('{"model_kwargs": [1]}', "`model_kwargs` must be a JSON object"),
+    ('{"augment": "yes"}', "`augment` must be true or false"),
     ('[1, 2]', "must hold a JSON object"),
     ('{epoch: 2}', "is not valid JSON"),
 ])
