@@ -421,6 +421,14 @@ def _log_final_figures(board, cfg: Config, val_set: SegmentationDataset) -> None
     board.close()
 
 
+def _log_test(board, cfg: Config, summary: Dict[str, Any], out: Path, epoch: int) -> None:
+    """The mean metrics of a test run under ``<split>/`` and its figures; closes the logger."""
+    board.scalars({k: summary[k] for k in METRIC_NAMES}, epoch, prefix=f"{cfg.split}/")
+    for path in sorted((out / "figures").glob("*.png")):
+        board.image_file(f"{cfg.split}/{path.stem}", path, epoch)
+    board.close()
+
+
 def _metrics_csv(cfg: Config, info: dist.DistInfo, start: int) -> Path:
     """The per-epoch CSV: fresh for a new run, cut after epoch ``start`` when resumed."""
     metrics_csv = cfg.exp_dir / "metrics.csv"
@@ -577,5 +585,8 @@ def _test(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if cfg.figures and rows:
         _matching_figure(cfg, model, dataset, info.device, out / "figures")
+    board = _board(cfg, info)
+    if board is not None:
+        _log_test(board, cfg, summary, out, state.get("epoch") or 0)
     log(" ".join(f"{k} {summary[k]:.4f}" for k in METRIC_NAMES) + f" -> {out}")
     return summary

@@ -145,6 +145,13 @@ def test_tensorboard_logging(data):
             "val/betti0_error"} <= scalars
     assert [e.step for e in events.Scalars("val/dice")] == [1, 2]
     assert any(tag.startswith("figures/curves") for tag in events.Tags()["images"])
+    assert main(["test", *_args(data, "--exp", "tb", "--tensorboard", "--figures",
+                                "--test_model", "last")]) == 0
+    events = EventAccumulator(str(data / "exp" / "tb" / "tensorboard"))
+    events.Reload()
+    assert {"test/dice", "test/betti1_error"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("test/dice")] == [2]
+    assert any(tag.startswith("test/") for tag in events.Tags()["images"])
 
 
 def test_tensorboard_flag_without_the_package(data, capsys, monkeypatch):
