@@ -52,6 +52,8 @@ setup(
         "train": TRAIN_REQUIRES,
         "test": TEST_REQUIRES,
         "bench": BENCH_REQUIRES,
+        # TensorBoard logging of training runs (satloss train --tensorboard)
+        "tensorboard": ["tensorboard>=2.10"],
         # CUDA 13 drivers and toolkits; use "gpu-cuda12" on CUDA 12 machines.
         "gpu": ["numba-cuda>=0.30", "cupy-cuda13x>=13"],
         "gpu-cuda12": ["numba-cuda>=0.30", "cupy-cuda12x>=13"],

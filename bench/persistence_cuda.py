@@ -1,16 +1,24 @@
-"""Time the GPU persistence backend: 64 images of 512x512, H0 + H1 with critical pixels.
+"""Time the GPU persistence backend per stage: 64 images of 512x512, H0 + H1 with critical pixels.
 
-Inputs: uniform noise, noise blurred with sigma 1 and 4, and tiles of the vesselness map
-(Sato filter) of the green channel of scikit-image's retina photograph. For each input:
-median wall time of ``cubical_persistence(..., backend="cuda")`` over repeats after warm-up
-(``torch.cuda.synchronize`` around each call), the share of every pipeline stage (CUDA
-events recorded between stages), the same with the sequential one-thread-per-image pairing
-(the baseline), and cripser ``computePH_T`` on one CPU core (a few images, scaled to the
-batch). Prints a table and writes ``bench/out/persistence_cuda.json``.
+Inputs (float32, T-construction): uniform noise, noise blurred with sigma 4 (smooth), a
+thin-structure likelihood map (blurred synthetic vessels with noise, as a segmentation network
+outputs) and its binary mask (the loss's target). For each input: the median wall time of
+``cubical_persistence(..., backend="cuda")`` over repeats after warm-up
+(``torch.cuda.synchronize`` around each call), the median time of every pipeline stage (CUDA
+events recorded between stages: order words, count (with the one size read-back), emit,
+pointer jumping, the batched sort, the corner pass (H0), the square pass (H1), packing), the
+same for the sequential one-thread-per-image pairing (the baseline), the work counts (critical
+edges per pixel, halving levels), whether the result equals the CPU backend's on a few
+images, and, on the noise batch, the halving stopped at several run lengths
+(``CUDABackend(base_edges=...)``, to choose its default by measurement). Prints a table and writes ``bench/out/persistence_cuda.json``.
 
 Usage::
 
     python bench/persistence_cuda.py [--batch 64] [--size 512] [--repeats 10]
+    python bench/persistence_cuda.py --simulate   # no GPU: a tiny run in the Numba simulator
+
+``--simulate`` only checks that the script and the pipeline run (2 images of 24x24 in the
+CUDA simulator, host clock); its times mean nothing.
 """
 from __future__ import annotations
 
@@ -20,30 +28,40 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import Callable, Dict, List
 
 import numpy as np
 
-STAGES = ("order", "basins", "edges", "forest", "sort", "pair", "assemble")
+STAGES = ("order", "count", "emit", "jump", "sort", "corner pass", "square pass", "assemble")
 
 
-def make_inputs(batch: int, size: int, seed: int = 0) -> dict:
+def make_inputs(batch: int, size: int, seed: int = 0) -> Dict[str, np.ndarray]:
+    """Named (batch, size, size) float32 batches."""
     from scipy.ndimage import gaussian_filter
-    from skimage import data, filters
+
+    from satloss_gpu.synthetic import generate
 
     rng = np.random.default_rng(seed)
     noise = rng.random((batch, size, size)).astype(np.float32)
-    inputs = {
+    smooth = np.stack([gaussian_filter(x, 4.0) for x in noise])
+    labels = [generate("vessels", (size, size), seed=seed + k)[1] for k in range(min(batch, 8))]
+    # At most eight distinct label maps, seen in the 8 rotations and flips of the square.
+    masks = []
+    for k in range(batch):
+        turns, flip = divmod(k // len(labels), 4)[::-1]
+        mask = np.rot90(labels[k % len(labels)], turns)
+        masks.append(mask[:, ::-1] if flip % 2 else mask)
+    masks = np.stack(masks)
+    likelihood = np.stack([
+        np.clip(gaussian_filter(m.astype(np.float64), 1.5) * 1.6
+                + 0.25 * gaussian_filter(rng.random((size, size)), 1.0), 0.0, 1.0)
+        for m in masks])
+    return {
         "uniform noise": noise,
-        "blurred noise s=1": np.stack([gaussian_filter(x, 1.0) for x in noise]).astype(np.float32),
-        "blurred noise s=4": np.stack([gaussian_filter(x, 4.0) for x in noise]).astype(np.float32),
+        "smooth (sigma 4)": smooth.astype(np.float32),
+        "likelihood map": likelihood.astype(np.float32),
+        "binary mask": masks.astype(np.float32),
     }
-    green = data.retina()[:, :, 1].astype(np.float64) / 255.0
-    vessels = filters.sato(green, sigmas=(1, 2, 3), black_ridges=True).astype(np.float32)
-    limit = vessels.shape[0] - size
-    offsets = rng.integers(0, max(limit, 1), (batch, 2))
-    inputs["retina vesselness"] = np.stack(
-        [vessels[r:r + size, c:c + size] for r, c in offsets]).astype(np.float32)
-    return inputs
 
 
 def pair_tuples(dg) -> list:
@@ -52,42 +70,76 @@ def pair_tuples(dg) -> list:
                         for c in (d.image, d.dim, d.birth_index, d.death_index))))
 
 
-def time_backend(images_gpu, pairing: str, repeats: int, warmup: int) -> dict:
-    import torch
+def _clock(gpu: bool) -> Callable[[], Callable[[object], float]]:
+    """A factory of stage marks: CUDA events on a GPU, the host clock in the simulator."""
+    if gpu:
+        import torch
 
+        class Mark:
+            def __init__(self):
+                self.event = torch.cuda.Event(enable_timing=True)
+                self.event.record()
+
+            def until(self, later) -> float:
+                return self.event.elapsed_time(later.event)
+
+        return Mark
+
+    class HostMark:
+        def __init__(self):
+            self.time = time.perf_counter()
+
+        def until(self, later) -> float:
+            return 1e3 * (later.time - self.time)
+
+    return HostMark
+
+
+def _synchronize(gpu: bool) -> None:
+    if gpu:
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def time_backend(images, pairing: str, repeats: int, warmup: int, gpu: bool,
+                 base_edges: int = 32) -> dict:
+    """Median wall and stage times of one pairing on one batch (already on the device)."""
     from satloss_gpu import cubical_persistence
     from satloss_gpu.persistence import backends
     from satloss_gpu.persistence.backends.cuda import CUDABackend
 
-    backend = CUDABackend(pairing=pairing)
+    backend = CUDABackend(pairing=pairing, base_edges=base_edges)
+    saved = backends._INSTANCES.get("cuda")
     backends._INSTANCES["cuda"] = backend
-    events: list = []
-
-    def hook(name: str) -> None:
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        events.append((name, event))
-
-    for _ in range(warmup):
-        cubical_persistence(images_gpu, backend="cuda")
-    torch.cuda.synchronize()
-    walls, stage_ms = [], {s: [] for s in STAGES}
-    backend.stage_hook = hook
-    for _ in range(repeats):
-        events.clear()
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        dg = cubical_persistence(images_gpu, backend="cuda")
-        torch.cuda.synchronize()
-        walls.append(time.perf_counter() - start)
-        for (_, first), (name, second) in zip(events, events[1:]):
-            if name in stage_ms:
-                stage_ms[name].append(first.elapsed_time(second))
-    backend.stage_hook = None
-    backends._INSTANCES.pop("cuda", None)
+    mark_type = _clock(gpu)
+    marks: List[tuple] = []
+    try:
+        for _ in range(warmup):
+            cubical_persistence(images, backend="cuda")
+        _synchronize(gpu)
+        walls: List[float] = []
+        stage_ms: Dict[str, List[float]] = {s: [] for s in STAGES}
+        backend.stage_hook = lambda name: marks.append((name, mark_type()))
+        for _ in range(repeats):
+            marks.clear()
+            _synchronize(gpu)
+            start = time.perf_counter()
+            dg = cubical_persistence(images, backend="cuda")
+            _synchronize(gpu)
+            walls.append(time.perf_counter() - start)
+            for (_, first), (name, second) in zip(marks, marks[1:]):
+                if name in stage_ms:
+                    stage_ms[name].append(first.until(second))
+        backend.stage_hook = None
+    finally:
+        if saved is None:
+            backends._INSTANCES.pop("cuda", None)
+        else:
+            backends._INSTANCES["cuda"] = saved
     return {
-        "median_s": statistics.median(walls),
-        "min_s": min(walls),
+        "median_ms": 1e3 * statistics.median(walls),
+        "min_ms": 1e3 * min(walls),
         "stage_ms": {k: statistics.median(v) for k, v in stage_ms.items() if v},
         "stats": dict(backend.last_stats),
         "pairs": len(dg),
@@ -95,59 +147,58 @@ def time_backend(images_gpu, pairing: str, repeats: int, warmup: int) -> dict:
     }
 
 
-def time_cripser(images: np.ndarray, n_images: int) -> float:
-    """Seconds per image of cripser computePH_T (T-construction, H0+H1, cells), one core."""
-    import cripser
-
-    times = []
-    for image in images[:n_images]:
-        start = time.perf_counter()
-        cripser.computePH_T(image.astype(np.float64), maxdim=1)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--cripser-images", type=int, default=3)
     parser.add_argument("--check-images", type=int, default=4,
                         help="images per input compared with the CPU backend")
-    args = parser.parse_args()
-    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "0")
+    parser.add_argument("--base-edges", type=int, default=32,
+                        help="edges per thread where the halving stops (a power of two)")
+    parser.add_argument("--sweep-base", default="8,32,128,512",
+                        help="base_edges values also timed on the noise batch ('' for none)")
+    parser.add_argument("--simulate", action="store_true",
+                        help="no GPU: 2 images of 24x24 in the Numba CUDA simulator")
+    args = parser.parse_args(argv)
+    if args.simulate:
+        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+        args.batch, args.size, args.repeats, args.warmup = 2, 24, 1, 0
+        args.check_images, args.sweep_base = 2, "4"
+    else:
+        os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "0")
     import torch
 
     from satloss_gpu import cubical_persistence
 
-    if not torch.cuda.is_available():
-        raise SystemExit("needs a CUDA GPU")
-    device_name = torch.cuda.get_device_name()
-    results = {"device": device_name, "batch": args.batch, "size": args.size,
-               "repeats": args.repeats, "inputs": {}}
-    header = (f"{'input':<20} {'cuda ms':>8} {'seq ms':>8} {'seq/cuda':>8} {'cripser ms':>11} "
-              f"{'crip/cuda':>9} {'edges':>10} {'rounds':>6} {'forest':>7} {'levels':>6} ok")
-    print(f"{device_name}: {args.batch} x {args.size}x{args.size}, H0+H1, T-construction")
-    print(header)
+    gpu = not args.simulate
+    if gpu and not torch.cuda.is_available():
+        raise SystemExit("needs a CUDA GPU (or --simulate)")
+    device = torch.cuda.get_device_name() if gpu else "Numba CUDA simulator"
+    results = {"device": device, "batch": args.batch, "size": args.size,
+               "repeats": args.repeats, "construction": "T", "dims": [0, 1], "inputs": {}}
+    print(f"{device}: {args.batch} x {args.size}x{args.size}, H0+H1 with critical pixels, "
+          "T-construction, float32")
+    print(f"{'input':<18} {'cuda ms':>8} {'seq ms':>8} {'seq/cuda':>8} {'edges/px':>9} "
+          f"{'levels':>6} {'pairs':>9} ok")
     for name, images in make_inputs(args.batch, args.size).items():
-        gpu = torch.as_tensor(images, device="cuda")
-        fast = time_backend(gpu, "halving", args.repeats, args.warmup)
-        slow = time_backend(gpu, "sequential", max(3, args.repeats // 3), 1)
-        cripser_s = time_cripser(images, args.cripser_images) * args.batch
+        device_images = torch.as_tensor(images, device="cuda") if gpu else images
+        fast = time_backend(device_images, "halving", args.repeats, args.warmup, gpu,
+                            args.base_edges)
+        slow = time_backend(device_images, "sequential", max(1, args.repeats // 3),
+                            min(args.warmup, 1), gpu)
         check = images[: args.check_images]
         expected = pair_tuples(cubical_persistence(check, backend="cpu"))
-        got = pair_tuples(cubical_persistence(torch.as_tensor(check, device="cuda"),
-                                              backend="cuda"))
+        got = pair_tuples(cubical_persistence(
+            torch.as_tensor(check, device="cuda") if gpu else check, backend="cuda"))
         agrees = got == expected and pair_tuples(fast["diagrams"]) == pair_tuples(
             slow["diagrams"])
         stats = fast["stats"]
         row = {
-            "cuda_median_ms": 1e3 * fast["median_s"],
-            "cuda_min_ms": 1e3 * fast["min_s"],
-            "sequential_median_ms": 1e3 * slow["median_s"],
-            "cripser_one_core_ms": 1e3 * cripser_s,
+            "cuda_median_ms": fast["median_ms"],
+            "cuda_min_ms": fast["min_ms"],
+            "sequential_median_ms": slow["median_ms"],
             "stage_ms": fast["stage_ms"],
             "sequential_stage_ms": slow["stage_ms"],
             "stats": stats,
@@ -155,25 +206,37 @@ def main() -> None:
             "agrees_with_cpu_backend": bool(agrees),
         }
         results["inputs"][name] = row
-        print(f"{name:<20} {row['cuda_median_ms']:8.2f} {row['sequential_median_ms']:8.2f} "
+        print(f"{name:<18} {row['cuda_median_ms']:8.2f} {row['sequential_median_ms']:8.2f} "
               f"{row['sequential_median_ms'] / row['cuda_median_ms']:8.1f} "
-              f"{row['cripser_one_core_ms']:11.0f} "
-              f"{row['cripser_one_core_ms'] / row['cuda_median_ms']:9.0f} "
-              f"{stats.get('basin_edges', 0):10d} {stats.get('boruvka_rounds', 0):6d} "
-              f"{stats.get('longest_forest', 0):7d} {stats.get('halving_levels', 0):6d} "
+              f"{stats.get('critical_edges_per_pixel', 0):9.4f} "
+              f"{stats.get('halving_levels', 0):6d} {row['pairs']:9d} "
               f"{'yes' if agrees else 'NO'}")
+    sweep = [int(x) for x in args.sweep_base.split(",") if x.strip()]
+    if sweep:
+        noise = make_inputs(args.batch, args.size)["uniform noise"]
+        noise = torch.as_tensor(noise, device="cuda") if gpu else noise
+        results["base_edges_sweep"] = {}
+        print("\nuniform noise, halving stopped at runs of base_edges edges:")
+        print(f"{'base_edges':>10} {'cuda ms':>8} {'corner pass':>11} {'square pass':>11}")
+        for base in sweep:
+            timed = time_backend(noise, "halving", args.repeats, args.warmup, gpu, base)
+            results["base_edges_sweep"][base] = {k: timed[k] for k in ("median_ms", "stage_ms")}
+            print(f"{base:>10} {timed['median_ms']:8.2f} "
+                  f"{timed['stage_ms'].get('corner pass', 0):11.3f} "
+                  f"{timed['stage_ms'].get('square pass', 0):11.3f}")
     print("\nstage medians (ms), halving pairing | sequential pairing:")
-    print(f"{'input':<20} " + " ".join(f"{s:>8}" for s in STAGES))
+    print(f"{'input':<18} " + " ".join(f"{s:>11}" for s in STAGES))
     for name, row in results["inputs"].items():
-        print(f"{name:<20} " + " ".join(f"{row['stage_ms'].get(s, 0):8.2f}" for s in STAGES))
-        print(f"{'  (sequential)':<20} "
-              + " ".join(f"{row['sequential_stage_ms'].get(s, 0):8.2f}" for s in STAGES))
+        print(f"{name:<18} " + " ".join(f"{row['stage_ms'].get(s, 0):11.3f}" for s in STAGES))
+        print(f"{'  (sequential)':<18} "
+              + " ".join(f"{row['sequential_stage_ms'].get(s, 0):11.3f}" for s in STAGES))
     out = Path(__file__).resolve().parent / "out"
     out.mkdir(exist_ok=True)
-    path = out / "persistence_cuda.json"
+    path = out / ("persistence_cuda_simulated.json" if args.simulate else "persistence_cuda.json")
     path.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -17,6 +17,8 @@ __all__ = [
     "check_matching_problem", "check_pred_target", "check_clamp", "check_channel_weights",
     "check_memory_for_images", "check_memory_for_lists", "available_memory",
     "check_bool", "check_reduction", "REDUCTIONS", "as_float_array", "as_numpy_batch",
+    "check_input_options", "check_channel_weight_values", "check_loss_pred", "check_label_map",
+    "check_target_like", "check_mask", "check_channels",
 ]
 
 _FLOAT_KINDS = "f"
@@ -259,7 +261,7 @@ def check_pred_target(pred: Any, target: Any) -> tuple["torch.Tensor", "torch.Te
     if tuple(target.shape) != tuple(pred.shape):
         raise ValueError(
             f"`target` must have the shape of `pred` {tuple(pred.shape)}; "
-            f"got {tuple(target.shape)}"
+            f"got {tuple(target.shape)}{_label_map_hint(pred.shape, target.shape)}"
         )
     if target.dtype.is_complex:
         raise TypeError(f"`target` must hold real numbers; got dtype {target.dtype}")
@@ -284,7 +286,7 @@ def _raise_pred_error(pred: "torch.Tensor") -> None:
     low, high = float(pred.min()), float(pred.max())
     raise ValueError(
         f"`pred` must hold probabilities in [0, 1]; found values in [{low:g}, {high:g}] "
-        "(apply torch.sigmoid to logits first)"
+        "(for logits pass sigmoid=True or softmax=True)"
     )
 
 
@@ -387,3 +389,173 @@ def check_memory_for_lists(n: "torch.Tensor", m: "torch.Tensor", big_n: int, big
     _require(needed, f"the matching of {int(m.shape[0])} problems with up to {big_m} target "
              "points", "the lists grow with the square of the number of target points: use "
              "smaller images")
+
+
+# ----------------------------------------------------------------------------- loss inputs
+# The input side of the losses: logits, label maps, masks (see satloss_gpu.losses._inputs).
+
+
+def check_input_options(sigmoid: Any, softmax: Any, num_classes: Any,
+                        include_background: Any) -> tuple[bool, bool, Optional[int], bool]:
+    """Validate how a loss reads its inputs; return ``(sigmoid, softmax, num_classes,
+    include_background)`` normalised (bools, an int >= 2 or None)."""
+    sigmoid = check_bool("sigmoid", sigmoid)
+    softmax = check_bool("softmax", softmax)
+    include_background = check_bool("include_background", include_background)
+    if sigmoid and softmax:
+        raise ValueError("`sigmoid` and `softmax` are exclusive: pass at most one of them as True")
+    if num_classes is not None:
+        if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes,
+                                                                        (int, np.integer)):
+            raise TypeError(f"`num_classes` must be an int >= 2 or None; got "
+                            f"{type(num_classes).__name__} {num_classes!r}")
+        num_classes = int(num_classes)
+        if num_classes < 2:
+            raise ValueError(f"`num_classes` must be >= 2 (a label map of one class has no "
+                             f"foreground); got {num_classes}")
+    return sigmoid, softmax, num_classes, include_background
+
+
+def check_channel_weight_values(weights: Any, channels: Optional[int]) -> Optional["torch.Tensor"]:
+    """``weights`` as a float32 (C,) tensor of finite values >= 0, or None.
+
+    ``channels``: the number of weights required, when the settings fix it (else None).
+    """
+    import torch
+
+    if weights is None:
+        return None
+    try:
+        values = torch.as_tensor(np.asarray(weights, dtype=np.float64)).reshape(-1).float()
+    except (TypeError, ValueError):
+        raise TypeError(f"`channel_weights` must be a sequence of numbers; got {weights!r}")
+    if values.numel() == 0:
+        raise ValueError("`channel_weights` must not be empty")
+    if channels is not None and values.numel() != channels:
+        raise ValueError(f"`channel_weights` must have one weight per channel ({channels}); "
+                         f"got {values.numel()}")
+    if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
+        raise ValueError(f"`channel_weights` must be finite and non-negative; got {values.tolist()}")
+    return values
+
+
+def check_loss_pred(pred: Any, logits: bool) -> "torch.Tensor":
+    """``pred`` as a float32/float64 (B, C, H, W) tensor; logits must be finite."""
+    import torch
+
+    if not isinstance(pred, torch.Tensor):
+        raise TypeError(f"`pred` must be a torch.Tensor; got {type(pred).__name__}")
+    if not pred.dtype.is_floating_point:
+        kind = "logits" if logits else "probabilities"
+        raise TypeError(f"`pred` must be a floating-point tensor of {kind}; got dtype {pred.dtype}")
+    check_rank(pred, "pred", (3, 4), "(B, C, H, W) or (B, H, W)")
+    if pred.dtype not in (torch.float32, torch.float64):
+        pred = pred.float()  # float16, bfloat16 (autocast): computed in float32
+    if logits:
+        bad = ~torch.isfinite(pred.detach())
+        if bool(bad.any()):
+            n_nan = int(torch.isnan(pred.detach()).sum())
+            raise ValueError(f"`pred` (logits) must be finite; found {n_nan} NaN and "
+                             f"{int(bad.sum()) - n_nan} inf values")
+    return pred[:, None] if pred.ndim == 3 else pred
+
+
+def check_channels(pred: "torch.Tensor", softmax: bool, num_classes: Optional[int],
+                   include_background: bool) -> None:
+    """The channels of a (B, C, H, W) ``pred`` against the input options."""
+    channels = int(pred.shape[1])
+    if softmax and channels < 2:
+        raise ValueError(f"`softmax=True` needs at least 2 channels in `pred`; got shape "
+                         f"{tuple(pred.shape)} (use sigmoid=True for one channel)")
+    if num_classes is not None and channels != num_classes:
+        raise ValueError(f"`pred` must have num_classes={num_classes} channels; got shape "
+                         f"{tuple(pred.shape)}")
+    if not include_background and channels < 2:
+        raise ValueError(f"`include_background=False` needs at least 2 channels in `pred`; got "
+                         f"shape {tuple(pred.shape)}")
+
+
+def _label_map_hint(pred_shape: Sequence[int], target_shape: Sequence[int]) -> str:
+    """A hint for a label map given where a target of the shape of ``pred`` was expected."""
+    if len(pred_shape) != 4 or int(pred_shape[1]) < 2:
+        return ""
+    batch, channels, height, width = (int(s) for s in pred_shape)
+    if tuple(target_shape) in {(batch, height, width), (batch, 1, height, width)}:
+        return f" (for an integer label map pass num_classes={channels})"
+    return ""
+
+
+def _as_tensor(value: Any, name: str) -> "torch.Tensor":
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"`{name}` must be a tensor or an array; got {type(value).__name__}")
+
+
+def check_label_map(labels: Any, pred: "torch.Tensor", num_classes: int) -> "torch.Tensor":
+    """An integer label map for (B, C, H, W) ``pred`` as a (B, H, W) int64 tensor on its device."""
+    import torch
+
+    labels = _as_tensor(labels, "target")
+    batch, _, height, width = (int(s) for s in pred.shape)
+    if tuple(labels.shape) not in {(batch, height, width), (batch, 1, height, width)}:
+        raise ValueError(
+            f"`target` must be a label map of shape (B, H, W) = {(batch, height, width)} or "
+            f"(B, 1, H, W) with num_classes={num_classes}; got {tuple(labels.shape)}"
+        )
+    if labels.dtype.is_complex:
+        raise TypeError(f"`target` must hold class indices; got dtype {labels.dtype}")
+    labels = labels.detach().to(pred.device).reshape(batch, height, width)
+    if labels.dtype.is_floating_point:
+        odd = ~torch.isfinite(labels) | (labels != labels.round())
+        if bool(odd.any()):
+            raise ValueError(f"`target` must hold integer class indices in [0, {num_classes}); "
+                             f"found {torch.unique(labels[odd])[:5].tolist()}")
+    labels = labels.long()
+    outside = (labels < 0) | (labels >= num_classes)
+    if bool(outside.any()):
+        raise ValueError(f"`target` must hold class indices in [0, {num_classes}); found "
+                         f"{torch.unique(labels[outside])[:5].tolist()}")
+    return labels
+
+
+def check_target_like(target: Any, pred: "torch.Tensor", squeezed: bool) -> "torch.Tensor":
+    """A binary or one-hot ``target`` of the shape of ``pred`` (given as (B, H, W) when
+    ``squeezed``), as (B, C, H, W) in the dtype and on the device of ``pred``."""
+    target = _as_tensor(target, "target")
+    batch, spatial = int(pred.shape[0]), tuple(int(s) for s in pred.shape[2:])
+    expected = (batch, *spatial) if squeezed else tuple(int(s) for s in pred.shape)
+    if tuple(target.shape) != expected:
+        raise ValueError(f"`target` must have the shape of `pred` {expected}; got "
+                         f"{tuple(target.shape)}{_label_map_hint(pred.shape, target.shape)}")
+    if target.dtype.is_complex:
+        raise TypeError(f"`target` must hold real numbers; got dtype {target.dtype}")
+    target = target.detach().to(device=pred.device, dtype=pred.dtype)
+    return target[:, None] if squeezed else target
+
+
+def check_mask(mask: Any, shape: tuple[int, ...], like: "torch.Tensor") -> "torch.Tensor":
+    """``mask`` as a 0/1 tensor like ``like``, of shape (B, 1, H, W) or (B, C, H, W) for
+    (B, C, H, W) ``shape``; given as (B, H, W), (B, 1, H, W) or (B, C, H, W), bool or 0/1."""
+    import torch
+
+    mask = _as_tensor(mask, "mask")
+    batch, channels, height, width = shape
+    allowed = [(batch, height, width), (batch, 1, height, width), (batch, channels, height, width)]
+    if tuple(mask.shape) not in allowed:
+        raise ValueError(f"`mask` must have shape {allowed[0]}, {allowed[1]} or {allowed[2]}; "
+                         f"got {tuple(mask.shape)}")
+    if mask.dtype.is_complex:
+        raise TypeError(f"`mask` must be bool or hold 0/1 values; got dtype {mask.dtype}")
+    mask = mask.detach().to(device=like.device)
+    if mask.dtype != torch.bool:
+        odd = (mask != 0) & (mask != 1)
+        if bool(odd.any()):
+            raise ValueError(f"`mask` must be bool or hold 0/1 values; found "
+                             f"{torch.unique(mask[odd])[:5].tolist()}")
+    mask = mask.to(like.dtype)
+    return mask[:, None] if mask.ndim == 3 else mask

@@ -2,7 +2,7 @@
 
 Each function here is a plain ``numba.njit`` function: the CPU backend calls it from
 ``njit`` code and the Numba-CUDA kernels call it from device code, so the rules it encodes
-(the strict pixel order, neighbourhoods, union-find) are written once.
+(the strict pixel order, union-find) are written once.
 
 The strict order of the tie rule (see :func:`satloss_gpu.cubical_persistence`): pixel ``a``
 precedes pixel ``b`` when
@@ -12,22 +12,13 @@ compares, and works with 64-bit atomics, without a global sort.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, uint32
 
 __all__ = [
-    "NEIGHBOR_OFFSETS",
     "precedes",
     "float32_ordered_bits",
-    "neighbor_offset",
     "find_root",
 ]
-
-# (drow, dcol) of the 8 neighbours: the first 4 are the edge neighbours (4-connectivity).
-NEIGHBOR_OFFSETS = np.array(
-    [[-1, 0], [0, -1], [0, 1], [1, 0], [-1, -1], [-1, 1], [1, -1], [1, 1]], dtype=np.int64
-)
-
 
 @njit(inline="always", cache=True)
 def precedes(value_a, index_a, value_b, index_b) -> bool:
@@ -50,26 +41,6 @@ def float32_ordered_bits(bits):
     if bits & uint32(0x80000000):
         return uint32(~bits)
     return uint32(bits | uint32(0x80000000))
-
-
-@njit(inline="always", cache=True)
-def neighbor_offset(k):
-    """(drow, dcol) of neighbour ``k``; ``k < 4`` are the edge neighbours."""
-    if k == 0:
-        return -1, 0
-    if k == 1:
-        return 0, -1
-    if k == 2:
-        return 0, 1
-    if k == 3:
-        return 1, 0
-    if k == 4:
-        return -1, -1
-    if k == 5:
-        return -1, 1
-    if k == 6:
-        return 1, -1
-    return 1, 1
 
 
 @njit(inline="always", cache=True)

@@ -1,1 +1,1 @@
-"""Numba njit kernels for the CPU: basin persistence and sparse shortest augmenting paths."""
+"""Numba njit kernels for the CPU: local-pairing persistence and the matching solvers."""

@@ -1,1 +1,1 @@
-"""Numba-CUDA kernels (persistence pipeline, matching) and their launch glue."""
+"""Numba-CUDA kernels (local-pairing persistence, matching) and their launch glue."""

@@ -2,8 +2,10 @@
 
 The pipeline allocates its buffers in the array library of its input (torch or CuPy on a
 GPU, NumPy under the Numba CUDA simulator) and hands the kernels zero-copy views. The few
-whole-array steps (inclusive scan, per-row sort, stable per-row argsort, reading one size
-back) are written once here for the three libraries.
+whole-array steps (inclusive scan, the sort of the batch's 64-bit keys, stable per-row
+argsort, reading sizes back) are written once here for the three libraries. The key sort is
+CuPy's on the device (torch tensors reach it through DLPack, without a copy, on torch's
+current stream) and NumPy's on the host under the simulator.
 
 Buffers are tagged with a *kind*: ``"u64"``, ``"u32"``, ``"i32"`` or ``"i64"``. torch has no
 general unsigned 64/32-bit arithmetic, so there unsigned buffers are stored as signed ones of
@@ -22,6 +24,7 @@ __all__ = ["Glue", "glue_for"]
 
 _NUMPY_KIND = {"u64": np.uint64, "u32": np.uint32, "i32": np.int32, "i64": np.int64}
 _SIGN_BIT = -(1 << 63)
+_ALL_ONES = (1 << 64) - 1
 
 
 class Glue:
@@ -62,6 +65,22 @@ class Glue:
 
     def max_item(self, array: Any) -> int:
         return int(array.max())
+
+    def to_host(self, array: Any) -> np.ndarray:
+        """Copy a small buffer back to a NumPy array (a synchronising read-back)."""
+        return np.array(array)
+
+    def stack_i64(self, *arrays: Any) -> Any:
+        """The arrays end to end as one int64 buffer (so that one read-back fetches them)."""
+        return np.concatenate([np.asarray(a, dtype=np.int64) for a in arrays])
+
+    def merged_flags(self, result: Any, size: int) -> Any:
+        """int32 flags: 1 where a u64 pass result is not the all-ones "no merge" word."""
+        return (result[:size] != np.uint64(_ALL_ONES)).astype(np.int32)
+
+    def sort_u64(self, array: Any, start: int, stop: int) -> None:
+        """Sort ``array[start:stop]`` of a u64 buffer in place (on the host in the simulator)."""
+        array[start:stop].sort()
 
     def sort_rows_u64(self, array: Any, rows: int, stride: int, width: int,
                       counts: Any, pad: int) -> Any:
@@ -128,6 +147,34 @@ class TorchGlue(Glue):
     def max_item(self, array: Any) -> int:
         return int(array.max())
 
+    def to_host(self, array: Any) -> np.ndarray:
+        return array.cpu().numpy()
+
+    def stack_i64(self, *arrays: Any) -> Any:
+        return self.torch.cat([a.to(self.torch.int64) for a in arrays])
+
+    def merged_flags(self, result: Any, size: int) -> Any:
+        return (result[:size] != -1).to(self.torch.int32)
+
+    def sort_u64(self, array: Any, start: int, stop: int) -> None:
+        """Sort a slice of a u64 buffer in place with CuPy, on torch's current stream.
+
+        The tensor reaches CuPy through DLPack (no copy). Without CuPy, torch sorts the
+        sign-flipped signed words instead.
+        """
+        if stop - start < 2:
+            return
+        piece = array[start:stop]
+        try:
+            import cupy
+        except ImportError:
+            piece.copy_(self.torch.sort(piece ^ _SIGN_BIT).values ^ _SIGN_BIT)
+            return
+        handle = self.torch.cuda.current_stream(self.device).cuda_stream
+        stream = cupy.cuda.ExternalStream(handle) if handle else cupy.cuda.Stream.null
+        with cupy.cuda.Device(piece.device.index), stream:
+            cupy.from_dlpack(piece).view(cupy.uint64).sort()
+
     def sort_rows_u64(self, array, rows, stride, width, counts, pad):
         torch = self.torch
         view = array[: rows * stride].view(rows, stride)[:, :width]
@@ -191,6 +238,18 @@ class CupyGlue(Glue):
 
     def max_item(self, array):
         return int(array.max())
+
+    def to_host(self, array):
+        return self.cupy.asnumpy(array)
+
+    def stack_i64(self, *arrays):
+        return self.cupy.concatenate([a.astype(self.cupy.int64) for a in arrays])
+
+    def merged_flags(self, result, size):
+        return (result[:size] != self.cupy.uint64(_ALL_ONES)).astype(self.cupy.int32)
+
+    def sort_u64(self, array, start, stop):
+        array[start:stop].sort()
 
     def sort_rows_u64(self, array, rows, stride, width, counts, pad):
         cupy = self.cupy

@@ -10,7 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .._validation import check_bool, check_choice, check_clamp, check_dims, check_reduction
+from .._validation import (check_bool, check_choice, check_clamp, check_dims, check_input_options,
+                           check_reduction)
 from ..persistence import BACKEND_NAMES, CONSTRUCTIONS
 
 __all__ = ["LossOptions", "LOSS_SOLVERS"]
@@ -41,6 +42,17 @@ class LossOptions:
         Persistence backend.
     solver_options : dict
         Keyword arguments of the "sinkhorn" solver; must be empty for the exact solvers.
+    sigmoid : bool
+        ``pred`` holds logits; ``torch.sigmoid`` is applied first.
+    softmax : bool
+        ``pred`` holds logits of C >= 2 classes; ``torch.softmax`` over the channels first.
+        Exclusive with ``sigmoid``.
+    num_classes : int or None
+        ``target`` is an integer label map with values in ``[0, num_classes)``, one-hot
+        encoded to ``num_classes`` channels (>= 2).
+    include_background : bool
+        False drops channel 0 of prediction and target (after the activation and the one-hot
+        encoding), as MONAI's losses do.
 
     Raises
     ------
@@ -62,6 +74,11 @@ class LossOptions:
     reduction: str = "mean"
     backend: str = "auto"
     solver_options: Optional[dict] = field(default=None, compare=False)
+    # the input side: how pred and target are read
+    sigmoid: bool = False
+    softmax: bool = False
+    num_classes: Optional[int] = None
+    include_background: bool = True
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__
@@ -79,6 +96,18 @@ class LossOptions:
         if options and self.solver != "sinkhorn":
             raise ValueError(f"`solver_options` apply to solver='sinkhorn' only; got {options!r}")
         set_field(self, "solver_options", dict(options or {}))
+        inputs = check_input_options(self.sigmoid, self.softmax, self.num_classes,
+                                     self.include_background)
+        for name, value in zip(("sigmoid", "softmax", "num_classes", "include_background"), inputs):
+            set_field(self, name, value)
+
+    @property
+    def loss_channels(self) -> Optional[int]:
+        """Channels the loss is computed on when the settings fix them (``num_classes``
+        less the background when it is dropped), else None."""
+        if self.num_classes is None:
+            return None
+        return self.num_classes - (0 if self.include_background else 1)
 
     def replace(self, **changes: Any) -> "LossOptions":
         """A copy with ``changes`` applied (and validated)."""

@@ -1,6 +1,9 @@
 """Batched topological losses for segmentation: SATLoss and the Wasserstein topological loss.
 
-The pipeline, for a batch of predictions ``p`` (probabilities) and binary targets ``t``:
+The inputs are first brought to probabilities and binary targets of one shape
+(:mod:`satloss_gpu.losses._inputs`: logits, softmax, label maps, masks), in float32 or float64
+with autocast off. The pipeline, for a batch of predictions ``p`` (probabilities) and binary
+targets ``t``:
 
 1. pad both with a one-pixel frame of 1 (foreground) and invert, ``x = 1 - p``, ``y = 1 - t``;
 2. persistence of the sublevel filtrations of ``x`` and ``y`` (T-construction by default),
@@ -30,6 +33,8 @@ import torch.nn.functional as F
 
 from .._validation import (check_channel_weights, check_memory_for_images,
                            check_memory_for_lists, check_pred_target)
+from ._graph import outside_compiled_graph
+from ._inputs import needs_preparation, prepare_inputs
 from ._options import LossOptions
 from .costs import PaddedDiagrams, cost_matrices, diagonal_costs, pack_pairs, pair_costs
 from ..persistence import cubical_persistence
@@ -39,10 +44,16 @@ __all__ = ["sat_loss", "topo_loss", "sat_matching", "DiagramMatching", "LossOpti
 
 # ----------------------------------------------------------------------------- public API
 
+@outside_compiled_graph
 def sat_loss(
     pred: torch.Tensor,
     target: Any,
     *,
+    mask: Optional[Any] = None,
+    sigmoid: bool = False,
+    softmax: bool = False,
+    num_classes: Optional[int] = None,
+    include_background: bool = True,
     dims: Sequence[int] = (0, 1),
     spatial: bool = True,
     pad: bool = True,
@@ -61,11 +72,31 @@ def sat_loss(
     Parameters
     ----------
     pred : torch.Tensor, shape (B, C, H, W) or (B, H, W), float
-        Predicted probabilities in [0, 1] (apply ``torch.sigmoid`` to logits first). Any
-        device; half precision is computed in float32.
-    target : torch.Tensor or array_like, shape of ``pred``
-        Binary ground truth (0/1 or bool); 1 is foreground. Converted to the dtype and
-        device of ``pred``; never differentiated.
+        Predicted probabilities in [0, 1], or logits with ``sigmoid=True`` or
+        ``softmax=True``. Any device; half precision (float16, bfloat16, e.g. from
+        ``torch.autocast``) is computed in float32.
+    target : torch.Tensor or array_like
+        Binary ground truth (0/1 or bool, 1 is foreground) of the shape of ``pred`` (one-hot
+        for several classes), or with ``num_classes`` an integer label map (B, H, W) or
+        (B, 1, H, W). Converted to the dtype and device of ``pred``; never differentiated.
+    mask : torch.Tensor or array_like, shape (B, H, W), (B, 1, H, W) or (B, C, H, W), optional
+        Region of interest (e.g. a retina's field of view), bool or 0/1. Outside it every
+        channel of the prediction and of the target is set to 0 (background) before the
+        persistence, so nothing there creates a feature or gets a gradient: the loss is that
+        of ``p * mask`` and ``t * mask``.
+    sigmoid : bool, default False
+        ``pred`` holds logits: ``torch.sigmoid`` is applied first (values and gradients are
+        those of the explicit composition).
+    softmax : bool, default False
+        ``pred`` holds logits of C >= 2 classes: ``torch.softmax`` over the channels first.
+        Exclusive with ``sigmoid``.
+    num_classes : int, optional
+        ``target`` is an integer label map with values in ``[0, num_classes)``, one-hot
+        encoded to ``num_classes`` channels; ``pred`` must have that many channels. The
+        topology is computed per class: each channel against its own binary mask.
+    include_background : bool, default True
+        False drops channel 0 of prediction and target after the activation and the one-hot
+        encoding (MONAI's convention); needs C >= 2.
     dims : sequence of int, default (0, 1)
         Homology dimensions: 0 (connected components), 1 (loops).
     spatial : bool, default True
@@ -86,14 +117,15 @@ def sat_loss(
         :mod:`satloss_gpu.matching.sinkhorn` for its accuracy).
     reduction : {"mean", "sum", "none"}, default "mean"
         Over the images of the batch; "none" returns one value per image.
-    channel_weights : array_like, shape (C,), optional
-        Non-negative weight of each channel in an image's loss; the default is 1/C (the
-        mean over channels).
+    channel_weights : array_like, shape (C',), optional
+        Non-negative weight of each channel in an image's loss, one per channel the loss is
+        computed on (C' = C, or C - 1 with ``include_background=False``); the default is
+        1/C' (the mean over channels).
     backend : {"auto", "cpu", "cuda", "gudhi"}, default "auto"
         Persistence backend.
     keys : sequence of hashable, length B, optional
         Sample identifiers. With ``cache``, the target diagrams of a key are computed once
-        and reused: the target of a key must not change.
+        and reused: the (masked) target of a key must not change.
     cache : mutable mapping, optional
         Store of target diagrams (a plain dict), used only with ``keys``.
     solver_options : dict, optional
@@ -137,6 +169,9 @@ def sat_loss(
     Memory: no ``n x m`` cost matrix is built (except by "sinkhorn"); on the CPU the call
     raises ``MemoryError`` before allocating when its estimate exceeds the available memory.
 
+    Under ``torch.compile`` the loss runs eagerly (``torch.compiler.disable``): a compiled
+    step has a graph break around it. Autocast is switched off inside the loss.
+
     Examples
     --------
     >>> import torch
@@ -152,10 +187,13 @@ def sat_loss(
     """
     options = LossOptions(dims=dims, spatial=spatial, pad=pad, construction=construction,
                           spatial_clamp=spatial_clamp, solver=solver, reduction=reduction,
-                          backend=backend, solver_options=solver_options)
-    return loss_with_options(pred, target, options, channel_weights, keys, cache)
+                          backend=backend, solver_options=solver_options, sigmoid=sigmoid,
+                          softmax=softmax, num_classes=num_classes,
+                          include_background=include_background)
+    return loss_with_options(pred, target, options, channel_weights, keys, cache, mask)
 
 
+@outside_compiled_graph
 def loss_with_options(
     pred: torch.Tensor,
     target: Any,
@@ -163,12 +201,30 @@ def loss_with_options(
     channel_weights: Optional[Any] = None,
     keys: Optional[Sequence[Hashable]] = None,
     cache: Optional[MutableMapping] = None,
+    mask: Optional[Any] = None,
 ) -> torch.Tensor:
     """:func:`sat_loss` with its settings given as one validated :class:`LossOptions`.
 
-    Shape: ``pred`` and ``target`` (B, C, H, W) or (B, H, W); output scalar, or (B,) for
+    Shape: ``pred`` (B, C, H, W) or (B, H, W), ``target`` of that shape or a label map,
+    ``mask`` (B, H, W), (B, 1, H, W) or (B, C, H, W); output scalar, or (B,) for
     ``options.reduction == "none"``.
     """
+    with _autocast_off(pred):
+        if needs_preparation(options, mask):
+            pred, target = prepare_inputs(pred, target, options, mask)
+        return _loss_of_probabilities(pred, target, options, channel_weights, keys, cache)
+
+
+def _autocast_off(pred: Any) -> torch.autocast:
+    """A context in which autocast is off for the device of ``pred`` (inputs in float32)."""
+    device_type = pred.device.type if isinstance(pred, torch.Tensor) else "cpu"
+    return torch.autocast(device_type=device_type, enabled=False)
+
+
+def _loss_of_probabilities(pred: Any, target: Any, options: LossOptions,
+                           channel_weights: Optional[Any], keys: Optional[Sequence[Hashable]],
+                           cache: Optional[MutableMapping]) -> torch.Tensor:
+    """The loss of probabilities and binary targets of one shape (the pipeline)."""
     state = _build(pred, target, options, keys, cache)
     weights = check_channel_weights(channel_weights, state.channels, state.pred_padded)
     assignment = _solve(state, options)
@@ -246,30 +302,34 @@ class DiagramMatching:
     cost: float
 
 
-def sat_matching(pred: torch.Tensor, target: Any, **settings: Any) -> list[DiagramMatching]:
+def sat_matching(pred: torch.Tensor, target: Any, *, mask: Optional[Any] = None,
+                 **settings: Any) -> list[DiagramMatching]:
     """The matchings behind :func:`sat_loss`, for inspection and figures.
 
     Parameters
     ----------
-    pred, target : torch.Tensor, shape (B, C, H, W) or (B, H, W)
+    pred, target, mask : torch.Tensor
         As in :func:`sat_loss`.
     **settings
         The settings of :func:`sat_loss` (the fields of :class:`LossOptions`: ``dims``,
         ``spatial``, ``pad``, ``construction``, ``spatial_clamp``, ``solver``, ``backend``,
-        ``solver_options``).
+        ``solver_options``, ``sigmoid``, ``softmax``, ``num_classes``,
+        ``include_background``).
 
     Returns
     -------
     list of DiagramMatching
         One per image, channel and dimension, in that (C) order.
     """
-    return matching_with_options(pred, target, LossOptions(**settings))
+    return matching_with_options(pred, target, LossOptions(**settings), mask)
 
 
-def matching_with_options(pred: torch.Tensor, target: Any,
-                          options: LossOptions) -> list[DiagramMatching]:
+def matching_with_options(pred: torch.Tensor, target: Any, options: LossOptions,
+                          mask: Optional[Any] = None) -> list[DiagramMatching]:
     """:func:`sat_matching` with its settings given as one validated :class:`LossOptions`."""
-    with torch.no_grad():
+    with torch.no_grad(), _autocast_off(pred):
+        if needs_preparation(options, mask):
+            pred, target = prepare_inputs(pred, target, options, mask)
         state = _build(pred, target, options, None, None)
         assignment = _solve(state, options)
         per_problem = _loss_from_assignment(state, assignment)

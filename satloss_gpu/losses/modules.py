@@ -11,6 +11,7 @@ from typing import Any, Hashable, Optional, Sequence
 import torch
 from torch import nn
 
+from .._validation import check_channel_weight_values
 from ._options import LossOptions
 from .functional import DiagramMatching, loss_with_options, matching_with_options
 
@@ -18,17 +19,28 @@ __all__ = ["SATLoss", "TopoLoss"]
 
 
 class SATLoss(nn.Module):
-    """Spatial-Aware Topological Loss between predicted probabilities and binary masks.
+    """Spatial-Aware Topological Loss between predictions and binary masks or label maps.
 
     See :func:`satloss_gpu.losses.functional.sat_loss` for the exact definition and every option.
+    Every setting is checked here, when the loss is built: a bad one raises ``ValueError`` or
+    ``TypeError`` naming it.
 
     Parameters
     ----------
-    channel_weights : array_like, shape (C,), optional
-        Weight of each channel (default: mean over channels); a buffer, so it follows
-        ``.to(device)``.
+    channel_weights : array_like, shape (C',), optional
+        Finite, non-negative weight of each channel the loss is computed on (default: mean
+        over channels); a buffer, so it follows ``.to(device)``.
     **settings
         The fields of :class:`~satloss_gpu.losses.LossOptions`, validated once here:
+
+    sigmoid : bool, default False
+        ``pred`` holds logits; ``torch.sigmoid`` is applied first.
+    softmax : bool, default False
+        ``pred`` holds logits of C >= 2 classes; softmax over the channels first.
+    num_classes : int, optional
+        ``target`` is an integer label map (B, H, W) or (B, 1, H, W), one-hot encoded.
+    include_background : bool, default True
+        False drops channel 0 of prediction and target (MONAI's convention).
 
     dims : sequence of int, default (0, 1)
         Homology dimensions.
@@ -48,8 +60,11 @@ class SATLoss(nn.Module):
 
     Shape
     -----
-    - pred: (B, C, H, W) or (B, H, W), probabilities in [0, 1].
-    - target: same shape, binary.
+    - pred: (B, C, H, W) or (B, H, W), probabilities in [0, 1], or logits with ``sigmoid`` or
+      ``softmax``.
+    - target: same shape, binary (one-hot); or with ``num_classes`` (B, H, W) or (B, 1, H, W)
+      class indices.
+    - mask (optional): (B, H, W), (B, 1, H, W) or (B, C, H, W), bool or 0/1.
     - output: scalar, or (B,) with ``reduction="none"``.
 
     Examples
@@ -71,19 +86,22 @@ class SATLoss(nn.Module):
     def __init__(self, *, channel_weights: Optional[Any] = None, **settings: Any) -> None:
         super().__init__()
         self.options = LossOptions(**settings)
-        weights = None if channel_weights is None else torch.as_tensor(channel_weights).float()
+        weights = check_channel_weight_values(channel_weights, self.options.loss_channels)
         self.register_buffer("channel_weights", weights)
         self._target_cache: dict = {}
 
     def forward(self, pred: torch.Tensor, target: Any,
-                keys: Optional[Sequence[Hashable]] = None) -> torch.Tensor:
-        """Loss of a batch; with ``keys`` (one id per image), target diagrams are cached."""
+                keys: Optional[Sequence[Hashable]] = None,
+                mask: Optional[Any] = None) -> torch.Tensor:
+        """Loss of a batch; with ``keys`` (one id per image), target diagrams are cached;
+        ``mask``: region of interest (outside it, prediction and target count as background)."""
         return loss_with_options(pred, target, self.options, self.channel_weights, keys,
-                                 self._target_cache if keys is not None else None)
+                                 self._target_cache if keys is not None else None, mask)
 
-    def match(self, pred: torch.Tensor, target: Any) -> list[DiagramMatching]:
+    def match(self, pred: torch.Tensor, target: Any,
+              mask: Optional[Any] = None) -> list[DiagramMatching]:
         """The optimal matchings behind the loss, on the host, one per image/channel/dim."""
-        return matching_with_options(pred, target, self.options)
+        return matching_with_options(pred, target, self.options, mask)
 
     def clear_cache(self) -> None:
         """Forget the cached target diagrams."""
@@ -100,9 +118,7 @@ class TopoLoss(SATLoss):
 
     Shape
     -----
-    - pred: (B, C, H, W) or (B, H, W), probabilities in [0, 1].
-    - target: same shape, binary.
-    - output: scalar, or (B,) with ``reduction="none"``.
+    As :class:`SATLoss`.
     """
 
     def __init__(self, *, channel_weights: Optional[Any] = None, **settings: Any) -> None:

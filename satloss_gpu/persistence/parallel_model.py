@@ -1,10 +1,12 @@
-"""A NumPy model of the GPU persistence pipeline, to count its rounds and levels on the CPU.
+"""A NumPy model of the GPU persistence pipeline, to count its work on the CPU.
 
 Every parallel step of ``backend="cuda"`` is modelled by one synchronous vectorised step, so
-the counts below are what the GPU kernels iterate over (up to the asynchronous speed-ups of
-in-place pointer jumping): steepest-descent pointer-jumping rounds, basin-graph edges, Boruvka
-rounds, spanning-forest edges, and levels of the recursive-halving pairing. The model also
-returns the pairs, so it is checked against the backends.
+the counts below are what the GPU kernels iterate over: the critical edges left by the
+per-pixel rule (the length of the one sort and of both pairing passes), the critical corners
+and squares (the births of the two passes), the rounds of synchronous pointer jumping along
+the gradient paths (the GPU's in-place jumping needs at most as many), and the levels of the
+recursive-halving pairing. The model also returns the pairs, so it is checked against the
+backends.
 
 Run ``python -m satloss_gpu.persistence.parallel_model`` for the counts on 512x512 inputs.
 """
@@ -14,164 +16,199 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from ..kernels.common.scalar import NEIGHBOR_OFFSETS
+__all__ = ["critical_edge_counts", "model_image_pairs", "model_counts"]
 
-__all__ = ["model_pass", "model_image_pairs", "model_counts"]
-
-
-def _neighbours(height: int, width: int, k: int) -> np.ndarray:
-    """(n,) flat index of neighbour ``k`` of every pixel, -1 outside the image."""
-    rows, cols = np.divmod(np.arange(height * width), width)
-    r, c = rows + NEIGHBOR_OFFSETS[k, 0], cols + NEIGHBOR_OFFSETS[k, 1]
-    inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-    return np.where(inside, r * width + c, -1)
+# (drow, dcol) of the 8 neighbours in the raster order of the rule's neighbourhood mask.
+_MASK_OFFSETS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+_SIDE_OFFSETS = [(-1, 0), (0, -1), (0, 1), (1, 0)]  # sides: top, left, right, bottom
+_SIDE_CORNERS = [(0, 1), (0, 2), (1, 3), (2, 3)]
 
 
-def model_pass(image: np.ndarray, connectivity: int, dual: bool) -> Tuple[np.ndarray, Dict]:
-    """H0 of one pass (primal, or dual with a frame), as the GPU pipeline computes it.
+def _pass_rank(image: np.ndarray, construction: str) -> np.ndarray:
+    """(H, W) rank of every pixel in the pass order: (value, index), reversed for "V"."""
+    flat = image.ravel()
+    order = np.lexsort((np.arange(flat.size), flat))
+    if construction == "V":
+        order = order[::-1]
+    rank = np.empty(flat.size, dtype=np.int64)
+    rank[order] = np.arange(flat.size)
+    return rank.reshape(image.shape)
+
+
+def _codes(rank: np.ndarray, outside_earlier: bool) -> np.ndarray:
+    """(H, W) rule code of every pixel (:data:`RULE_TABLE` of its neighbourhood mask)."""
+    from satloss_gpu.kernels.common.local_pairing import RULE_TABLE
+
+    height, width = rank.shape
+    padded = np.pad(rank, 1, constant_values=-1 if outside_earlier else rank.size)
+    mask = np.zeros(rank.shape, dtype=np.int64)
+    for bit, (dr, dc) in enumerate(_MASK_OFFSETS):
+        neighbour = padded[1 + dr:1 + dr + height, 1 + dc:1 + dc + width]
+        mask |= (neighbour < rank).astype(np.int64) << bit
+    return RULE_TABLE[mask].astype(np.int64)
+
+
+def critical_edge_counts(image: np.ndarray, construction: str = "T") -> np.ndarray:
+    """(H, W) int64: the number of critical edges the rule leaves at every pixel."""
+    codes = _codes(_pass_rank(np.asarray(image), construction), construction == "V")
+    return sum((codes >> (8 + side)) & 1 for side in range(4))
+
+
+def _jump(parent: np.ndarray) -> Tuple[np.ndarray, int]:
+    """Synchronous pointer jumping to the roots; (roots, rounds)."""
+    rounds = 0
+    while True:
+        grand = parent[parent]
+        if np.array_equal(grand, parent):
+            return parent, rounds
+        parent = grand
+        rounds += 1
+
+
+def _halving(a: np.ndarray, b: np.ndarray, birth: np.ndarray) -> Tuple[np.ndarray, int]:
+    """Elder rule over sorted edges by recursive halving, as the GPU kernels run it.
 
     Parameters
     ----------
-    image : (H, W) float ndarray
-    connectivity : {4, 8}
-        Connectivity of this pass.
-    dual : bool
-        Reversed order and a frame (node ``n``, key -1) around the image.
+    a, b : (m,) int64
+        Node ids of the ends of the edges, in Kruskal's order.
+    birth : (N,) int64
+        Birth of every node (smaller is older).
 
     Returns
     -------
-    pairs : (K, 2) int64
-        (birth pixel, death pixel) of the H0 pairs of this pass.
-    counts : dict
-        ``jump_rounds``, ``basins``, ``basin_edges``, ``boruvka_rounds``, ``forest_edges``,
-        ``halving_levels``.
+    younger : (m,) int64
+        Birth killed by each edge, or -1 for an edge that closes a cycle.
+    levels : int
     """
-    height, width = image.shape
-    n = height * width
-    rank = np.empty(n, dtype=np.int64)
-    rank[np.argsort(image.ravel(), kind="stable")] = np.arange(n)
-    key = np.append(n - 1 - rank if dual else rank, -1)  # node n: the frame
-    neighbours = []
-    for k in range(connectivity):
-        u = _neighbours(height, width, k)
-        neighbours.append(np.where(u < 0, n if dual else -1, u))
-    # Steepest descent and synchronous pointer jumping.
-    pointer = np.arange(n + 1)
-    best = key[:n].copy()
-    for u in neighbours:
-        ok = (u >= 0) & (key[u] < best)
-        pointer[:n][ok], best[ok] = u[ok], key[u][ok]
-    jump_rounds = 0
-    while not np.array_equal(pointer[pointer], pointer):
-        pointer = pointer[pointer]
-        jump_rounds += 1
-    label = pointer
-    # Basin-graph edges: one per (weight pixel, other basin).
-    v_all = np.arange(n)
-    ev, ek, eb = [], [], []
-    for k, u in enumerate(neighbours):
-        ok = (u >= 0) & (key[np.maximum(u, 0)] < key[:n]) & (label[np.maximum(u, 0)] != label[:n])
-        ev.append(v_all[ok]), ek.append(np.full(ok.sum(), k)), eb.append(label[u[ok]])
-    ev, ek, eb = (np.concatenate(x) for x in (ev, ek, eb))
-    _, first = np.unique(ev * (n + 1) + eb, return_index=True)
-    ev, ek, eb = ev[first], ek[first], eb[first]
-    ea = label[ev]
-    weight = key[ev] * 8 + ek
-    # Boruvka rounds.
-    comp = np.arange(n + 1)
-    forest = []
-    rounds = 0
-    a, b, w = ea, eb, weight
-    while True:
-        while not np.array_equal(comp[comp], comp):
-            comp = comp[comp]
-        ra, rb = comp[a], comp[b]
-        live = ra != rb
-        a, b, w, ra, rb = a[live], b[live], w[live], ra[live], rb[live]
-        if a.size == 0:
-            break
-        rounds += 1
-        best_edge = np.full(n + 1, np.iinfo(np.int64).max)
-        np.minimum.at(best_edge, ra, w)
-        np.minimum.at(best_edge, rb, w)
-        mutual = (best_edge[ra] == w) & (best_edge[rb] == w)
-        hook_a = (best_edge[ra] == w) & ~(mutual & (ra < rb))
-        hook_b = (best_edge[rb] == w) & ~(mutual & (rb < ra)) & ~hook_a
-        comp[ra[hook_a]] = rb[hook_a]
-        comp[rb[hook_b]] = ra[hook_b]
-        forest.append(w[hook_a | hook_b])
-    forest_w = np.sort(np.concatenate(forest)) if forest else np.zeros(0, np.int64)
-    pairs, levels = _halving(forest_w, key, label, neighbours, n)
-    counts = {
-        "jump_rounds": jump_rounds,
-        "basins": int(np.unique(label[:n]).size),
-        "basin_edges": int(weight.size),
-        "boruvka_rounds": rounds,
-        "forest_edges": int(forest_w.size),
-        "halving_levels": levels,
-    }
-    return pairs, counts
-
-
-def _halving(forest_w, key, label, neighbours, n):
-    """Recursive halving over the bits of the sorted forest edge index (as the GPU kernel)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    m = forest_w.size
-    k = forest_w % 8
-    by_key = np.argsort(key[:n])
-    v = by_key[np.searchsorted(key[:n][by_key], forest_w // 8)]
-    u = np.array([neighbours[kk][vv] for vv, kk in zip(v, k)], dtype=np.int64)
-    a, b = label[v].astype(np.int64), label[u].astype(np.int64)
-    birth = {int(x): int(key[x]) for x in np.concatenate([a, b])}
-    levels = 0 if m <= 1 else int(m - 1).bit_length()
+    m = a.size
+    a, b = a.copy(), b.copy()
+    births = np.concatenate([birth, np.zeros(m, dtype=np.int64)])
+    fresh_base = birth.size
+    levels = int(m - 1).bit_length() if m > 1 else 0
     t = np.arange(m)
-    fresh_base = n + 1
     for level in range(levels):
         bit = 1 << (levels - 1 - level)
         light = (t & bit) == 0
         nodes, inverse = np.unique(np.concatenate([a[light], b[light]]), return_inverse=True)
-        if nodes.size:
-            la, lb = inverse[: light.sum()], inverse[light.sum():]
-            graph = coo_matrix((np.ones(la.size), (la, lb)), shape=(nodes.size,) * 2)
-            _, comp = connected_components(graph, directed=False)
-            heaviest = np.full(comp.max() + 1, -1)
-            np.maximum.at(heaviest, comp[la], t[light])
-            oldest = np.full(comp.max() + 1, np.iinfo(np.int64).max)
-            node_birth = np.array([birth[int(x)] for x in nodes])
-            np.minimum.at(oldest, comp, node_birth)
-            rename = {int(x): (fresh_base + int(heaviest[c]), int(oldest[c]))
-                      for x, c in zip(nodes, comp)}
-            for ends in (a, b):
-                for i in np.flatnonzero(~light):
-                    if int(ends[i]) in rename:
-                        name, value = rename[int(ends[i])]
-                        ends[i] = name
-                        birth[name] = value
-    younger = np.maximum([birth[int(x)] for x in a], [birth[int(x)] for x in b]) if m else []
-    order_pixel = np.argsort(key[:n])  # pixel of each key value
-    younger_pixel = order_pixel[np.searchsorted(key[:n][order_pixel], younger)] if m else []
-    pairs = np.stack([np.asarray(younger_pixel, np.int64), v]).T if m else np.zeros((0, 2),
-                                                                                   np.int64)
-    return pairs, levels
+        count = int(light.sum())
+        graph = coo_matrix((np.ones(count), (inverse[:count], inverse[count:])),
+                           shape=(nodes.size, nodes.size))
+        _, component = connected_components(graph, directed=False)
+        heaviest = np.full(component.max() + 1, -1)
+        np.maximum.at(heaviest, component[inverse[:count]], t[light])
+        oldest = np.full(component.max() + 1, np.iinfo(np.int64).max)
+        np.minimum.at(oldest, component, births[nodes])
+        heavy = np.flatnonzero(~light)
+        for ends in (a, b):
+            where = np.searchsorted(nodes, ends[heavy])
+            found = (where < nodes.size) & (nodes[np.minimum(where, nodes.size - 1)]
+                                            == ends[heavy])
+            comp = component[where[found]]
+            fresh = fresh_base + heaviest[comp]
+            births[fresh] = oldest[comp]
+            ends[heavy[found]] = fresh
+    younger = np.where(a != b, np.maximum(births[a], births[b]), -1)
+    return younger, levels
+
+
+def _pipeline(image: np.ndarray, construction: str) -> Tuple[list, Dict[str, int]]:
+    """Pairs (dim, birth pixel, death pixel) and counts of one image."""
+    image = np.asarray(image)
+    height, width = image.shape
+    n = image.size
+    flip = construction == "V"
+    rank = _pass_rank(image, construction)
+    flat_rank = rank.ravel()
+    pixel_of_rank = np.argsort(flat_rank)
+    codes = _codes(rank, flip).ravel()
+    rows, cols = np.divmod(np.arange(n), width)
+    # The rule's gradient: corner and square parents (per-pixel kernel, emit pass).
+    n_corners = (height + 1) * (width + 1)
+    corner_parent = np.arange(n_corners + 1)
+    for corner in range(4):
+        kind = (codes >> (2 * corner)) & 3
+        cid = (rows + (corner >> 1)) * (width + 1) + cols + (corner & 1)
+        row_step = np.where(corner & 1, -1, 1)
+        col_step = (width + 1) if corner < 2 else -(width + 1)
+        offset = np.select([kind == 2, kind == 3], [row_step, col_step], 0)
+        owned = kind != 0
+        corner_parent[cid[owned]] = cid[owned] + offset[owned]
+    if flip:
+        grid_r, grid_c = np.divmod(np.arange(n_corners), width + 1)
+        outer = (grid_r == 0) | (grid_r == height) | (grid_c == 0) | (grid_c == width)
+        corner_parent[:n_corners][outer] = n_corners
+    square_parent = np.append(np.arange(n), n)
+    paired = (codes >> 12) & 7
+    for side, (dr, dc) in enumerate(_SIDE_OFFSETS):
+        sel = paired == side
+        r, c = rows[sel] + dr, cols[sel] + dc
+        inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+        square_parent[np.flatnonzero(sel)] = np.where(inside, r * width + c, n)
+    corner_root, corner_rounds = _jump(corner_parent)
+    square_root, square_rounds = _jump(square_parent)
+    # Critical edges sorted by (rank of their pixel, side): the one sort.
+    pixel, side = np.nonzero(np.stack([(codes >> (8 + s)) & 1 for s in range(4)], axis=1))
+    order = np.lexsort((side, flat_rank[pixel]))
+    pixel, side = pixel[order], side[order]
+    m = pixel.size
+    # Corner pass: Kruskal order; a corner's birth is the rank of its earliest square.
+    padded = np.pad(rank, 1, constant_values=n)
+    corner_birth = np.minimum.reduce([padded[i:i + height + 1, j:j + width + 1]
+                                      for i in (0, 1) for j in (0, 1)]).ravel()
+    corner_birth = np.append(corner_birth, -1)  # the exterior corner
+    ends = [np.array([_SIDE_CORNERS[s][k] for s in side], dtype=np.int64) for k in (0, 1)]
+    corner_ids = [(rows[pixel] + (e >> 1)) * (width + 1) + cols[pixel] + (e & 1) for e in ends]
+    younger0, levels = _halving(corner_root[corner_ids[0]], corner_root[corner_ids[1]],
+                                corner_birth)
+    # Square pass: reversed order; loops where the corner pass merged.
+    dr = np.array([_SIDE_OFFSETS[s][0] for s in side], dtype=np.int64)
+    dc = np.array([_SIDE_OFFSETS[s][1] for s in side], dtype=np.int64)
+    r, c = rows[pixel] + dr, cols[pixel] + dc
+    inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+    other = np.where(inside, r * width + c, n)
+    square_a = square_root[pixel]
+    square_b = np.where(younger0 >= 0, square_a, square_root[other])
+    square_birth = np.append(n - 1 - flat_rank, -1)  # reversed order; the outside first
+    younger1, _ = _halving(square_a[::-1], square_b[::-1], square_birth)
+    younger1 = younger1[::-1]
+    corner_pairs = [(int(pixel_of_rank[y]), int(p)) for y, p in zip(younger0, pixel) if y >= 0]
+    square_pairs = [(int(p), int(pixel_of_rank[n - 1 - y])) for y, p in zip(younger1, pixel)
+                    if y >= 0]
+    first = int(np.lexsort((np.arange(n), image.ravel()))[0])
+    pairs = [(0, first, -1)]
+    if flip:
+        pairs += [(1, e, d) for d, e in corner_pairs] + [(0, d, e) for e, d in square_pairs]
+    else:
+        pairs += [(0, b, e) for b, e in corner_pairs] + [(1, e, d) for e, d in square_pairs]
+    counts = {
+        "critical_edges": int(m),
+        "critical_edges_per_pixel": m / n,
+        "critical_corners": int(sum(((codes >> (2 * k)) & 3) == 1 for k in range(4)).sum()),
+        "critical_squares": int((paired == 4).sum()),
+        "jump_rounds_corners": corner_rounds,
+        "jump_rounds_squares": square_rounds,
+        "halving_levels": levels,
+    }
+    return sorted(pairs), counts
 
 
 def model_image_pairs(image: np.ndarray, construction: str = "T") -> list:
-    """Sorted (dim, birth_index, death_index) of an image by the model (H0 essential incl.)."""
-    conn = 8 if construction == "T" else 4
-    h0, _ = model_pass(image, conn, dual=False)
-    h1, _ = model_pass(image, 12 - conn, dual=True)
-    first = int(np.lexsort((np.arange(image.size), image.ravel()))[0])
-    out = [(0, first, -1)] + [(0, int(b), int(d)) for b, d in h0]
-    out += [(1, int(d), int(b)) for b, d in h1]
-    return sorted(out)
+    """Sorted (dim, birth_index, death_index) of an image by the model (H0 essential incl.).
+
+    Pairs whose birth and death values are equal are included (the backends drop them).
+    """
+    return _pipeline(image, construction)[0]
 
 
-def model_counts(image: np.ndarray, construction: str = "T") -> Dict[str, Dict]:
-    """Counts of both passes of one image: ``{"H0": {...}, "H1": {...}}``."""
-    conn = 8 if construction == "T" else 4
-    return {"H0": model_pass(image, conn, False)[1], "H1": model_pass(image, 12 - conn, True)[1]}
+def model_counts(image: np.ndarray, construction: str = "T") -> Dict[str, float]:
+    """Counts of one image: ``critical_edges`` (and per pixel), ``critical_corners``,
+    ``critical_squares``, ``jump_rounds_corners``, ``jump_rounds_squares``,
+    ``halving_levels`` (both pairing passes run over the same sorted edges)."""
+    return _pipeline(image, construction)[1]
 
 
 def _main() -> None:
@@ -184,12 +221,15 @@ def _main() -> None:
     vessels = filters.sato(green, sigmas=(1, 2, 3), black_ridges=True)[400:912, 400:912]
     inputs = {"uniform noise": noise, "blurred s=1": gaussian_filter(noise, 1.0),
               "blurred s=4": gaussian_filter(noise, 4.0), "retina vesselness": vessels}
-    keys = ("jump_rounds", "basins", "basin_edges", "boruvka_rounds", "forest_edges",
+    keys = ("critical_edges", "critical_edges_per_pixel", "critical_corners",
+            "critical_squares", "jump_rounds_corners", "jump_rounds_squares",
             "halving_levels")
-    print(f"{'input (512x512, T)':<26}" + "".join(f"{k:>15}" for k in keys))
+    print(f"{'input (512x512, T)':<20}" + "".join(f"{k:>26}" for k in keys))
     for name, image in inputs.items():
-        for dim, counts in model_counts(image).items():
-            print(f"{name + ' ' + dim:<26}" + "".join(f"{counts[k]:>15}" for k in keys))
+        counts = model_counts(image)
+        print(f"{name:<20}" + "".join(
+            f"{counts[k]:>26.4f}" if isinstance(counts[k], float) else f"{counts[k]:>26}"
+            for k in keys))
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ def _state(epoch: int, model, optimizer, scheduler, scaler, best: Dict[str, floa
     """Everything a checkpoint holds; ``model`` is the plain module (not the DDP wrapper)."""
     return {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "best": dict(best),
-            "model_name": cfg.model, "config": asdict(cfg), "val_metrics": means}
+            "model_name": cfg.model, "model_kwargs": dict(cfg.model_kwargs), "config": asdict(cfg),
+            "val_metrics": means}
 
 
 def save_checkpoints(cfg: Config, epoch: int, model, optimizer, scheduler, scaler,

@@ -6,6 +6,10 @@ few epochs on the CPU, writing ``./exp/quickstart``. ``run.py`` takes the refere
 with the reference's defaults (``--expmode train|test``). Bad input (missing folders,
 unpaired or unreadable files, non-binary labels, unknown checkpoints) ends with one line on
 stderr naming the path and exit status 2; set ``SATLOSS_DEBUG=1`` for the traceback.
+
+``--model package.module:ClassName`` (with ``--model_kwargs`` as JSON) trains any
+``nn.Module`` returning logits; ``--config FILE`` reruns from a saved ``config.json`` (its
+settings become the defaults, each checked like its flag; flags given still override them).
 """
 from __future__ import annotations
 
@@ -44,6 +48,46 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _model(text: str) -> str:
+    """A built-in model name or ``package.module:ClassName`` (its form only: it is imported
+    when the run starts)."""
+    from .model_spec import is_model_spec, parse_model_spec
+    from .models import MODEL_NAMES
+
+    if is_model_spec(text):
+        try:
+            parse_model_spec(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).replace("`model` must be", "must be"))
+        return text.strip()
+    if text not in MODEL_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"must be one of {', '.join(MODEL_NAMES)} or package.module:ClassName; got {text!r}")
+    return text
+
+
+def _model_kwargs(text: str) -> Dict[str, Any]:
+    from .model_spec import parse_model_kwargs
+
+    try:
+        return parse_model_kwargs(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("`model_kwargs` must be", "must be"))
+
+
+def _overlap(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1); got {text}")
+    return value
+
+
+def _tile(text: str) -> Optional[int]:
+    if text.lower() in ("none", "off"):
+        return None
+    return _positive_int(text)
+
+
 def _crop(text: str) -> Optional[int]:
     if text.lower() in ("none", "0", "off"):
         return None
@@ -51,8 +95,13 @@ def _crop(text: str) -> Optional[int]:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
-                      expmode: bool) -> None:
-    """The flags of a training or test run, with ``defaults`` (REFERENCE or QUICK_START)."""
+                      expmode: bool, settings: Optional[Dict[str, Any]] = None,
+                      settings_file: str = "") -> None:
+    """The flags of a training or test run, with ``defaults`` (REFERENCE or QUICK_START).
+
+    ``settings`` (those of a ``--config`` file) replace the defaults, each checked like its
+    flag; flags given on the command line still override them.
+    """
     from .models import MODEL_NAMES
     from .config import LOSSES
 
@@ -63,7 +112,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
     g.add_argument("--exp", default=defaults["exp"], help="run name: outputs in <exp_root>/<exp> (%(default)s)")
     if expmode:
         g.add_argument("--expmode", choices=("train", "test"), default="train", help="(%(default)s)")
-    g.add_argument("--model", choices=MODEL_NAMES, default=defaults["model"], help="(%(default)s)")
+    g.add_argument("--model", type=_model, default=defaults["model"],
+                   help=f"{' or '.join(MODEL_NAMES)}, or package.module:ClassName for any "
+                   "nn.Module returning logits (%(default)s)")
     g.add_argument("--epoch", type=_positive_int, default=defaults["epoch"], help="epochs (%(default)s)")
     g.add_argument("--start_epoch", type=_non_negative_int, default=0,
                    help="epochs already done: resume from --checkpoint or <exp>/last.pth (%(default)s)")
@@ -104,19 +155,79 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
                    help="write figures (%(default)s)")
     o.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="progress bars (%(default)s)")
+    o.add_argument("--model_kwargs", type=_model_kwargs, default={},
+                   help="keyword arguments of --model as a JSON object, e.g. '{\"width\": 32}'")
+    o.add_argument("--config", default=None, metavar="FILE",
+                   help="rerun from a saved config.json; flags given here override it")
+    o.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=False,
+                   help="also log losses, metrics and figures to <exp>/tensorboard (needs the "
+                   "tensorboard extra) (%(default)s)")
+    o.add_argument("--tile", type=_tile, default=None,
+                   help="predict validation and test images larger than this by sliding windows "
+                   "of this side, blended; none: whole images (%(default)s)")
+    o.add_argument("--tile_overlap", type=_overlap, default=0.25,
+                   help="overlap of neighbouring windows, in [0, 1) (%(default)s)")
+    if settings:
+        _apply_settings(parser, settings, settings_file)
 
 
-def build_run_parser() -> argparse.ArgumentParser:
-    """The parser of ``run.py``: the reference's flags and defaults, plus ours."""
+def _apply_settings(parser: argparse.ArgumentParser, settings: Dict[str, Any],
+                    settings_file: str) -> None:
+    """Make the settings of a config file the parser's defaults, each checked like its flag."""
+    actions = {a.dest: a for a in parser._actions}
+    for key, value in settings.items():
+        if key in actions:
+            _check_setting(settings_file, key, value, actions[key])
+    parser.set_defaults(**settings)
+
+
+def _check_setting(file: str, key: str, value: Any, action: argparse.Action) -> None:
+    """Check one setting of a config file with the type and the choices of its flag."""
+    try:
+        if isinstance(action, argparse.BooleanOptionalAction) and not isinstance(value, bool):
+            raise argparse.ArgumentTypeError(f"must be true or false; got {value!r}")
+        if isinstance(action.default, dict) and not isinstance(value, dict):
+            raise argparse.ArgumentTypeError(f"must be a JSON object; got {value!r}")
+        if value is not None and action.type is not None and not isinstance(value, dict):
+            action.type(str(value))
+        if action.choices is not None and value not in action.choices:
+            raise argparse.ArgumentTypeError(
+                f"must be one of {', '.join(map(str, action.choices))}; got {value!r}")
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise ValueError(f"config file {file}: `{key}` {exc}") from None
+
+
+def _settings(config: Optional[str]) -> Dict[str, Any]:
+    """Keyword arguments of :func:`add_run_arguments` for a ``--config`` file (or none)."""
+    if config is None:
+        return {}
+    from .config import read_config_file
+
+    return {"settings": read_config_file(config), "settings_file": config}
+
+
+def _config_file(argv: Optional[Sequence[str]]) -> Optional[str]:
+    """The ``--config FILE`` of ``argv``, if any (read before the full parse)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    return known.config
+
+
+def build_run_parser(config: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of ``run.py``: the reference's flags and defaults, plus ours.
+
+    With ``config`` (a saved ``config.json``) its settings are the defaults.
+    """
     parser = argparse.ArgumentParser(
         prog="run.py", description="Train or test a segmentation model with SATLoss "
         "(flags and defaults of the reference implementation).")
-    add_run_arguments(parser, REFERENCE, expmode=True)
+    add_run_arguments(parser, REFERENCE, expmode=True, **_settings(config))
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of the ``satloss`` command."""
+def build_parser(config: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of the ``satloss`` command (``config``: see :func:`build_run_parser`)."""
     from .synthetic import KINDS
 
     parser = argparse.ArgumentParser(
@@ -127,10 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model (quick start with no arguments)",
                            description="Train a model. With no arguments: the quick start on a "
                            "synthetic dataset, a few minutes on a CPU.")
-    add_run_arguments(train, QUICK_START, expmode=False)
+    settings = _settings(config)
+    add_run_arguments(train, QUICK_START, expmode=False, **settings)
     test = sub.add_parser("test", help="test a trained model",
                           description="Predict with a checkpoint and measure every metric.")
-    add_run_arguments(test, QUICK_START, expmode=False)
+    add_run_arguments(test, QUICK_START, expmode=False, **settings)
 
     data = sub.add_parser("make-data", help="write a synthetic or retina dataset",
                           description="Write a deterministic synthetic dataset (or tiles of "
@@ -163,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace, expmode: str):
     from .config import Config
 
-    values = {k: v for k, v in vars(args).items() if k not in ("command",)}
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     values["expmode"] = expmode
     return Config.from_dict(values)
 
@@ -228,6 +340,10 @@ def _cmd_persistence(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raise(exc: Exception) -> int:
+    raise exc
+
+
 def _guarded(func, *args) -> int:
     """Run a command; known input errors become one line on stderr and exit status 2."""
     from .data import DataError
@@ -248,7 +364,11 @@ def _guarded(func, *args) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``satloss`` and ``python -m satloss_gpu``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser(_config_file(argv))
+    except ValueError as exc:
+        return _guarded(_raise, exc)
+    args = parser.parse_args(argv)
     if args.command in ("train", "test"):
         return _guarded(_cmd_run, args, args.command)
     if args.command == "make-data":
@@ -258,7 +378,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def run_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``run.py`` (``--expmode train`` or ``test``)."""
-    args = build_run_parser().parse_args(argv)
+    try:
+        parser = build_run_parser(_config_file(argv))
+    except ValueError as exc:
+        return _guarded(_raise, exc)
+    args = parser.parse_args(argv)
     expmode = args.expmode
     del args.expmode
     return _guarded(_cmd_run, args, expmode)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-__all__ = ["Config", "LOSSES", "REFERENCE", "QUICK_START"]
+__all__ = ["Config", "LOSSES", "REFERENCE", "QUICK_START", "read_config_file"]
 
 #: Training losses: BCE alone, BCE + a topological or clDice term, or the soft Dice loss.
 LOSSES = ("bce", "bce+sat", "bce+topo", "bce+cldice", "dice")
@@ -56,6 +56,10 @@ class Config:
     progress: bool = True
     max_figures: int = 4
     extra: Dict[str, Any] = field(default_factory=dict)
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    tensorboard: bool = False
+    tile: Optional[int] = None
+    tile_overlap: float = 0.25
 
     @property
     def exp_dir(self) -> Path:
@@ -68,6 +72,35 @@ class Config:
     def from_dict(cls, values: Dict[str, Any]) -> "Config":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def read_config_file(path: str | Path) -> Dict[str, Any]:
+    """The settings of a saved ``config.json``: a JSON object of :class:`Config` fields.
+
+    ``expmode`` is dropped (the command says it). The values are checked by the command
+    line, each like its flag.
+
+    Raises
+    ------
+    ValueError
+        A missing or unreadable file, not a JSON object, unknown settings; the message names
+        the file.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"config file not found: {file}")
+    try:
+        values = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"config file {file} is not valid JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {file} must hold a JSON object of settings; got "
+                         f"{type(values).__name__}")
+    known = {f.name for f in fields(Config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"config file {file}: unknown setting(s) {', '.join(unknown)}")
+    return {k: v for k, v in values.items() if k != "expmode"}
 
 
 def _preset(**changes: Any) -> Dict[str, Any]:

@@ -3,17 +3,20 @@
 ``UNet`` follows the reference training (64, 128, 256, 512, 1024 channels); ``UNet_small``
 is the same architecture with 16 .. 128 channels, for CPU runs and tests. Both return
 probabilities in [0, 1] of shape (B, 1, H, W); H and W must be multiples of
-``model.divisor`` (use :func:`pad_to_multiple` for other sizes).
+``model.divisor`` (use :func:`pad_to_multiple` for other sizes). :func:`build_model` also
+builds any model named ``package.module:ClassName``; :func:`model_logits` gets the logits of
+either kind.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UNet", "UNet_small", "build_model", "MODEL_NAMES", "pad_to_multiple"]
+__all__ = ["UNet", "UNet_small", "build_model", "model_logits", "size_divisor", "MODEL_NAMES",
+           "pad_to_multiple"]
 
 MODEL_NAMES = ("UNet", "UNet_small")
 
@@ -98,14 +101,70 @@ def UNet_small(in_channels: int = 3, out_channels: int = 1) -> UNet:  # noqa: N8
     return UNet(in_channels, out_channels, widths=(16, 32, 64, 128))
 
 
-def build_model(name: str, in_channels: int = 3) -> UNet:
-    """Build a model by its command-line name (``"UNet"`` or ``"UNet_small"``)."""
-    if name == "UNet":
-        return UNet(in_channels)
-    if name == "UNet_small":
-        return UNet_small(in_channels)
-    options = ", ".join(repr(n) for n in MODEL_NAMES)
-    raise ValueError(f"`model` must be one of {options}; got {name!r}")
+def build_model(name: str, in_channels: int = 3,
+                kwargs: Optional[Dict[str, Any]] = None) -> nn.Module:
+    """Build a model by its command-line name: a built-in one or ``package.module:ClassName``.
+
+    Parameters
+    ----------
+    name : str
+        ``"UNet"``, ``"UNet_small"``, or ``package.module:ClassName`` (any ``nn.Module``
+        class, or function returning one; see :mod:`satloss_gpu.training.model_spec`).
+    in_channels : int, default 3
+        Input channels of the built-in models.
+    kwargs : dict, optional
+        Keyword arguments of the model (for the built-in ones: of :class:`UNet`, or
+        ``in_channels`` and ``out_channels`` of :func:`UNet_small`).
+
+    Raises
+    ------
+    ValueError
+        An unknown name, a model that cannot be imported or built with ``kwargs``.
+    """
+    from .model_spec import is_model_spec, model_from_spec
+
+    kwargs = dict(kwargs or {})
+    if is_model_spec(name):
+        return model_from_spec(name, kwargs)
+    if name not in MODEL_NAMES:
+        options = ", ".join(repr(n) for n in MODEL_NAMES)
+        raise ValueError(f"`model` must be one of {options} or 'package.module:ClassName'; "
+                         f"got {name!r}")
+    kwargs.setdefault("in_channels", in_channels)
+    try:
+        return UNet(**kwargs) if name == "UNet" else UNet_small(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"`model_kwargs` {kwargs!r} do not fit {name}: {exc}") from exc
+
+
+def model_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits (B, K, H, W) of ``model`` (possibly wrapped in DDP) for images ``x``.
+
+    The built-in U-Nets are asked for logits (``logits=True``); any other model is called as
+    ``model(x)`` and must return logits of the input's size; a dict output (torchvision's
+    segmentation models) gives its ``"out"`` entry.
+
+    Raises
+    ------
+    ValueError
+        An output that is not a (B, K, H, W) tensor of the input's height and width.
+    """
+    net = model.module if hasattr(model, "module") else model
+    out = model(x, logits=True) if isinstance(net, UNet) else model(x)
+    if isinstance(out, dict) and "out" in out:
+        out = out["out"]
+    if not isinstance(out, torch.Tensor) or out.ndim != 4 or \
+            tuple(out.shape[-2:]) != tuple(x.shape[-2:]):
+        found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"`model` must return logits (B, K, H, W) of the input's size "
+                         f"{tuple(x.shape[-2:])}; got {found}")
+    return out
+
+
+def size_divisor(model: nn.Module) -> int:
+    """Inputs are padded to multiples of this: ``model.divisor``, or 32 for models without."""
+    net = model.module if hasattr(model, "module") else model
+    return int(getattr(net, "divisor", 32))
 
 
 def pad_to_multiple(x: torch.Tensor, divisor: int) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -47,7 +47,7 @@ from .checkpoints import (
 )
 from .config import LOSSES, Config
 from .data import DataError, SegmentationDataset, same_size, split_dirs
-from .models import build_model, pad_to_multiple
+from .models import build_model, model_logits, pad_to_multiple, size_divisor
 
 __all__ = ["Config", "LOSSES", "train", "test", "evaluate", "predict", "build_criterion",
            "load_checkpoint", "CheckpointError"]
@@ -137,30 +137,52 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, enabled=False)
 
 
-def predict(model: torch.nn.Module, image: torch.Tensor, amp: bool = False) -> torch.Tensor:
+def predict(model: torch.nn.Module, image: torch.Tensor, amp: bool = False,
+            tile: Optional[int] = None, tile_overlap: float = 0.25) -> torch.Tensor:
     """Probabilities for a batch of images of any size (reflect-padded to the model's divisor).
 
     Parameters
     ----------
-    model : UNet
-    image : (B, 3, H, W) float tensor, on the model's device
+    model : torch.nn.Module
+        A built-in U-Net or any model returning logits (see :func:`model_logits`).
+    image : (B, C, H, W) float tensor, on the model's device
+    amp : bool, default False
+        Mixed precision.
+    tile : int, optional
+        Images larger than ``tile`` on either side are predicted by sliding windows of
+        ``tile`` x ``tile`` pixels blended with Gaussian weights
+        (:func:`~satloss_gpu.training.sliding_window.sliding_window_inference`), so the
+        network never holds the whole image's activations.
+    tile_overlap : float, default 0.25
+        Overlap of neighbouring windows, in [0, 1).
 
     Returns
     -------
-    (B, 1, H, W) float32 tensor in [0, 1]
+    (B, K, H, W) float32 tensor in [0, 1]
     """
-    net = _unwrap(model)
-    padded, (h, w) = pad_to_multiple(image, getattr(net, "divisor", 16))
+    if tile is not None and max(int(image.shape[-2]), int(image.shape[-1])) > tile:
+        from .sliding_window import sliding_window_inference
+
+        return sliding_window_inference(lambda x: _whole_image(model, x, amp), image, tile,
+                                        overlap=tile_overlap)
+    return _whole_image(model, image, amp)
+
+
+def _whole_image(model: torch.nn.Module, image: torch.Tensor, amp: bool) -> torch.Tensor:
+    """Probabilities of whole images, padded to the model's divisor and cropped back."""
+    padded, (h, w) = pad_to_multiple(image, size_divisor(model))
     with _autocast(image.device, amp):
-        logits = model(padded, logits=True)
+        logits = model_logits(model, padded)
     return torch.sigmoid(logits.float()[..., :h, :w])
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset: SegmentationDataset, device: torch.device,
              amp: bool = False, threshold: float = 0.5, progress: bool = False,
-             keep: int = 0, desc: str = "val") -> Tuple[List[Dict[str, Any]], List[Tuple]]:
-    """Metrics of every image of ``dataset``, one image at a time, whole images.
+             keep: int = 0, desc: str = "val", tile: Optional[int] = None,
+             tile_overlap: float = 0.25) -> Tuple[List[Dict[str, Any]], List[Tuple]]:
+    """Metrics of every image of ``dataset``, one image at a time (by windows larger than
+    ``tile``, see :func:`predict`).
 
     The model is put in eval mode and back in the mode it was in.
 
@@ -180,7 +202,7 @@ def evaluate(model: torch.nn.Module, dataset: SegmentationDataset, device: torch
         for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=not progress):
             image, label = dataset.load(i)
             x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
-            prob = predict(model, x, amp)[0, 0].cpu().numpy()
+            prob = predict(model, x, amp, tile, tile_overlap)[0, 0].cpu().numpy()
             row = {"name": dataset.items[i][0]}
             row.update(segmentation_metrics(prob, label, threshold=threshold))
             rows.append(row)
@@ -252,7 +274,9 @@ def _train(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
     train_set, val_set = _training_sets(cfg)
     criterion = build_criterion(cfg.loss, cfg.tloss_w)
     loader, sampler, generator = _loader(cfg, info, train_set)
-    model = build_model(cfg.model).to(info.device)
+    model = build_model(cfg.model, kwargs=cfg.model_kwargs).to(info.device)
+    _check_output(model, train_set, info.device)
+    board = _board(cfg, info)
     optimizer, scheduler, scaler = _optimisation(cfg, info, model)
     best = {"dice": -math.inf, "accuracy": -math.inf}
     start = resume(cfg, model, optimizer, scheduler, scaler, best, info.device, log)
@@ -280,13 +304,15 @@ def _train(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
         if info.is_main:
             row: Dict[str, Any] = {"epoch": epoch, "lr": lr, **sums}
             means = _validate_and_save(cfg, info, model, val_set, row, t0, metrics_csv,
-                                       (optimizer, scheduler, scaler), best, log)
+                                       (optimizer, scheduler, scaler), best, log, board)
             epochs.set_postfix(loss=f"{sums['loss']:.3f}", dice=f"{means['dice']:.3f}")
         dist.barrier(info)
     best = dist.broadcast_object(best, info)
     if info.is_main and cfg.figures:
         crit = criterion.extra if hasattr(criterion.extra, "match") else None
         _matching_figure(cfg, _unwrap(model), val_set, info.device, cfg.exp_dir / "figures", crit)
+    if board is not None:
+        _log_final_figures(board, cfg, val_set)
     log(f"done: best val dice {best['dice']:.4f}, best val accuracy {best['accuracy']:.4f}; "
         f"outputs in {cfg.exp_dir}")
     return {"exp_dir": str(cfg.exp_dir), "best_dice": best["dice"],
@@ -340,6 +366,69 @@ def _optimisation(cfg: Config, info: dist.DistInfo, model: torch.nn.Module):
     return optimizer, scheduler, scaler
 
 
+def _check_output(model: torch.nn.Module, dataset: SegmentationDataset,
+                  device: torch.device) -> None:
+    """The model must map a training image to one logit map of its size (binary labels)."""
+    if len(dataset) == 0:
+        return
+    image, _ = dataset.load(0)
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            padded, _ = pad_to_multiple(x, size_divisor(model))
+            logits = model_logits(model, padded)
+    finally:
+        model.train(was_training)
+    if int(logits.shape[1]) != 1:
+        raise ValueError(f"`model` must return one logit map (B, 1, H, W) for the binary labels "
+                         f"of the dataset; got {tuple(logits.shape)}")
+
+
+def _board(cfg: Config, info: dist.DistInfo):
+    """The run's TensorBoard logger (rank 0, with ``cfg.tensorboard``), else None."""
+    if not cfg.tensorboard or not info.is_main:
+        return None
+    from . import tensorboard_log
+
+    if not tensorboard_log.tensorboard_available():
+        raise ValueError(f"--tensorboard needs the tensorboard package: "
+                         f"{tensorboard_log.INSTALL_HINT}")
+    return tensorboard_log.TensorBoardLogger(cfg.exp_dir / "tensorboard")
+
+
+def _log_epoch(board, cfg: Config, row: Dict[str, Any], kept: List[Tuple]) -> None:
+    """Losses and learning rate under train/, validation metrics under val/, the figures."""
+    epoch = row["epoch"]
+    board.scalars({k: v for k, v in row.items() if k in ("loss", "bce", "extra", "lr")}, epoch,
+                  prefix="train/")
+    board.scalars({k[len("val_"):]: v for k, v in row.items() if k.startswith("val_")}, epoch,
+                  prefix="val/")
+    figures = cfg.exp_dir / "figures"
+    board.image_file("figures/curves", figures / "curves.png", epoch)
+    for name, *_ in kept:
+        board.image_file(f"figures/val_{name}", figures / f"val_{name}.png", epoch)
+    board.flush()
+
+
+def _log_final_figures(board, cfg: Config, val_set: SegmentationDataset) -> None:
+    """The matching figure of the end of the run; closes the logger."""
+    if len(val_set):
+        name = val_set.items[0][0]
+        board.image_file("figures/matching", cfg.exp_dir / "figures" / f"matching_{name}.png",
+                         cfg.epoch)
+    board.close()
+
+
+def _log_test(board, cfg: Config, summary: Dict[str, Any], out: Path, epoch: int) -> None:
+    """The mean metrics of a test run under ``<split>/`` and its figures; closes the logger."""
+    board.scalars({k: summary[k] for k in METRIC_NAMES}, epoch, prefix=f"{cfg.split}/")
+    for path in sorted((out / "figures").glob("*.png")):
+        board.image_file(f"{cfg.split}/{path.stem}", path, epoch)
+    board.close()
+
+
 def _metrics_csv(cfg: Config, info: dist.DistInfo, start: int) -> Path:
     """The per-epoch CSV: fresh for a new run, cut after epoch ``start`` when resumed."""
     metrics_csv = cfg.exp_dir / "metrics.csv"
@@ -352,12 +441,13 @@ def _metrics_csv(cfg: Config, info: dist.DistInfo, start: int) -> Path:
 
 def _validate_and_save(cfg: Config, info: dist.DistInfo, model, val_set: SegmentationDataset,
                        row: Dict[str, Any], t0: float, metrics_csv: Path, optimisation: Tuple,
-                       best: Dict[str, float], log: _Log) -> Dict[str, float]:
+                       best: Dict[str, float], log: _Log, board=None) -> Dict[str, float]:
     """Rank 0 after an epoch: validate, append the CSV row, save checkpoints, log, figures."""
     epoch = row["epoch"]
     # the plain module: a DDP forward on rank 0 alone would wait for the other ranks
     rows, kept = evaluate(_unwrap(model), val_set, info.device, cfg.amp, cfg.threshold,
-                          progress=cfg.progress, keep=cfg.max_figures if cfg.figures else 0)
+                          progress=cfg.progress, keep=cfg.max_figures if cfg.figures else 0,
+                          tile=cfg.tile, tile_overlap=cfg.tile_overlap)
     if not _unwrap(model).training:
         raise RuntimeError("validation left the model in eval mode")
     means = summarize(rows)
@@ -371,6 +461,8 @@ def _validate_and_save(cfg: Config, info: dist.DistInfo, model, val_set: Segment
         f"{' | saved ' + ', '.join(improved) if improved else ''} ({row['time_s']:.1f} s)")
     if cfg.figures:
         _epoch_figures(cfg, metrics_csv, kept, epoch)
+    if board is not None:
+        _log_epoch(board, cfg, row, kept)
     return means
 
 
@@ -384,9 +476,9 @@ def _train_epoch(model, loader, criterion, optimizer, scaler, cfg: Config, info:
     for batch in batches:
         image = batch["image"].to(info.device, non_blocking=True)
         label = batch["label"].to(info.device, non_blocking=True)
-        padded, (h, w) = pad_to_multiple(image, _unwrap(model).divisor)
+        padded, (h, w) = pad_to_multiple(image, size_divisor(model))
         with _autocast(info.device, cfg.amp):
-            logits = model(padded, logits=True)
+            logits = model_logits(model, padded)
         loss, parts = criterion(logits[..., :h, :w], label)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -425,7 +517,7 @@ def _matching_figure(cfg: Config, model, dataset: SegmentationDataset, device, f
     model.eval()
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
-        prob = predict(model, x, cfg.amp)[0, 0].cpu().numpy()
+        prob = predict(model, x, cfg.amp, cfg.tile, cfg.tile_overlap)[0, 0].cpu().numpy()
     model.train(was_training)
     plot_matching(prob, label, folder / f"matching_{name}.png", image=image, crit=crit)
 
@@ -461,7 +553,8 @@ def _test(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
     dataset.check()
     state = load_checkpoint(path, map_location=info.device)
     model_name = state.get("model_name", cfg.model)
-    model = build_model(model_name).to(info.device)
+    model_kwargs = state.get("model_kwargs", cfg.model_kwargs)
+    model = build_model(model_name, kwargs=model_kwargs).to(info.device)
     load_weights(model, state, path, model_name)
     model.eval()
     tag = Path(path).stem if cfg.checkpoint else cfg.test_model
@@ -478,7 +571,7 @@ def _test(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
             name = dataset.items[i][0]
             image, label = dataset.load(i)
             x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(info.device)
-            prob = predict(model, x, cfg.amp)[0, 0].cpu().numpy()
+            prob = predict(model, x, cfg.amp, cfg.tile, cfg.tile_overlap)[0, 0].cpu().numpy()
             save_png(out / "pred_grey" / f"{name}.png", np.round(prob * 255).astype(np.uint8))
             save_png(out / "pred_bin" / f"{name}.png", (prob > cfg.threshold).astype(np.uint8) * 255)
             row = {"name": name, **segmentation_metrics(prob, label, threshold=cfg.threshold)}
@@ -492,5 +585,8 @@ def _test(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if cfg.figures and rows:
         _matching_figure(cfg, model, dataset, info.device, out / "figures")
+    board = _board(cfg, info)
+    if board is not None:
+        _log_test(board, cfg, summary, out, state.get("epoch") or 0)
     log(" ".join(f"{k} {summary[k]:.4f}" for k in METRIC_NAMES) + f" -> {out}")
     return summary

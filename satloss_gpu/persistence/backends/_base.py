@@ -22,12 +22,17 @@ class PairIndices:
         C-order flat index (row * W + col) of the pixel whose value is the birth.
     death_index : (K,) int64
         Flat index of the pixel whose value is the death; -1 for the essential class.
+    last_index : (B,) int64 or None
+        Flat index of the last pixel of each image in the (value, index) order, where the
+        filtration ends (the loss lets the essential class die there); None when the backend
+        does not report it.
     """
 
     image: Any
     dim: Any
     birth_index: Any
     death_index: Any
+    last_index: Any = None
 
 
 class PersistenceBackend(abc.ABC):

@@ -1,24 +1,26 @@
 """The GPU backend: the whole batch on the device, with parallelism inside every image.
 
-Pipeline (kernels in ``satloss_gpu.kernels``). H0 and H1 of every image are
-*problems* of one batch (H1 is H0 of the reversed order with a frame, by duality), so every
-stage is one launch for all of them:
+Local pairing (kernels in ``satloss_gpu.kernels.cuda.local_pairing``; the per-pixel rule is
+shared with the CPU backend). Every stage is one launch, or a fixed sequence of launches, for
+all images of the batch, H0 and H1 together:
 
 1. order words: order-preserving bits of float32 values, or per-image ranks from a stable
-   batched sort for float64 (exact: float64 keys never go through float32);
-2. steepest descent + pointer jumping: every pixel gets its basin (one thread per pixel);
-3. basin-graph edges: per weight pixel one edge to each other basin among its earlier
-   neighbours (count, scan, emit);
-4. Boruvka rounds with atomic min on unique 64-bit edge keys: the minimum spanning forest of
-   every basin graph in O(log n) rounds; only its edges can pair anything;
-5. per-problem sort of the forest edges, then elder-rule pairing by recursive halving, one
-   thread block per problem (or the sequential one-thread-per-problem baseline);
-6. packed output written on the device: pairs grouped by image, then dimension.
+   batched sort for float64 (exact: float64 values never go through float32);
+2. the per-pixel rule, one thread per pixel: critical edges counted, scanned and compacted,
+   gradient parents of corners and squares written;
+3. pointer jumping along the gradient paths;
+4. ONE sort of the 64-bit keys of every critical edge of the batch (CuPy on the device, on
+   torch tensors through DLPack without copies; NumPy on the host under the simulator);
+5. the elder rule on the sorted edges: a corner pass (Kruskal), then a square pass in
+   reversed order on the edges that merged nothing (duality), each by recursive halving over
+   all images at once, or by the sequential one-thread-per-image baseline;
+6. packed output written on the device: pairs grouped by image, then dimension, and each
+   image's last pixel.
 
-Only sizes are read back to the host (edge totals, live edges per Boruvka round, the longest
-forest, the number of pairs). Buffers are sized by exact bounds: a pixel has at most 7 basin
-edges, a forest fewer edges than nodes, and an image at most one pair per forest edge plus
-its essential class, so nothing is ever truncated.
+One read-back per call (the critical-edge and critical-corner counts of every image, after
+step 2) sizes every buffer: each critical edge gives exactly one pair (Euler characteristic),
+so the output size is known before the pairing runs, and nothing is ever truncated. All
+launches go to the caller's current stream (torch's or CuPy's).
 """
 from __future__ import annotations
 
@@ -32,10 +34,8 @@ from ._base import PairIndices, PersistenceBackend
 __all__ = ["CUDABackend", "PAIRING_METHODS"]
 
 PAIRING_METHODS = ("halving", "sequential")
-_MAX_BORUVKA_ROUNDS = 64
 _SIM_THREADS = 16
 _SIM_BLOCKS = 3
-_SIM_PAIRING_THREADS = 8
 
 
 def _simulator() -> bool:
@@ -48,22 +48,34 @@ class CUDABackend(PersistenceBackend):
     Parameters
     ----------
     pairing : {"halving", "sequential"}, default "halving"
-        Elder-rule pairing of the spanning-forest edges: recursive halving with a thread block
-        per problem, or the sequential one-thread-per-problem baseline (for benchmarks).
+        Elder-rule pairing of the sorted critical edges: recursive halving, every level one
+        launch sequence over all edges of the batch, or the sequential one-thread-per-image
+        baseline (for benchmarks).
     threads : int, optional
-        Threads per block of the pixel and edge kernels (default 256; 16 under the simulator).
+        Threads per block of every kernel (default 256; 16 under the simulator).
+    base_edges : int, default 32
+        The halving stops at runs of this many consecutive edges of an image (a power of
+        two), each then paired by one thread: fewer levels (launches over all edges) for
+        more sequential work per thread. 1 runs every level in parallel.
     """
 
     name = "cuda"
 
-    def __init__(self, pairing: str = "halving", threads: Optional[int] = None) -> None:
+    def __init__(self, pairing: str = "halving", threads: Optional[int] = None,
+                 base_edges: int = 32) -> None:
         from ..._validation import check_choice
 
         self.pairing = check_choice("pairing", pairing, PAIRING_METHODS)
+        if (isinstance(base_edges, bool) or not isinstance(base_edges, (int, np.integer))
+                or base_edges < 1 or base_edges & (base_edges - 1)):
+            raise ValueError(f"`base_edges` must be a power of two (1, 2, 4, ...); "
+                             f"got {base_edges!r}")
+        self.base_edges = int(base_edges)
         self.threads = threads
         #: Called with a stage name after each stage's launches (benchmarks record events).
         self.stage_hook: Optional[Callable[[str], None]] = None
-        #: Sizes of the last call: edges, Boruvka rounds, longest forest, halving levels.
+        #: Sizes of the last call: critical edges (in all, per pixel, longest image list),
+        #: halving levels.
         self.last_stats: dict = {}
 
     @classmethod
@@ -120,30 +132,37 @@ class CUDABackend(PersistenceBackend):
 
 
 class _Pipeline:
-    """One call of the backend: buffers, launches and size read-backs, in order."""
+    """One call of the backend: buffers, launches and the one size read-back, in order."""
 
     def __init__(self, glue: Any, images: Any, construction: str, dims: tuple[int, ...],
                  backend: CUDABackend) -> None:
-        from ...kernels.common.persistence_common import MAX_PIXELS
+        from ...kernels.cuda import local_pairing
 
+        self.lp = local_pairing
         self.glue = glue
         self.images = images
         self.batch, self.height, self.width = (int(s) for s in images.shape)
         self.n = self.height * self.width
-        if self.n > MAX_PIXELS:
-            raise ValueError(f"`images` must have at most {MAX_PIXELS} pixels per image for "
+        limit = local_pairing.MAX_PIXELS
+        if self.n > limit:
+            raise ValueError(f"`images` must have at most {limit} pixels per image for "
                              f"the cuda backend; got {self.height}x{self.width}")
-        self.dims = dims
-        self.n_dims = len(dims)
-        self.problems = self.batch * self.n_dims
-        if self.problems * (self.n + 1) >= 2 ** 31:
+        self.n_corners = (self.height + 1) * (self.width + 1) + 1
+        self.n_squares = self.n + 1
+        if self.batch * max(self.n_corners, 4 * self.n) >= 2 ** 31:
             raise ValueError("the batch is too large for one call of the cuda backend "
-                             f"({self.problems} problems of {self.n} pixels); split it")
-        self.connectivity = 8 if construction == "T" else 4
+                             f"({self.batch} images of {self.n} pixels); split it")
+        self.flip = 1 if construction == "V" else 0
+        self.want = (int(0 in dims), int(1 in dims))
+        # The corner pass is always run (its leftover edges feed the square pass); the square
+        # pass gives the T-construction's dimension 1 and the V-construction's dimension 0.
+        self.square_pass = bool(self.want[0] if self.flip else self.want[1])
         self.backend = backend
         self.threads = backend.threads or (_SIM_THREADS if glue.simulated else 256)
-        self.max_blocks = _SIM_BLOCKS if glue.simulated else glue.sm_count() * 16
+        self.max_blocks = _SIM_BLOCKS if glue.simulated else glue.sm_count() * 32
         self.hook = backend.stage_hook
+        #: Bits of a sort key (image number, order word, position); tests lower it.
+        self.key_bits = 64
 
     # -- helpers -----------------------------------------------------------------------------
     def _launch(self, kernel: Any, size: int, *args: Any) -> None:
@@ -155,163 +174,230 @@ class _Pipeline:
             self.hook(name)
 
     def _buffer(self, kind: str, size: int, fill: Optional[int] = None):
-        """(library buffer, kernel view)."""
+        """(library buffer, kernel view), both of exactly ``size`` elements (at least one)."""
         array = self.glue.alloc(kind, size) if fill is None else self.glue.full(kind, size, fill)
+        array = array[:max(int(size), 1)]
         return array, self.glue.view(array, kind)
 
     # -- stages ------------------------------------------------------------------------------
     def run(self) -> PairIndices:
         self._stage("start")
-        order = self._order_words()
+        self._order_words()
         self._stage("order")
-        label, first_key = self._basins(order)
-        self._stage("basins")
-        edges = self._basin_edges(order, label)
-        self._stage("edges")
-        forest, forest_count = self._spanning_forest(edges)
-        self._stage("forest")
-        result = self._pairs(order, label, first_key, forest, forest_count)
+        self._count()
+        self._stage("count")
+        self._emit()
+        self._stage("emit")
+        self._jump()
+        self._stage("jump")
+        self._sort()
+        self._stage("sort")
+        self._corner_pass()
+        self._stage("corner pass")
+        self._square_pass()
+        self._stage("square pass")
+        result = self._assemble()
         self._stage("assemble")
+        sizes = self.edge_counts
         self.backend.last_stats = {
-            "problems": self.problems,
-            "basin_edges": edges[0],
-            "boruvka_rounds": self.boruvka_rounds,
-            "longest_forest": self.forest_width,
-            "halving_levels": max(self.forest_width - 1, 0).bit_length(),
+            "images": self.batch,
+            "critical_edges": int(sizes.sum()),
+            "critical_edges_per_pixel": float(sizes.sum()) / max(self.batch * self.n, 1),
+            "longest_list": int(sizes.max(initial=0)),
+            "halving_levels": self.levels,
+            "square_pass_edges": self.total_leftover,
+            "square_pass_levels": _levels(self.leftover_counts),
         }
         return result
 
-    def _order_words(self):
-        from ...kernels.cuda import persistence_basins as kb
-
+    def _order_words(self) -> None:
         glue, n = self.glue, self.n
-        order, order_k = self._buffer("u32", self.batch * n)
+        words, self.words = self._buffer("u32", self.batch * n)
         if str(self.images.dtype).endswith("float32"):
             bits = glue.view(glue.float32_bits(self.images), "u32")
-            self._launch(kb.float32_order_kernel, self.batch * n, bits, order_k)
+            self._launch(self.lp.float32_order_kernel, self.batch * n, bits, self.flip, self.words)
         else:
             ranks = glue.argsort_rows(self.images, self.batch, n)
             ranks_k = glue.view(ranks.reshape(self.batch, n), "i64")
-            self._launch(kb.rank_order_kernel, self.batch * n, ranks_k, n, order_k)
-        return order_k
+            self._launch(self.lp.rank_order_kernel, self.batch * n, ranks_k, n, self.flip,
+                         self.words)
 
-    def _basins(self, order):
-        from ...kernels.cuda import persistence_basins as kb
+    def _pixel_kernel(self, emit: int, *buffers: Any) -> None:
+        self._launch(self.lp.pixel_kernel, self.batch * self.n, self.words, self.table, self.height,
+                     self.width, self.flip, emit, *buffers)
 
-        glue, n = self.glue, self.n
-        flags = np.tile(np.array([1 if d == 1 else 0 for d in self.dims], dtype=np.int32),
-                        self.batch)
-        self.dual_flags = glue.view(glue.from_host("i32", flags), "i32")
-        self.flags = flags
-        label, label_k = self._buffer("i32", self.problems * (n + 1))
-        first_k = self._buffer("u64", self.problems, fill=-1)[1]
-        self._launch(kb.descent_kernel, self.problems * n, order, self.dual_flags, self.n_dims,
-                     self.height, self.width, self.connectivity, label_k, first_k)
-        self._launch(kb.jump_kernel, self.problems * (n + 1), label_k)
-        return label_k, first_k
+    def _count(self) -> None:
+        """Critical edges and critical corners of every image; the one size read-back."""
+        glue, batch, n = self.glue, self.batch, self.n
+        from ...kernels.common.local_pairing import RULE_TABLE
 
-    def _basin_edges(self, order, label):
-        from ...kernels.cuda import persistence_basins as kb
-
-        glue, n = self.glue, self.n
-        counts, counts_k = self._buffer("i64", self.problems * n)
-        dummy_key, dummy_key_k = self._buffer("u64", 1)
-        dummy_end, dummy_end_k = self._buffer("i32", 1)
-        args = (order, label, self.dual_flags, self.n_dims, self.height, self.width,
-                self.connectivity)
-        self._launch(kb.basin_edges_kernel, self.problems * n, *args, 0, counts_k,
-                     dummy_key_k, dummy_end_k, dummy_end_k)
-        ends = glue.cumsum(counts)
-        total = glue.item(ends, self.problems * n - 1)
-        if total >= 2 ** 31:
-            # Edge ends, list counts and compaction offsets are int32 in the kernels.
+        self.table = glue.view(glue.from_host("i32", RULE_TABLE.astype(np.int32)), "i32")
+        counts, counts_k = self._buffer("i32", batch * n)
+        self.lowest = self._buffer("u64", batch, fill=-1)[1]
+        self.highest = self._buffer("u64", batch, fill=0)[1]
+        corners, corners_k = self._buffer("i32", batch, fill=0)
+        dummy_i32 = self._buffer("i32", 1)[1]
+        dummy_u32 = self._buffer("u32", 1)[1]
+        dummy_i64 = self._buffer("i64", 1)[1]
+        self._pixel_kernel(0, dummy_i64, counts_k, self.lowest, self.highest, corners_k,
+                           dummy_i32, dummy_i32, dummy_u32, dummy_i32, dummy_i32)
+        self.ends = glue.cumsum(counts)
+        totals = self.ends[n - 1::n]
+        host = glue.to_host(glue.stack_i64(totals, corners))
+        ends_host = host[:batch]
+        self.critical_corners = host[batch:]
+        self.edge_counts = np.diff(ends_host, prepend=0)
+        self.total = int(ends_host[-1])
+        if 3 * self.total >= 2 ** 31:
+            # Slots and fresh nodes of the pairing are int32.
             raise ValueError("the batch is too large for one call of the cuda backend "
-                             f"({total} basin-graph edges, at most {2 ** 31 - 1}); split it")
-        ends_k = glue.view(ends, "i64")
-        key, key_k = self._buffer("u64", total)
-        end_a, end_a_k = self._buffer("i32", total)
-        end_b, end_b_k = self._buffer("i32", total)
-        self._launch(kb.basin_edges_kernel, self.problems * n, *args, 1, ends_k, key_k,
-                     end_a_k, end_b_k)
-        return total, (key_k, end_a_k, end_b_k)
+                             f"({self.total} critical edges, at most {(2 ** 31 - 1) // 3}); "
+                             "split it")
+        self.image_start_host = np.concatenate([[0], ends_host]).astype(np.int64)
+        self.image_start = glue.view(glue.from_host("i64", self.image_start_host), "i64")
+        # Every critical edge pairs once (Euler characteristic): the corner pass merges all
+        # critical corners into one component (T) or into the exterior corner (V); the other
+        # edges are left over for the square pass. So every output size is known now.
+        self.corner_merges = self.critical_corners - (0 if self.flip else 1)
+        self.leftover_counts = self.edge_counts - self.corner_merges
+        self.total_leftover = int(self.leftover_counts.sum())
+        leftover_start = np.concatenate([[0], np.cumsum(self.leftover_counts)]).astype(np.int64)
+        self.leftover_start = glue.view(glue.from_host("i64", leftover_start), "i64")
 
-    def _spanning_forest(self, edges):
-        from ...kernels.cuda import persistence_forest as kf
+    def _emit(self) -> None:
+        total = self.total
+        self.edges = self._buffer("i32", total)[1]
+        self.edge_image = self._buffer("i32", total)[1]
+        self.edge_word = self._buffer("u32", total)[1]
+        self.corner_parent = self._buffer("i32", self.batch * self.n_corners)
+        self.square_parent = self._buffer("i32", self.batch * self.n_squares)
+        self._pixel_kernel(1, self.glue.view(self.ends, "i64"), self._buffer("i32", 1)[1],
+                           self.lowest, self.highest, self._buffer("i32", 1)[1], self.edges,
+                           self.edge_image, self.edge_word, self.corner_parent[1],
+                           self.square_parent[1])
 
-        glue, nodes = self.glue, self.n + 1
-        total, first_list = edges
-        first_count = glue.from_host("i32", np.array([total]))
-        second_count = glue.alloc("i32", 1)
-        lists = [
-            (first_list + (glue.view(first_count, "i32"),), first_count),
-            (tuple(self._buffer(kind, total)[1] for kind in ("u64", "i32", "i32"))
-             + (glue.view(second_count, "i32"),), second_count),
-        ]
-        parent = glue.arange("i32", self.problems * nodes)
-        parent_k = glue.view(parent, "i32")
-        best = [self._buffer("u64", self.problems * nodes, fill=-1)[1] for _ in range(2)]
-        forest = self._buffer("u64", self.problems * nodes)
-        forest_count = self._buffer("i32", self.problems, fill=0)
-        remaining = total
-        round_ = 0
-        for round_ in range(_MAX_BORUVKA_ROUNDS):
-            if remaining == 0:
-                break
-            src, _ = lists[round_ % 2]
-            dst, dst_count = lists[(round_ + 1) % 2]
-            glue.fill(dst_count, 0)
-            self._launch(kf.boruvka_min_kernel, remaining, *src, parent_k,
-                         best[(round_ + 1) % 2], best[round_ % 2], *dst)
-            remaining = glue.item(dst_count, 0)
-            if remaining:
-                self._launch(kf.boruvka_hook_kernel, remaining, *dst, best[round_ % 2],
-                             parent_k, nodes, forest[1], forest_count[1])
-        else:
-            raise RuntimeError("Boruvka rounds did not converge (internal error)")
-        self.boruvka_rounds = round_
-        self.scratch = (parent, parent_k)
-        return forest, forest_count
+    def _jump(self) -> None:
+        for _, parent in (self.corner_parent, self.square_parent):
+            self._launch(self.lp.jump_kernel, parent.size, parent)
 
-    def _pairs(self, order, label, first_key, forest, forest_count):
-        from ...kernels.cuda import persistence_pairing as kp
-        from ...kernels.common.persistence_common import NO_EDGE
+    def _sort(self) -> None:
+        """One sort of the keys of every critical edge of the batch (in chunks of images
+        only if the image number, the order word and the position do not fit 64 bits)."""
+        glue, total = self.glue, self.total
+        longest = int(self.edge_counts.max(initial=0))
+        self.pos_bits = max(int(longest - 1).bit_length(), 1)
+        self.levels = _levels(self.edge_counts)
+        self.sort_chunk = 0
+        if total == 0:
+            self.keys = self._buffer("u64", 1)[1]
+            return
+        image_bits = self.key_bits - 32 - self.pos_bits
+        chunk = 1 << min(image_bits, max(int(self.batch - 1).bit_length(), 0))
+        self.sort_chunk = chunk
+        keys, self.keys = self._buffer("u64", total)
+        self._launch(self.lp.edge_key_kernel, total, self.edge_word, self.edge_image,
+                     self.image_start, chunk - 1, self.pos_bits, self.flip, self.keys)
+        for first in range(0, self.batch, chunk):
+            last = min(first + chunk, self.batch)
+            glue.sort_u64(keys, int(self.image_start_host[first]),
+                          int(self.image_start_host[last]))
 
-        glue, n, problems = self.glue, self.n, self.problems
-        count, count_k = forest_count
-        width = max(glue.max_item(count), 1)
-        self.forest_width = width
-        sorted_keys = glue.sort_rows_u64(forest[0], problems, n + 1, width, count, NO_EDGE)
-        self._stage("sort")
-        sorted_k = glue.view(sorted_keys, "u64")
-        out_birth = self._buffer("i64", problems * width)[1]
-        out_death = self._buffer("i64", problems * width)[1]
-        common = (sorted_k, width, count_k, label, order, self.dual_flags, self.n_dims,
-                  self.height, self.width)
-        scratch, scratch_k = self.scratch
+    def _corner_pass(self) -> None:
+        """H0 of the sorted edges on corners: per edge the birth key it kills, or NO_MERGE."""
+        glue, total, lp = self.glue, self.total, self.lp
+        self.corner_result = self._buffer("u64", total, fill=-1)[1]
+        self.corner_rank = glue.alloc("i64", 1)
+        if total == 0:
+            return
+        nodes = self.batch * self.n_corners
+        ends_a, ends_b = (self._buffer("i32", total)[1] for _ in range(2))
+        node_key = self._buffer("u64", nodes)[1]
+        self._launch(lp.corner_ends_kernel, total, self.keys, self.edge_image,
+                     self.image_start, self.edges, self.pos_bits, self.words, self.height,
+                     self.width, self.flip, self.corner_parent[1], ends_a, ends_b, node_key)
+        self._elder_rule(ends_a, ends_b, self.edge_image, self.image_start, node_key, nodes,
+                         self.levels, self.corner_result)
+        self.corner_rank = glue.cumsum(glue.merged_flags(self.corner_result, total))
+
+    def _square_pass(self) -> None:
+        """H1 by duality: the left-over edges, in reverse order, on squares."""
+        glue, total, lp = self.glue, self.total_leftover, self.lp
+        self.square_result = self._buffer("u64", total, fill=-1)[1]
+        self.square_rank = glue.alloc("i64", 1)
+        if total == 0 or not self.square_pass:
+            return
+        nodes = self.batch * self.n_squares
+        ends_a, ends_b = (self._buffer("i32", total)[1] for _ in range(2))
+        leftover_image = self._buffer("i32", total)[1]
+        node_key = self._buffer("u64", nodes)[1]
+        self._launch(lp.square_ends_kernel, self.total, self.keys, self.edge_image,
+                     self.image_start, self.edges, self.pos_bits, self.words, self.height,
+                     self.width, self.flip, self.square_parent[1], self.corner_result,
+                     glue.view(self.corner_rank, "i64"), self.leftover_start, leftover_image,
+                     ends_a, ends_b, node_key)
+        self._elder_rule(ends_a, ends_b, leftover_image, self.leftover_start, node_key, nodes,
+                         _levels(self.leftover_counts), self.square_result)
+        self.square_rank = glue.cumsum(glue.merged_flags(self.square_result, total))
+
+    def _elder_rule(self, ends_a: Any, ends_b: Any, image_of: Any, image_start: Any,
+                    node_key: Any, nodes: int, levels: int, result: Any) -> None:
+        """Kruskal with the elder rule on every image's sorted edge list at once.
+
+        ``ends_a``/``ends_b`` (M,) int32 are global node ids, ``node_key`` their birth keys;
+        ``result`` (M,) uint64 receives the birth each edge kills, or NO_MERGE.
+        """
+        lp, total = self.lp, int(ends_a.size)
         if self.backend.pairing == "sequential":
-            self._launch(kp.pairing_sequential_kernel, problems, *common, scratch_k,
-                         out_birth, out_death)
+            self._launch(lp.sequential_pass_kernel, self.batch, ends_a, ends_b, image_start,
+                         node_key, self._buffer("i32", nodes)[1], result)
+            return
+        slot_of = self._buffer("i32", nodes, fill=2 ** 31 - 1)[1]
+        parent, heaviest = (self._buffer("i32", 3 * total)[1] for _ in range(2))
+        node_birth, component_birth = (self._buffer("u64", 3 * total)[1] for _ in range(2))
+        self._launch(lp.halving_slots_kernel, total, ends_a, ends_b, slot_of)
+        self._launch(lp.halving_rename_kernel, total, ends_a, ends_b, slot_of, node_key,
+                     node_birth)
+        level_args = (ends_a, ends_b, image_of, image_start)
+        components = (parent, heaviest, node_birth, component_birth)
+        base_bits = self.backend.base_edges.bit_length() - 1
+        for level in range(levels - base_bits):
+            bit = 1 << (levels - 1 - level)
+            self._launch(lp.halving_reset_kernel, total, *level_args, bit, *components)
+            self._launch(lp.halving_union_kernel, total, *level_args, bit, parent)
+            self._launch(lp.halving_collect_kernel, total, *level_args, bit, *components)
+            self._launch(lp.halving_contract_kernel, total, *level_args, bit, *components,
+                         2 * total)
+        self._launch(lp.halving_base_kernel, total, *level_args,
+                     1 << min(base_bits, levels), node_birth, parent, result)
+
+    def _assemble(self) -> PairIndices:
+        glue, total, batch = self.glue, self.total, self.batch
+        square_merges = self.leftover_counts
+        if self.flip:
+            dim0, dim1 = square_merges + 1, self.corner_merges
         else:
-            glue.fill(scratch, 2 ** 31 - 1)
-            size = problems * 3 * width
-            work = [self._buffer(kind, problems * width)[1] for kind in ("i32", "i32")]
-            work += [self._buffer(kind, size)[1] for kind in ("i32", "i32", "u64", "u64")]
-            threads = _SIM_PAIRING_THREADS if glue.simulated else 256
-            glue.launcher(kp.pairing_halving_kernel, problems, threads)(
-                *common, scratch_k, *work, out_birth, out_death)
-        self._stage("pair")
-        return self._assemble(count, count_k, first_key, out_birth, out_death, width)
+            dim0, dim1 = self.corner_merges + 1, square_merges
+        per_image = dim0 * self.want[0] + dim1 * self.want[1]
+        out_start = np.concatenate([[0], np.cumsum(per_image)]).astype(np.int64)
+        size = int(out_start[-1])
+        columns = [self._buffer("i64", size) for _ in range(4)]
+        last, last_k = self._buffer("i64", batch)
+        # In the V-construction the pass order is reversed: its last pixel is the first.
+        first_key, last_key = ((self.highest, self.lowest) if self.flip
+                               else (self.lowest, self.highest))
+        self._launch(self.lp.assemble_kernel, total + batch, total, self.keys, self.edge_image,
+                     self.image_start, self.edges, self.pos_bits, self.flip,
+                     self.corner_result, glue.view(self.corner_rank, "i64"), self.square_result,
+                     glue.view(self.square_rank, "i64"), self.leftover_start,
+                     glue.view(glue.from_host("i64", out_start), "i64"),
+                     glue.view(glue.from_host("i64", dim0), "i64"), first_key, last_key,
+                     self.want[0], self.want[1], *(view for _, view in columns), last_k)
+        image, dim, birth, death = (array[:size] for array, _ in columns)
+        return PairIndices(image=image, dim=dim, birth_index=birth, death_index=death,
+                           last_index=last)
 
-    def _assemble(self, count, count_k, first_key, out_birth, out_death, width):
-        from ...kernels.cuda import persistence_pairing as kp
 
-        glue, problems = self.glue, self.problems
-        primal = glue.from_host("i32", 1 - self.flags)
-        ends = glue.cumsum(count + primal)
-        total = glue.item(ends, problems - 1)
-        columns = [self._buffer("i64", total) for _ in range(4)]
-        self._launch(kp.assemble_kernel, problems * (width + 1), glue.view(ends, "i64"),
-                     count_k, first_key, self.dual_flags, self.n_dims, width, out_birth,
-                     out_death, *(view for _, view in columns))
-        image, dim, birth, death = (array[:total] for array, _ in columns)
-        return PairIndices(image=image, dim=dim, birth_index=birth, death_index=death)
+def _levels(sizes: np.ndarray) -> int:
+    """Levels of recursive halving for edge lists of these sizes: ceil(log2(longest))."""
+    longest = int(np.max(sizes, initial=0))
+    return int(longest - 1).bit_length() if longest > 1 else 0

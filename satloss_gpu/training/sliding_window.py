@@ -1,0 +1,170 @@
+"""Sliding-window inference: predict large images tile by tile and blend the tiles.
+
+A network applied to a whole 4096 x 4096 image needs all of its activations at once. Here
+the image is cut into overlapping windows of the training size, the windows go through the
+network in small batches, and each output pixel is the weighted mean of the outputs of the
+windows that cover it, with weights that fall off towards a window's border (where a
+convolutional network sees the least context). Only ``batch_size`` windows are in the network
+at any time; the output image is accumulated on the device of the input.
+
+Where one window covers the whole image, the result is the network's output on the whole
+image; for a network whose output at a pixel depends on that pixel alone, it is the whole
+image's output for any windows, overlap and weights.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence, Union
+
+import torch
+
+__all__ = ["sliding_window_inference", "window_starts", "number_of_windows", "blend_weights",
+           "BLEND_MODES"]
+
+BLEND_MODES = ("gaussian", "constant")
+
+
+def _pair(value: Union[int, Sequence[int]], name: str) -> tuple[int, int]:
+    """(rows, cols) from an int or a pair of ints, each >= 1."""
+    if isinstance(value, bool):
+        raise TypeError(f"`{name}` must be an int or a pair of ints; got {value!r}")
+    if isinstance(value, int):
+        pair = (value, value)
+    else:
+        try:
+            pair = tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            raise TypeError(f"`{name}` must be an int or a pair of ints; got {value!r}")
+        if len(pair) != 2:
+            raise ValueError(f"`{name}` must be an int or a pair of ints; got {value!r}")
+    if min(pair) < 1:
+        raise ValueError(f"`{name}` must be >= 1; got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def window_starts(size: int, window: int, overlap: float) -> list[int]:
+    """First rows (or columns) of the windows that cover ``size`` pixels.
+
+    The windows are ``min(window, size)`` long, start ``window * (1 - overlap)`` apart
+    (rounded, at least 1), and the last one ends at the last pixel.
+
+    Examples
+    --------
+    >>> window_starts(10, 4, 0.5)
+    [0, 2, 4, 6]
+    >>> window_starts(3, 8, 0.25)
+    [0]
+    """
+    window = min(window, size)
+    stride = max(1, int(round(window * (1.0 - overlap))))
+    starts = list(range(0, size - window, stride))
+    starts.append(size - window)
+    return starts
+
+
+def blend_weights(shape: tuple[int, int], mode: str = "gaussian",
+                  device: Union[str, torch.device, None] = None,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(h, w) weights of a window's pixels, 1 at the centre.
+
+    "gaussian": a product of Gaussians with standard deviation 1/8 of the window side,
+    floored at 1e-3 so that every pixel keeps a positive weight; "constant": all ones.
+    """
+    if mode == "constant":
+        return torch.ones(shape, device=device, dtype=dtype)
+    axes = []
+    for length in shape:
+        position = torch.arange(length, device=device, dtype=torch.float64)
+        sigma = max(length / 8.0, 1e-6)
+        axes.append(torch.exp(-0.5 * ((position - (length - 1) / 2.0) / sigma) ** 2))
+    weights = axes[0][:, None] * axes[1][None, :]
+    return (weights / weights.max()).clamp_min(1e-3).to(dtype)
+
+
+def _check_arguments(image: torch.Tensor, overlap: float, blend: str, batch_size: int) -> None:
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"`image` must be a torch.Tensor; got {type(image).__name__}")
+    if image.ndim != 4 or any(int(s) == 0 for s in image.shape):
+        raise ValueError(f"`image` must have shape (B, C, H, W) with no empty dimension; got "
+                         f"{tuple(image.shape)}")
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or \
+            not 0.0 <= float(overlap) < 1.0:
+        raise ValueError(f"`overlap` must be a number in [0, 1); got {overlap!r}")
+    if blend not in BLEND_MODES:
+        raise ValueError(f"`blend` must be one of {', '.join(map(repr, BLEND_MODES))}; "
+                         f"got {blend!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an int >= 1; got {batch_size!r}")
+
+
+def sliding_window_inference(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    window: Union[int, Sequence[int]],
+    overlap: float = 0.25,
+    blend: str = "gaussian",
+    batch_size: int = 4,
+) -> torch.Tensor:
+    """Apply ``predict`` to overlapping windows of ``image`` and blend the outputs.
+
+    Parameters
+    ----------
+    predict : callable
+        Maps a batch of windows (N, C, h, w) to outputs (N, K, h, w) of the same height and
+        width (probabilities or logits), e.g. a model in eval mode.
+    image : torch.Tensor, shape (B, C, H, W)
+        The images, on the device ``predict`` runs on.
+    window : int or (int, int)
+        Window side (rows, cols); clipped to the image size.
+    overlap : float, default 0.25
+        Fraction of a window shared with the next one, in [0, 1).
+    blend : {"gaussian", "constant"}, default "gaussian"
+        Weights of a window's pixels in the mean (see :func:`blend_weights`).
+    batch_size : int, default 4
+        Windows per call of ``predict``.
+
+    Returns
+    -------
+    torch.Tensor, shape (B, K, H, W), float32 (float64 if ``predict`` returns float64)
+        On the device of ``image``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> image = torch.rand(1, 3, 20, 30)
+    >>> out = sliding_window_inference(lambda x: x.mean(1, keepdim=True), image, 8)
+    >>> out.shape, torch.allclose(out, image.mean(1, keepdim=True))
+    (torch.Size([1, 1, 20, 30]), True)
+    """
+    _check_arguments(image, overlap, blend, batch_size)
+    win_rows, win_cols = _pair(window, "window")
+    batch, _, height, width = (int(s) for s in image.shape)
+    tile_rows, tile_cols = min(win_rows, height), min(win_cols, width)
+    windows = [(b, r, c) for b in range(batch)
+               for r in window_starts(height, win_rows, float(overlap))
+               for c in window_starts(width, win_cols, float(overlap))]
+    total = weight_sum = weights = None
+    for first in range(0, len(windows), batch_size):
+        chunk = windows[first:first + batch_size]
+        tiles = torch.stack([image[b, :, r:r + tile_rows, c:c + tile_cols] for b, r, c in chunk])
+        out = predict(tiles)
+        if out.ndim != 4 or tuple(out.shape[-2:]) != (tile_rows, tile_cols):
+            raise ValueError(f"`predict` must return (N, K, h, w) for windows (N, C, h, w) = "
+                             f"{tuple(tiles.shape)}; got {tuple(out.shape)}")
+        if total is None:
+            dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
+            total = image.new_zeros((batch, int(out.shape[1]), height, width), dtype=dtype)
+            weight_sum = image.new_zeros((batch, 1, height, width), dtype=dtype)
+            weights = blend_weights((tile_rows, tile_cols), blend, image.device, dtype)
+        out = out.to(total.dtype)
+        for (b, r, c), tile_out in zip(chunk, out):
+            total[b, :, r:r + tile_rows, c:c + tile_cols] += weights * tile_out
+            weight_sum[b, :, r:r + tile_rows, c:c + tile_cols] += weights
+    return total / weight_sum
+
+
+def number_of_windows(shape: tuple[int, int], window: Union[int, Sequence[int]],
+                      overlap: float = 0.25) -> int:
+    """Windows per image of ``shape`` (H, W)."""
+    rows, cols = _pair(window, "window")
+    return len(window_starts(shape[0], rows, overlap)) * len(window_starts(shape[1], cols, overlap))
+
