@@ -290,7 +290,7 @@ def time_changes(pred: torch.Tensor, target: torch.Tensor, repeats: int) -> dict
     images = np.concatenate([x.numpy(), (1.0 - F.pad(target, (1, 1, 1, 1), value=1.0))
                              .reshape(x.shape).numpy()])
     persistence = _cpu_median(lambda: cubical_persistence(images), repeats)
-    rows["persistence (unchanged)"] = {"before": persistence, "after": persistence}
+    rows["persistence (same code)"] = {"before": persistence, "after": persistence}
     print("\nWhat each change gives (CPU ms, medians, before and after interleaved):")
     print(f"{'stage':26s} {'before':>9s} {'after':>9s} {'gain ms':>9s} {'x':>6s}")
     for name, row in rows.items():
