@@ -3,19 +3,21 @@
 Two compiled passes over a batch of ``Q`` problems (``n[q]`` prediction points, ``m[q]`` target
 points; reduced cost ``r(i, j) = cost(i, j) - diag_pred(i) - diag_target(j)``):
 
-Both are serial loops over a range of work items that release the GIL: the driver hands
-ranges to a pool of Python threads, which wait on a lock, never spin (Numba's OpenMP layer
-spins, and on a core shared with another process that made a two-thread run three times
-slower than one thread).
-
 1. *Lists.* For every target point ``j``, the ``min(m, n)`` prediction points of least
-   ``r(i, j)`` among those with ``r(i, j) < 0``, sorted by (``r``, prediction index). The
-   costs are computed on the fly from the points (:func:`lists_from_points`) or read from a
-   dense matrix (:func:`lists_from_dense`); nothing of size ``n x m`` is stored. Work items are
-   blocks of target points, so one large problem still uses every thread.
+   ``r(i, j)`` among those with ``r(i, j) < 0``, kept as a heap while they are built and sorted
+   by (``r``, prediction index) at the end. The costs are computed on the fly from the points
+   (:func:`lists_from_points`, which visits the prediction points by a lower bound of their
+   keys and stops once no later point can enter a list) or read from a dense matrix
+   (:func:`lists_from_dense`); nothing of size ``n x m`` is stored. Work items are blocks of
+   target points, so one large problem still uses every thread.
 2. *Solve.* :func:`solve_lists` solves every problem restricted to the list edges exactly, by
    shortest augmenting paths (the scalar steps of the CPU matching solver, rows = target points,
-   a private diagonal column per row), and checks a dual certificate on those edges.
+   a private diagonal column per row; each search stops scanning a sorted list once it cannot
+   shorten the path), on list prefixes lengthened until a bound test shows they suffice, and
+   checks a dual certificate on the list edges.
+
+Both are serial loops over a range of work items that release the GIL: the driver hands
+ranges to a pool of Python threads, which wait on a lock and never spin.
 
 Why the restriction is exact (the argument of the package's matching documentation): take an
 optimal matching that uses the fewest pairs outside the lists. A matched pair ``(i, j)`` with
