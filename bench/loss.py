@@ -21,9 +21,9 @@ Optional sections, side by side in the same run:
 
 * ``--changes``: what each change of the lean pipeline gives, on the first kind's batch, in
   CPU time (medians, the two ways interleaved): the input checks (three passes before, one
-  now), the essential class's last pixel (torch before, one compiled pass now), the matching
-  (dense cost matrices + looped ``ot.emd`` before, the exact reduction now); persistence is
-  timed as well (the same code either way);
+  now), the essential class's last pixel (torch before, returned by the persistence backend
+  now), the matching (dense cost matrices + looped ``ot.emd`` before, the exact reduction
+  now); persistence is timed as well (the same code either way);
 * ``--busy``: the default threads against one thread (``NUMBA_NUM_THREADS=1``), each in
   fresh processes, alternately, with and without another process keeping one core busy;
 * ``--large N``: one N x N image (B = 1) forward+backward in a fresh process: time and peak
@@ -57,8 +57,7 @@ from scipy.ndimage import gaussian_filter
 
 from satloss_gpu import SATLoss
 from satloss_gpu.losses import LossOptions
-from satloss_gpu.losses.functional import (_build, _loss_from_assignment, _solve,
-                                          essential_death_index)
+from satloss_gpu.losses.functional import _build, _loss_from_assignment, _solve
 from satloss_gpu.training.synthetic import generate
 
 
@@ -277,7 +276,8 @@ def time_changes(pred: torch.Tensor, target: torch.Tensor, repeats: int) -> dict
     pairs = {
         "input checks": (lambda: _old_checks(pred, target),
                          lambda: check_pred_target(pred, target)),
-        "essential pixel": (lambda: _old_last_pixel(flat), lambda: essential_death_index(flat)),
+        # the persistence backend now returns the last pixel with the pairs: no pass of its own
+        "essential pixel": (lambda: _old_last_pixel(flat), lambda: None),
         "matching": (dense_emd, lambda: _solve(state, options)),
     }
     rows = {}

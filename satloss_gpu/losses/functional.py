@@ -363,31 +363,13 @@ def _concat(tables: Sequence[_PairTable]) -> _PairTable:
                         ("image", "dim", "birth", "death", "birth_index", "death_index")))
 
 
-def essential_death_index(flat: torch.Tensor) -> torch.Tensor:
-    """(P,) flat index of the last pixel of each image in the strict (value, index) order.
-
-    The death pixel of the essential class of dimension 0: the largest value, ties to the
-    largest index. ``flat`` is (P, L), detached. (One small function so that a persistence
-    backend that returns this pixel itself can replace it in one line.)
-    """
-    if flat.device.type == "cpu":
-        from ..kernels.cpu.loss_glue import last_in_order
-
-        out = np.empty(flat.shape[0], dtype=np.int64)
-        last_in_order(flat.contiguous().numpy(), out)
-        return torch.from_numpy(out)
-    top = flat.max(dim=1, keepdim=True).values
-    index = torch.arange(flat.shape[1], device=flat.device).expand_as(flat)
-    return torch.where(flat == top, index, torch.full_like(index, -1)).max(dim=1).values
-
-
 def _diagram_table(images: torch.Tensor, dims: tuple[int, ...], construction: str,
                    backend: str) -> _PairTable:
     """Pairs of the sublevel filtrations of (P, H, W) ``images``, one persistence call.
 
     The birth and death values are gathered from ``images`` in one differentiable ``take``
     (the only place gradients enter). The essential class dies at the last pixel of the
-    order; zero-persistence pairs are dropped.
+    order (returned by the persistence backend); zero-persistence pairs are dropped.
     """
     n_images, height, width = (int(s) for s in images.shape)
     detached = images.detach()
@@ -398,7 +380,8 @@ def _diagram_table(images: torch.Tensor, dims: tuple[int, ...], construction: st
     image, dim, birth_pixel, death_pixel = (torch.as_tensor(a, device=device) for a in (
         diagrams.image, diagrams.dim, diagrams.birth_pixel, diagrams.death_pixel))
     flat = images.reshape(n_images, height * width)
-    last = essential_death_index(flat.detach()).to(device)
+    last_pixel = torch.as_tensor(diagrams.last_pixel, device=device)
+    last = last_pixel[:, 0] * width + last_pixel[:, 1]
     birth_index = birth_pixel[:, 0] * width + birth_pixel[:, 1]
     death_index = torch.where(death_pixel[:, 0] < 0, last[image],
                               death_pixel[:, 0] * width + death_pixel[:, 1])

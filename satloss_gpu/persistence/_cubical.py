@@ -50,7 +50,8 @@ def cubical_persistence(
     Returns
     -------
     PersistenceDiagrams
-        Every pair of the batch, packed, with birth and death values and pixels.
+        Every pair of the batch, packed, with birth and death values and pixels, and the
+        last pixel of every image in the filtration order (``last_pixel``, (B, 2)).
 
     Notes
     -----
@@ -78,6 +79,8 @@ def cubical_persistence(
     ([0, 1], [0.0, 0.0], [inf, 1.0])
     >>> dg.birth_pixel.tolist(), dg.death_pixel.tolist()
     ([[0, 0], [2, 1]], [[-1, -1], [1, 1]])
+    >>> dg.last_pixel.tolist()
+    [[1, 1]]
     """
     batch, single = check_images(images, "images")
     check_choice("construction", construction, CONSTRUCTIONS)
@@ -100,7 +103,8 @@ def _assemble(batch: Any, indices: PairIndices, superlevel: bool) -> Persistence
                                  indices.dim, indices.birth_index, indices.death_index, width,
                                  superlevel)
         return PersistenceDiagrams(*fields, batch_size=n_images, image_shape=(height, width),
-                                   superlevel=superlevel)
+                                   superlevel=superlevel,
+                                   last_pixel=_last_pixel(indices.last_index, width, batch))
     image, dim, birth_index, death_index = (
         get_namespace(batch).convert(a, batch) for a in (indices.image, indices.dim,
                                                          indices.birth_index, indices.death_index)
@@ -124,7 +128,17 @@ def _assemble(batch: Any, indices: PairIndices, superlevel: bool) -> Persistence
         batch_size=n_images,
         image_shape=(height, width),
         superlevel=superlevel,
+        last_pixel=_last_pixel(indices.last_index, width, batch),
     )
+
+
+def _last_pixel(last_index: Any, width: int, batch: Any) -> Any:
+    """(B, 2) (row, col) of each image's last pixel in the library of ``batch``; None if the
+    backend gave none."""
+    if last_index is None:
+        return None
+    last_index = get_namespace(batch).convert(last_index, batch)
+    return _stack_pixels(last_index, width, None)
 
 
 @njit(cache=True)

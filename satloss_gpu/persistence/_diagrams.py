@@ -38,6 +38,12 @@ class PersistenceDiagrams:
         (H, W) of the images.
     superlevel : bool
         Whether the filtration was the superlevel one (births above deaths).
+    last_pixel : (B, 2) int64 or None
+        (row, col) of the last pixel of each image in the filtration's strict order (the
+        largest value, ties to the largest flat index; for a superlevel filtration the
+        smallest value, ties to the largest index): where the essential class would die if
+        the filtration stopped at the image's last value. Per image, so :meth:`select` keeps
+        it whole.
 
     Examples
     --------
@@ -57,6 +63,7 @@ class PersistenceDiagrams:
     batch_size: int
     image_shape: tuple
     superlevel: bool = False
+    last_pixel: Any = None
 
     def __len__(self) -> int:
         return int(self.image.shape[0])
@@ -116,6 +123,8 @@ class PersistenceDiagrams:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for name in ("image", "dim", "birth", "death", "birth_pixel", "death_pixel"):
             values[name] = to_numpy(values[name])
+        if self.last_pixel is not None:
+            values["last_pixel"] = to_numpy(self.last_pixel)
         return PersistenceDiagrams(**values)
 
     def counts(self) -> np.ndarray:

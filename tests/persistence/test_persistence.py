@@ -1,4 +1,6 @@
 """cubical_persistence: the CPU backend against gudhi (the oracle) and cripser, and the API."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -278,3 +280,23 @@ def test_flat_indices_of_critical_pixels(to_library):
     essential = np.isinf(d.death)
     assert np.all(death[essential] == -1)
     np.testing.assert_array_equal(image.ravel()[death[~essential]], d.death[~essential])
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gudhi", "cuda"])
+@pytest.mark.parametrize("superlevel", [False, True])
+@pytest.mark.parametrize("construction", ["T", "V"])
+def test_last_pixel_is_the_last_of_the_strict_order(backend, superlevel, construction):
+    if backend == "cuda" and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        pytest.skip("NumPy input reaches the cuda backend only in the simulator")
+    rng = np.random.default_rng(5)
+    images = np.stack([rng.integers(0, 3, (9, 7)).astype(np.float32),   # ties
+                       rng.random((9, 7)).astype(np.float32),
+                       np.full((9, 7), 0.5, dtype=np.float32)])          # constant
+    dg = cubical_persistence(images, construction=construction, superlevel=superlevel,
+                             backend=backend).to_numpy()
+    filtration = (-images if superlevel else images).reshape(3, -1)
+    # largest value, ties to the largest flat index
+    last = [max(range(filtration.shape[1]), key=lambda k: (row[k], k)) for row in filtration]
+    expected = [[k // 7, k % 7] for k in last]
+    assert dg.last_pixel.tolist() == expected
+    assert dg.select(dg.dim == 1).last_pixel.tolist() == expected

@@ -63,7 +63,10 @@ class GudhiBackend(PersistenceBackend):
         for i, (dim, birth, death) in enumerate(parts):
             columns.append((np.full(dim.size, i, dtype=np.int64), dim, birth, death))
         image, dim, birth, death = (np.concatenate(c) for c in zip(*columns))
-        return PairIndices(image=image, dim=dim, birth_index=birth, death_index=death)
+        # The last pixel of the strict order: the largest rank.
+        last = np.array([int(np.argmax(strict_ranks(im))) for im in images], dtype=np.int64)
+        return PairIndices(image=image, dim=dim, birth_index=birth, death_index=death,
+                           last_index=last)
 
     @staticmethod
     def _image_pairs(image: np.ndarray, construction: str, dims: tuple[int, ...]):
