@@ -4,20 +4,19 @@ Two layers, both sized by Numba's thread count (``NUMBA_NUM_THREADS``, or
 ``numba.set_num_threads`` at run time; ``NUMBA_NUM_THREADS=1`` runs everything in the
 calling thread):
 
-* Numba's ``parallel=True`` kernels (the persistence backend) run on Numba's threading layer,
-  OpenMP on most machines. GNU OpenMP lets idle workers spin before they sleep; with another
-  process busy on one core, a two-thread loss took 3 to 5 times as long as one thread
-  (``bench/loss.py --busy``). :func:`prefer_passive_openmp` (called when the package is
-  imported) sets ``OMP_WAIT_POLICY=PASSIVE`` unless the variable is already set, before the
-  OpenMP runtime starts, so idle workers sleep. To change it, set ``OMP_WAIT_POLICY`` (e.g.
-  ``ACTIVE``) or ``NUMBA_THREADING_LAYER`` (``workqueue``, ``omp``, ``tbb``) in the
-  environment before importing the package.
-* The compiled matching passes release the GIL and work on a range of items; :func:`run_ranges`
-hands ranges to a pool of Python threads, one range at a time, so a thread on a core that
-another process keeps busy simply takes fewer ranges (dynamic scheduling), and idle threads
-sleep on a lock. The number of threads is Numba's (``NUMBA_NUM_THREADS``, or
-``numba.set_num_threads`` at run time): ``NUMBA_NUM_THREADS=1`` runs everything in the
-calling thread.
+* OpenMP: torch's CPU operations and Numba's ``parallel=True`` kernels (the compiled matching
+  solvers of ``solver="cpu"``) run on OpenMP on most machines. GNU OpenMP lets idle workers
+  spin before they sleep; with another process busy on one core, a two-thread loss took 3 to
+  5 times as long as one thread (``bench/loss.py --busy``). :func:`prefer_passive_openmp`
+  (called when the package is imported) sets ``OMP_WAIT_POLICY=PASSIVE`` unless the variable
+  is already set, so that an OpenMP runtime started after the import lets idle workers sleep.
+  To change it, set ``OMP_WAIT_POLICY`` (e.g. ``ACTIVE``) or ``NUMBA_THREADING_LAYER``
+  (``workqueue``, ``omp``, ``tbb``) in the environment before importing the package.
+* Plain threads: the persistence backend (:mod:`satloss_gpu.kernels.cpu.local_pairing`) and
+  the compiled passes of the reduced matching release the GIL; :func:`run_ranges` hands
+  ranges of items to a pool of Python threads, one range at a time, so a thread on a core that
+  another process keeps busy simply takes fewer ranges (dynamic scheduling), and idle threads
+  sleep on a lock.
 """
 from __future__ import annotations
 
