@@ -22,13 +22,20 @@ class Config:
 
     The defaults are the reference's (UNet, 30 epochs, batch 16, ...). The quick start of
     ``satloss train`` overrides a few (see :mod:`satloss_gpu.training.cli`).
+
+    ``tloss_start`` and ``tloss_ramp`` schedule the second loss term (see
+    :meth:`tloss_weight`): BCE alone for ``tloss_start`` epochs, then a linear ramp of
+    ``tloss_ramp`` epochs up to ``tloss_w``; both 0 (the reference) keep ``tloss_w`` from
+    the first epoch. ``overwrite`` allows a new run in a folder that holds one.
+    ``val_fraction`` of the training images are held out when there is no ``val`` folder.
+    In test mode ``model=None`` takes the checkpoint's model; a name must match it.
     """
 
     dataset: str = "ROADS"
     dataroot: str = "./data"
     exp: str = "default"
     expmode: str = "train"
-    model: str = "UNet"
+    model: Optional[str] = "UNet"
     epoch: int = 30
     start_epoch: int = 0
     batch_size: int = 16
@@ -60,6 +67,33 @@ class Config:
     tensorboard: bool = False
     tile: Optional[int] = None
     tile_overlap: float = 0.25
+    tloss_start: int = 0
+    tloss_ramp: int = 0
+    overwrite: bool = False
+    val_fraction: float = 0.125
+
+    def __post_init__(self) -> None:
+        if not float(self.tloss_w) >= 0.0:
+            raise ValueError(f"`tloss_w` must be >= 0; got {self.tloss_w}")
+        if int(self.tloss_start) < 0 or int(self.tloss_ramp) < 0:
+            raise ValueError(f"`tloss_start` and `tloss_ramp` must be >= 0; got "
+                             f"{self.tloss_start} and {self.tloss_ramp}")
+        if not 0.0 < float(self.val_fraction) < 1.0:
+            raise ValueError(f"`val_fraction` must be in (0, 1); got {self.val_fraction}")
+
+    def tloss_weight(self, epoch: int) -> float:
+        """The weight of the second loss term in ``epoch`` (1-based) under the schedule.
+
+        0 before epoch ``tloss_start + 1``; then ``tloss_w`` times a linear ramp that reaches
+        1 after ``tloss_ramp`` epochs (``(epoch - tloss_start) / tloss_ramp``, capped at 1);
+        ``tloss_start = tloss_ramp = 0`` is the reference's constant weight.
+        """
+        done = int(epoch) - int(self.tloss_start)
+        if done < 1:
+            return 0.0
+        if int(self.tloss_ramp) == 0:
+            return float(self.tloss_w)
+        return float(self.tloss_w) * min(1.0, done / int(self.tloss_ramp))
 
     @property
     def exp_dir(self) -> Path:
@@ -115,7 +149,7 @@ def _preset(**changes: Any) -> Dict[str, Any]:
 #: The settings a preset fixes (the command line's defaults).
 PRESET_FIELDS = ("dataset", "dataroot", "exp", "model", "epoch", "batch_size", "lr",
                  "lr_decay_epoch", "lr_decay_rate", "wd", "tloss_w", "loss", "crop", "augment",
-                 "make_data", "save_every")
+                 "make_data", "save_every", "tloss_start", "tloss_ramp")
 #: Defaults of ``run.py``: the reference implementation's training recipe.
 REFERENCE: Dict[str, Any] = _preset()
 #: Defaults of ``satloss train/test``: a quick start that runs in a few minutes on 2 CPU cores.

@@ -34,7 +34,24 @@ class DistInfo:
         return self.rank == 0
 
 
+def check_device_name(device: str) -> str:
+    """``device`` if it is auto, cpu, cuda, cuda:K or mps; else a ValueError naming it."""
+    text = str(device).strip().lower()
+    if text in ("auto", "cpu", "cuda", "mps"):
+        return text
+    if text.startswith("cuda:") and text[5:].isdigit():
+        return text
+    raise ValueError(f"`device` must be auto, cpu, cuda, cuda:K or mps; got {device!r}")
+
+
 def _resolve_device(device: str, local_rank: int, gpu_id: Optional[int]) -> torch.device:
+    device = check_device_name(device)
+    if device == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError("`device` is 'mps' but torch sees no MPS device")
+    if device.startswith("cuda:") and torch.cuda.is_available():
+        if int(device[5:]) >= torch.cuda.device_count():
+            raise ValueError(f"`device` is {device!r} but torch sees "
+                             f"{torch.cuda.device_count()} CUDA GPU(s)")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
