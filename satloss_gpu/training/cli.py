@@ -170,6 +170,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
     o.add_argument("--tloss_ramp", type=_non_negative_int, default=defaults["tloss_ramp"],
                    help="epochs over which the second term's weight grows linearly from 0 to "
                    "--tloss_w after --tloss_start; 0: at once (%(default)s)")
+    o.add_argument("--tloss_kwargs", type=_model_kwargs, default={},
+                   help="keyword arguments of the second loss term as a JSON object, e.g. "
+                   "'{\"pad\": false}' for SATLoss without its frame")
+    o.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=defaults["baseline"],
+                   help="with --tloss_start > 0 and a second loss term: after the warm-up also "
+                   "train BCE alone from the same checkpoint (in <exp>/baseline_bce) and compare "
+                   "their Betti errors (%(default)s)")
     o.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
                    help="start a new run in an <exp> folder that already holds one (its "
                    "checkpoints and metrics.csv are replaced) (%(default)s)")
@@ -331,7 +338,11 @@ def _cmd_run(args: argparse.Namespace, expmode: str, argv: Optional[Sequence[str
     if expmode == "test" and not (_given(argv, "--model") or args.config):
         args.model = None  # test the checkpoint's model; a --model given must match it
     cfg = _config(args, expmode)
-    if expmode == "train":
+    if expmode == "train" and cfg.baseline and cfg.loss not in ("bce", "dice"):
+        from .recipe import train_with_baseline
+
+        result = train_with_baseline(cfg)
+    elif expmode == "train":
         result = train(cfg)
     else:
         result = test(cfg)

@@ -27,6 +27,9 @@ class Config:
     :meth:`tloss_weight`): BCE alone for ``tloss_start`` epochs, then a linear ramp of
     ``tloss_ramp`` epochs up to ``tloss_w``; both 0 (the reference) keep ``tloss_w`` from
     the first epoch. ``overwrite`` allows a new run in a folder that holds one.
+    ``baseline`` (train mode, a loss with a second term and ``tloss_start`` > 0) also trains
+the BCE control from the end of the warm-up
+(:func:`satloss_gpu.training.recipe.train_with_baseline`).
     ``val_fraction`` of the training images are held out when there is no ``val`` folder.
     In test mode ``model=None`` takes the checkpoint's model; a name must match it.
     """
@@ -70,6 +73,8 @@ class Config:
     tloss_start: int = 0
     tloss_ramp: int = 0
     overwrite: bool = False
+    baseline: bool = False
+    tloss_kwargs: Dict[str, Any] = field(default_factory=dict)
     val_fraction: float = 0.125
 
     def __post_init__(self) -> None:
@@ -149,11 +154,12 @@ def _preset(**changes: Any) -> Dict[str, Any]:
 #: The settings a preset fixes (the command line's defaults).
 PRESET_FIELDS = ("dataset", "dataroot", "exp", "model", "epoch", "batch_size", "lr",
                  "lr_decay_epoch", "lr_decay_rate", "wd", "tloss_w", "loss", "crop", "augment",
-                 "make_data", "save_every", "tloss_start", "tloss_ramp")
+                 "make_data", "save_every", "tloss_start", "tloss_ramp", "baseline")
 #: Defaults of ``run.py``: the reference implementation's training recipe.
 REFERENCE: Dict[str, Any] = _preset()
 #: Defaults of ``satloss train/test``: a quick start that runs in a few minutes on 2 CPU cores.
 QUICK_START: Dict[str, Any] = _preset(
-    dataset="synthetic", exp="quickstart", model="UNet_small", epoch=20, batch_size=8, lr=3e-3,
-    lr_decay_epoch=15, wd=1e-4, crop=64, augment=True, make_data=True,
+    dataset="synthetic", exp="quickstart", model="UNet_small", epoch=12, batch_size=8, lr=3e-3,
+    lr_decay_epoch=10, wd=1e-4, crop=64, augment=True, make_data=True,
+    tloss_start=6, tloss_ramp=2, baseline=True,
 )

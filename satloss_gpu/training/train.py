@@ -56,17 +56,18 @@ __all__ = ["Config", "LOSSES", "train", "test", "evaluate", "predict", "build_cr
 class _Criterion(torch.nn.Module):
     """``BCE + tloss_w * extra`` (or the soft Dice loss alone), on logits and probabilities."""
 
-    def __init__(self, loss: str, tloss_w: float) -> None:
+    def __init__(self, loss: str, tloss_w: float, tloss_kwargs: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         self.loss = loss
         self.tloss_w = float(tloss_w)
         self.extra = None
+        kwargs = dict(tloss_kwargs or {})
         if loss in ("bce+sat", "bce+topo"):
-            self.extra = _topological_loss(loss)
+            self.extra = _topological_loss(loss, kwargs)
         elif loss == "bce+cldice":
             from ..losses.cldice import SoftClDiceLoss
 
-            self.extra = SoftClDiceLoss()
+            self.extra = SoftClDiceLoss(**kwargs)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
         logits = logits.float()
@@ -85,20 +86,25 @@ class _Criterion(torch.nn.Module):
         return bce + self.tloss_w * extra, parts
 
 
-def _topological_loss(loss: str) -> torch.nn.Module:
+def _topological_loss(loss: str, kwargs: Dict[str, Any]) -> torch.nn.Module:
     name = "SATLoss" if loss == "bce+sat" else "TopoLoss"
     from .. import losses
 
-    return getattr(losses, name)()
+    try:
+        return getattr(losses, name)(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"`tloss_kwargs` do not fit {name}: {exc}") from None
 
 
-def build_criterion(loss: str, tloss_w: float) -> _Criterion:
-    """The training criterion for a ``--loss`` name (see :data:`LOSSES`)."""
+def build_criterion(loss: str, tloss_w: float,
+                    tloss_kwargs: Optional[Dict[str, Any]] = None) -> _Criterion:
+    """The training criterion for a ``--loss`` name (see :data:`LOSSES`); ``tloss_kwargs``
+    are passed to the second term's module (``{"pad": false}``: SATLoss without its frame)."""
     if loss not in LOSSES:
         raise ValueError(f"`loss` must be one of {', '.join(LOSSES)}; got {loss!r}")
     if not float(tloss_w) >= 0.0:
         raise ValueError(f"`tloss_w` must be >= 0; got {tloss_w}")
-    return _Criterion(loss, tloss_w)
+    return _Criterion(loss, tloss_w, tloss_kwargs)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -277,7 +283,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
 
     log = _start_run(cfg, info)
     train_set, val_set = _training_sets(cfg)
-    criterion = build_criterion(cfg.loss, cfg.tloss_w)
+    criterion = build_criterion(cfg.loss, cfg.tloss_w, cfg.tloss_kwargs)
     loader, sampler, generator = _loader(cfg, info, train_set)
     model = build_model(cfg.model, kwargs=cfg.model_kwargs).to(info.device)
     _check_output(model, train_set, info.device)
