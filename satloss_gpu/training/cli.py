@@ -165,8 +165,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
     o.add_argument("--device", type=_device, default="auto",
                    help="auto, cpu, cuda, cuda:K or mps (%(default)s)")
     o.add_argument("--tloss_start", type=_non_negative_int, default=defaults["tloss_start"],
-                   help="epochs of BCE alone (warm-up) before the second loss term starts "
-                   "(%(default)s)")
+                   help="epochs of BCE alone (warm-up) before the second loss term starts; "
+                   "default: half of --epoch in `satloss train`, 0 in run.py")
     o.add_argument("--tloss_ramp", type=_non_negative_int, default=defaults["tloss_ramp"],
                    help="epochs over which the second term's weight grows linearly from 0 to "
                    "--tloss_w after --tloss_start; 0: at once (%(default)s)")
@@ -338,7 +338,8 @@ def _cmd_run(args: argparse.Namespace, expmode: str, argv: Optional[Sequence[str
     if expmode == "test" and not (_given(argv, "--model") or args.config):
         args.model = None  # test the checkpoint's model; a --model given must match it
     cfg = _config(args, expmode)
-    if expmode == "train" and cfg.baseline and cfg.loss not in ("bce", "dice"):
+    if expmode == "train" and cfg.baseline and cfg.loss not in ("bce", "dice") \
+            and 0 < cfg.warmup() < cfg.epoch:
         from .recipe import train_with_baseline
 
         result = train_with_baseline(cfg)

@@ -24,10 +24,10 @@ class Config:
     ``satloss train`` overrides a few (see :mod:`satloss_gpu.training.cli`).
 
     ``tloss_start`` and ``tloss_ramp`` schedule the second loss term (see
-    :meth:`tloss_weight`): BCE alone for ``tloss_start`` epochs, then a linear ramp of
+    :meth:`tloss_weight`): BCE alone for ``tloss_start`` epochs (None: half of ``epoch``), then a linear ramp of
     ``tloss_ramp`` epochs up to ``tloss_w``; both 0 (the reference) keep ``tloss_w`` from
     the first epoch. ``overwrite`` allows a new run in a folder that holds one.
-    ``baseline`` (train mode, a loss with a second term and ``tloss_start`` > 0) also trains
+    ``baseline`` (train mode, a loss with a second term and 0 < :meth:`warmup` < ``epoch``) also trains
 the BCE control from the end of the warm-up
 (:func:`satloss_gpu.training.recipe.train_with_baseline`).
     ``val_fraction`` of the training images are held out when there is no ``val`` folder.
@@ -70,7 +70,7 @@ the BCE control from the end of the warm-up
     tensorboard: bool = False
     tile: Optional[int] = None
     tile_overlap: float = 0.25
-    tloss_start: int = 0
+    tloss_start: Optional[int] = 0
     tloss_ramp: int = 0
     overwrite: bool = False
     baseline: bool = False
@@ -80,20 +80,25 @@ the BCE control from the end of the warm-up
     def __post_init__(self) -> None:
         if not float(self.tloss_w) >= 0.0:
             raise ValueError(f"`tloss_w` must be >= 0; got {self.tloss_w}")
-        if int(self.tloss_start) < 0 or int(self.tloss_ramp) < 0:
+        if (self.tloss_start is not None and int(self.tloss_start) < 0) or int(self.tloss_ramp) < 0:
             raise ValueError(f"`tloss_start` and `tloss_ramp` must be >= 0; got "
                              f"{self.tloss_start} and {self.tloss_ramp}")
         if not 0.0 < float(self.val_fraction) < 1.0:
             raise ValueError(f"`val_fraction` must be in (0, 1); got {self.val_fraction}")
 
+    def warmup(self) -> int:
+        """Epochs before the second loss term starts: ``tloss_start``, or half of ``epoch``
+        (rounded down) when ``tloss_start`` is None (the quick start's default)."""
+        return int(self.epoch) // 2 if self.tloss_start is None else int(self.tloss_start)
+
     def tloss_weight(self, epoch: int) -> float:
         """The weight of the second loss term in ``epoch`` (1-based) under the schedule.
 
-        0 before epoch ``tloss_start + 1``; then ``tloss_w`` times a linear ramp that reaches
+        0 before epoch ``warmup() + 1``; then ``tloss_w`` times a linear ramp that reaches
         1 after ``tloss_ramp`` epochs (``(epoch - tloss_start) / tloss_ramp``, capped at 1);
         ``tloss_start = tloss_ramp = 0`` is the reference's constant weight.
         """
-        done = int(epoch) - int(self.tloss_start)
+        done = int(epoch) - self.warmup()
         if done < 1:
             return 0.0
         if int(self.tloss_ramp) == 0:
@@ -161,5 +166,5 @@ REFERENCE: Dict[str, Any] = _preset()
 QUICK_START: Dict[str, Any] = _preset(
     dataset="synthetic", exp="quickstart", model="UNet_small", epoch=12, batch_size=8, lr=3e-3,
     lr_decay_epoch=10, wd=1e-4, crop=64, augment=True, make_data=True,
-    tloss_start=6, tloss_ramp=2, baseline=True,
+    tloss_start=None, tloss_ramp=2, baseline=True,
 )

@@ -33,7 +33,8 @@ COMPARED = ("dice", "cldice", "betti0_error", "betti1_error", "betti0_signed", "
 
 
 def train_with_baseline(cfg: Config) -> Dict[str, Any]:
-    """Train ``cfg`` (a topological loss with ``tloss_start`` > 0) and its BCE control.
+    """Train ``cfg`` (a loss with a second term, 0 < ``cfg.warmup()`` < ``cfg.epoch``) and its
+    BCE control.
 
     Returns
     -------
@@ -43,14 +44,15 @@ def train_with_baseline(cfg: Config) -> Dict[str, Any]:
     """
     from .train import train
 
-    if cfg.loss in ("bce", "dice") or cfg.tloss_start < 1 or cfg.tloss_start >= cfg.epoch:
+    warmup = cfg.warmup()
+    if cfg.loss in ("bce", "dice") or warmup < 1 or warmup >= cfg.epoch:
         raise ValueError(f"a baseline comparison needs a loss with a second term and 0 < "
                          f"tloss_start < epoch; got loss {cfg.loss!r}, tloss_start "
-                         f"{cfg.tloss_start}, epoch {cfg.epoch}")
-    warm = train(replace(cfg, epoch=cfg.tloss_start, baseline=False))
+                         f"{warmup}, epoch {cfg.epoch}")
+    cfg = replace(cfg, tloss_start=warmup)
+    warm = train(replace(cfg, epoch=warmup, loss="bce", baseline=False))
     shutil.copy(cfg.exp_dir / "last.pth", cfg.exp_dir / "warmup.pth")
-    train(replace(cfg, start_epoch=cfg.tloss_start, checkpoint=None, overwrite=False,
-                  baseline=False))
+    train(replace(cfg, start_epoch=warmup, checkpoint=None, overwrite=False, baseline=False))
     control = replace(cfg, loss="bce", exp=str(Path(cfg.exp) / "baseline_bce"),
                       checkpoint=str(cfg.exp_dir / "warmup.pth"), start_epoch=0,
                       baseline=False, make_data=False)
@@ -64,9 +66,9 @@ def train_with_baseline(cfg: Config) -> Dict[str, Any]:
         from .plotting import plot_betti_comparison
 
         plot_betti_comparison({cfg.loss: cfg.exp_dir / "metrics.csv",
-                               "bce": control.exp_dir / "metrics.csv"}, cfg.tloss_start,
+                               "bce": control.exp_dir / "metrics.csv"}, warmup,
                               cfg.exp_dir / "figures" / "baseline_betti.png")
-    print(comparison_table(comparison, cfg.epoch, cfg.tloss_start))
+    print(comparison_table(comparison, cfg.epoch, warmup))
     return {**warm, "exp_dir": str(cfg.exp_dir), "comparison": comparison}
 
 

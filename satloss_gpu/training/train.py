@@ -271,6 +271,10 @@ def train(cfg: Config) -> Dict[str, Any]:
     DataError, CheckpointError, ValueError
         For bad data, checkpoints or settings (the command line prints them on one line).
     """
+    if cfg.loss in ("bce+sat", "bce+topo", "bce+cldice") and cfg.tloss_w > 0 \
+            and cfg.warmup() >= cfg.epoch:
+        raise ValueError(f"the second loss term would never start: tloss_start "
+                         f"{cfg.warmup()} >= epoch {cfg.epoch}; lower --tloss_start")
     info = dist.init(cfg.device, cfg.gpu_id)
     try:
         return _train(cfg, info)
@@ -334,9 +338,9 @@ def _train(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
 def _schedule_text(cfg: Config) -> str:
     if cfg.loss not in ("bce+sat", "bce+topo", "bce+cldice"):
         return ""
-    if cfg.tloss_start == 0 and cfg.tloss_ramp == 0:
+    if cfg.warmup() == 0 and cfg.tloss_ramp == 0:
         return ""
-    return f" from epoch {cfg.tloss_start + 1}, ramp {cfg.tloss_ramp} epochs"
+    return f" from epoch {cfg.warmup() + 1}, ramp {cfg.tloss_ramp} epochs"
 
 
 def _resuming(cfg: Config) -> bool:

@@ -26,8 +26,9 @@ def test_reference_flags_keep_their_meaning_and_the_quick_start_warms_up():
     assert (run.tloss_start, run.tloss_ramp, run.baseline) == (0, 0, False)
     assert REFERENCE["tloss_start"] == 0 and REFERENCE["tloss_w"] == 1e-2
     quick = build_parser().parse_args(["train"])
-    assert quick.tloss_start == QUICK_START["tloss_start"] > 0 and quick.baseline
-    assert quick.tloss_start < quick.epoch
+    assert quick.tloss_start is None and QUICK_START["tloss_start"] is None and quick.baseline
+    assert Config(epoch=quick.epoch, tloss_start=None).warmup() == quick.epoch // 2 > 0
+    assert Config(epoch=1, tloss_start=None).warmup() == 0
     assert build_parser().parse_args(["train", "--tloss_start", "3", "--tloss_ramp", "2"]
                                      ).tloss_ramp == 2
     with pytest.raises(SystemExit):
@@ -64,6 +65,13 @@ def test_warm_up_then_both_arms_from_the_same_checkpoint(tmp_path, capsys):
     assert result["comparison"] == saved
     out = capsys.readouterr().out
     assert "betti0_error" in out and "bce+sat" in out
+
+
+def test_a_second_term_that_never_starts_is_refused(tmp_path):
+    from satloss_gpu.training.train import train
+
+    with pytest.raises(ValueError, match="never start"):
+        train(Config(loss="bce+sat", tloss_start=5, epoch=5))
 
 
 def test_baseline_needs_a_warm_up(tmp_path):
