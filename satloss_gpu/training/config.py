@@ -10,10 +10,20 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-__all__ = ["Config", "LOSSES", "REFERENCE", "QUICK_START", "read_config_file"]
+__all__ = ["check_device_name", "Config", "LOSSES", "REFERENCE", "QUICK_START", "read_config_file"]
 
 #: Training losses: BCE alone, BCE + a topological or clDice term, or the soft Dice loss.
 LOSSES = ("bce", "bce+sat", "bce+topo", "bce+cldice", "dice")
+
+
+def check_device_name(device: str) -> str:
+    """``device`` if it is auto, cpu, cuda, cuda:K or mps; else a ValueError naming it."""
+    text = str(device).strip().lower()
+    if text in ("auto", "cpu", "cuda", "mps"):
+        return text
+    if text.startswith("cuda:") and text[5:].isdigit():
+        return text
+    raise ValueError(f"`device` must be auto, cpu, cuda, cuda:K or mps; got {device!r}")
 
 
 @dataclass
@@ -78,6 +88,7 @@ the BCE control from the end of the warm-up
     val_fraction: float = 0.125
 
     def __post_init__(self) -> None:
+        check_device_name(self.device)
         if not float(self.tloss_w) >= 0.0:
             raise ValueError(f"`tloss_w` must be >= 0; got {self.tloss_w}")
         if (self.tloss_start is not None and int(self.tloss_start) < 0) or int(self.tloss_ramp) < 0:

@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from .config import check_device_name
+
 __all__ = ["DistInfo", "init", "cleanup", "all_reduce_sum", "barrier", "broadcast_object"]
 
 
@@ -32,16 +34,6 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def check_device_name(device: str) -> str:
-    """``device`` if it is auto, cpu, cuda, cuda:K or mps; else a ValueError naming it."""
-    text = str(device).strip().lower()
-    if text in ("auto", "cpu", "cuda", "mps"):
-        return text
-    if text.startswith("cuda:") and text[5:].isdigit():
-        return text
-    raise ValueError(f"`device` must be auto, cpu, cuda, cuda:K or mps; got {device!r}")
 
 
 def _resolve_device(device: str, local_rank: int, gpu_id: Optional[int]) -> torch.device:

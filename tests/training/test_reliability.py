@@ -59,11 +59,11 @@ def test_resuming_from_an_older_checkpoint_keeps_the_logged_history(data, tmp_pa
 
 @pytest.mark.parametrize("device", ["tpu", "cuda:x", "npu"])
 def test_unknown_device_is_one_line_and_status_2(data, tmp_path, device, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(_args(data, tmp_path, "--device", device))
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "--device" in err and device in err
+    assert main(_args(data, tmp_path, "--device", device)) == 2
+    _one_error_line(capsys, "`device` must be", repr(device))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="device"):
+        Config(device=device)
 
 
 def test_unavailable_device_is_one_line_and_status_2(data, tmp_path, capsys):
