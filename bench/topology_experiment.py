@@ -1,18 +1,25 @@
-"""Does SATLoss improve topology? A small, reproducible training experiment.
+"""Does SATLoss improve topology? A reproducible training experiment with a BCE control.
 
-UNet_small is trained with four losses (the ``--loss`` choices of ``satloss train``):
+UNet_small is trained on thin-structure datasets (``vessels`` and ``roads`` from
+:mod:`satloss_gpu.training.synthetic`, exact labels, and ``retina``: tiles of
+``skimage.data.retina()`` with vesselness **pseudo-labels**, not expert annotations), 5 seeds
+each. For every dataset and seed one BCE warm-up of ``warmup_epochs`` epochs is trained; every
+arm continues from its ``last`` checkpoint to the same ``epochs`` in total (the topological
+term ramps in over ``ramp_epochs`` after the warm-up, ``--tloss_start`` / ``--tloss_ramp``):
 
-* ``bce``: binary cross-entropy alone;
+* ``bce``: BCE alone (the control: the same warm-up and total epochs as every other arm);
 * ``bce+topo``: BCE + w * TopoLoss (the Wasserstein topological loss, no spatial factor);
-* ``bce+sat``: BCE + w * SATLoss;
+* ``bce+sat``: BCE + w * SATLoss (with the loss's one-pixel foreground frame, the default);
+* ``bce+sat-noframe``: BCE + w * SATLoss without the frame (``pad=False``);
 * ``bce+cldice``: BCE + w * soft clDice;
 
-on thin-structure datasets (``vessels`` and ``roads`` from :mod:`satloss_gpu.training.synthetic`,
-exact labels, and ``retina``: tiles of ``skimage.data.retina()`` with vesselness
-**pseudo-labels**), with several seeds each, through :func:`satloss_gpu.training.train.train` and
-:func:`satloss_gpu.training.train.test` (the ``last`` checkpoint is tested). Then a small sweep of the
-SATLoss weight on one dataset and one seed, and a fine-tuning arm: the BCE models of the
-grid trained ``finetune_epochs`` more epochs with BCE (the control) or with BCE + SATLoss.
+then a sweep of the SATLoss weight under the same warm-up (one dataset, one seed). Test images
+are larger than the training crops (synthetic test images ``test_size`` pixels a side, crops
+``crop``; retina tiles larger than the crops). Every run is tested with its ``last``
+checkpoint through :func:`satloss_gpu.training.train.test`: Dice, clDice, Betti errors
+(absolute, signed: missing < 0 < extra, and with the loss's frame), Betti matching error, ARE,
+VOI; means and stds over seeds and paired Wilcoxon tests of every arm against BCE on the same
+images and seeds.
 
 Outputs under ``--out`` (default ``bench/out/topology``)::
 
@@ -20,17 +27,20 @@ Outputs under ``--out`` (default ``bench/out/topology``)::
     runs.csv             one row per run: settings, test metrics, time, loss terms
     summary.json         settings, machine, per-run rows, mean and std over seeds, paired tests
     summary.csv          mean and std over seeds per dataset and loss
-    table.md             the printed table (markdown)
+    table.md             the printed tables (markdown)
 
 and a figure ``topology_quality.png`` (the same test images segmented by each loss, next to
 the ground truth) in ``--figure-dir`` (default ``bench/figures``; ``<out>/figures`` with
 ``--quick``).
 
-Examples::
+Sizes (``Plan``): the default CPU plan trains 3 datasets x 5 seeds x (20 warm-up epochs + 5
+arms x 20 epochs) on 48 images of 96 x 96 (64 x 64 crops, test images 128 x 128), plus 3 sweep
+runs; it is sized for about 60 minutes on 2 CPU cores (an estimate from the per-epoch costs of
+the former 3-seed grid, to be confirmed by the run's recorded ``wall_s``). Examples::
 
-    NUMBA_NUM_THREADS=1 python bench/topology_experiment.py --threads 1   # CPU: about 25 min
+    NUMBA_NUM_THREADS=1 python bench/topology_experiment.py --threads 1   # CPU, ~60 min
     python bench/topology_experiment.py --reuse --no-sweep   # add missing runs, keep the others
-    python bench/topology_experiment.py --quick         # a smoke run (< 2 min)
+    python bench/topology_experiment.py --quick         # a smoke run (< 1 min)
     python bench/topology_experiment.py --full --device cuda   # larger, for a GPU
 """
 from __future__ import annotations
@@ -51,11 +61,21 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-LOSSES = ("bce", "bce+topo", "bce+sat", "bce+cldice")
-METRICS = ("dice", "cldice", "betti0_error", "betti1_error", "are", "voi")
+LOSSES = ("bce", "bce+topo", "bce+sat", "bce+sat-noframe", "bce+cldice")
+#: The training loss and the second term's keyword arguments of every arm.
+ARMS = {"bce": ("bce", {}), "bce+topo": ("bce+topo", {}), "bce+sat": ("bce+sat", {}),
+        "bce+sat-noframe": ("bce+sat", {"pad": False}), "bce+cldice": ("bce+cldice", {})}
+METRICS = ("dice", "cldice", "betti0_error", "betti1_error", "betti0_signed", "betti1_signed",
+           "betti0_error_framed", "betti1_error_framed", "betti_matching_error", "are", "voi")
 HEADERS = {"dice": "Dice", "cldice": "clDice", "betti0_error": "beta0 err",
-           "betti1_error": "beta1 err", "are": "ARE", "voi": "VOI"}
+           "betti1_error": "beta1 err", "betti0_signed": "beta0 signed",
+           "betti1_signed": "beta1 signed", "betti0_error_framed": "beta0 err framed",
+           "betti1_error_framed": "beta1 err framed", "betti_matching_error": "BM err",
+           "are": "ARE", "voi": "VOI"}
+#: Direction of improvement; the signed differences have none (None: not scored better/worse).
 HIGHER_IS_BETTER = {"dice": True, "cldice": True, "betti0_error": False, "betti1_error": False,
+                    "betti0_signed": None, "betti1_signed": None, "betti0_error_framed": False,
+                    "betti1_error_framed": False, "betti_matching_error": False,
                     "are": False, "voi": False}
 
 
@@ -65,40 +85,43 @@ class Plan:
 
     datasets: Tuple[str, ...] = ("vessels", "roads", "retina")
     losses: Tuple[str, ...] = LOSSES
-    seeds: Tuple[int, ...] = (0, 1, 2)
-    size: int = 96                 # synthetic image side
+    seeds: Tuple[int, ...] = (0, 1, 2, 3, 4)
+    size: int = 96                 # synthetic image side (train, val)
+    test_size: int = 128           # synthetic test image side (larger than the crops)
     n_train: int = 48
     n_val: int = 4
     n_test: int = 16
-    retina_tile: int = 64
+    retina_tile: int = 96
     retina_fractions: Tuple[float, float] = (0.7, 0.06)
     crop: Optional[int] = 64
-    epochs: int = 40
+    epochs: int = 40               # total, the warm-up included
+    warmup_epochs: int = 20        # BCE alone, shared by every arm of a dataset and seed
+    ramp_epochs: int = 2           # linear ramp of the second term after the warm-up
     lr_decay_epoch: int = 32
     batch_size: int = 8
     lr: float = 3e-3
     wd: float = 1e-4
     weights: Dict[str, float] = field(default_factory=lambda: {
-        "bce": 0.0, "bce+topo": 1e-2, "bce+sat": 1e-2, "bce+cldice": 0.5})
+        "bce": 0.0, "bce+topo": 1e-2, "bce+sat": 1e-2, "bce+sat-noframe": 1e-2,
+        "bce+cldice": 0.5})
     sweep_dataset: str = "vessels"
     sweep_weights: Tuple[float, ...] = (1e-3, 1e-2, 3e-2, 1e-1)
     figure_images: int = 2
-    finetune_epochs: int = 20
-    finetune_losses: Tuple[str, ...] = ("bce", "bce+sat")
 
 
 def plan_for(mode: str) -> Plan:
     """The CPU plan (``default``), the smoke plan (``quick``) or the GPU plan (``full``)."""
     if mode == "quick":
-        return Plan(datasets=("vessels", "roads", "retina"), seeds=(0,), size=48, n_train=8,
-                    n_val=2, n_test=3, retina_tile=160, retina_fractions=(0.5, 0.2), crop=32,
-                    epochs=2, lr_decay_epoch=2, batch_size=4, sweep_weights=(1e-3, 1e-2),
-                    figure_images=1, finetune_epochs=1)
+        # one synthetic set and the retina tiles: the code paths of the default plan, < 1 min
+        return Plan(datasets=("vessels", "retina"), seeds=(0,), size=32, test_size=40,
+                    n_train=4, n_val=1, n_test=2, retina_tile=160, retina_fractions=(0.5, 0.2),
+                    crop=24, epochs=2, warmup_epochs=1, ramp_epochs=1, lr_decay_epoch=2,
+                    batch_size=4, sweep_weights=(1e-3, 1e-2), figure_images=1)
     if mode == "full":
-        return Plan(size=256, n_train=200, n_val=16, n_test=50, retina_tile=128,
-                    retina_fractions=(0.7, 0.1), crop=128, epochs=60, lr_decay_epoch=45,
-                    batch_size=16, sweep_weights=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
-                    finetune_epochs=30)
+        return Plan(size=256, test_size=384, n_train=200, n_val=16, n_test=50, retina_tile=192,
+                    retina_fractions=(0.7, 0.1), crop=128, epochs=60, warmup_epochs=30,
+                    ramp_epochs=3, lr_decay_epoch=45, batch_size=16,
+                    sweep_weights=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1))
     return Plan()
 
 
@@ -116,11 +139,28 @@ def make_data(plan: Plan, root: Path) -> Dict[str, Path]:
                                     fractions=plan.retina_fractions)
             elif name in KINDS:
                 make_dataset(root, name, kind=name, n_train=plan.n_train, n_val=plan.n_val,
-                             n_test=plan.n_test, size=(plan.size, plan.size), seed=0)
+                             n_test=0, size=(plan.size, plan.size), seed=0)
+                _larger_test_split(plan, root, name)
             else:
                 raise ValueError(f"`datasets` must name {', '.join(KINDS)} or retina; got {name!r}")
         paths[name] = path
     return paths
+
+
+def _larger_test_split(plan: Plan, root: Path, name: str) -> None:
+    """Write the test split of a synthetic dataset with images ``plan.test_size`` a side."""
+    from satloss_gpu.training.synthetic import make_dataset
+
+    scratch = root / f".{name}_test"
+    make_dataset(root, scratch.name, kind=name, n_train=1, n_val=0, n_test=plan.n_test,
+                 size=(plan.test_size, plan.test_size), seed=0)
+    for split in ("test", "test_labels"):
+        shutil.rmtree(root / name / split, ignore_errors=True)
+        shutil.move(str(scratch / split), str(root / name / split))
+    info = json.loads((root / name / "dataset.json").read_text())
+    info.update(n_test=plan.n_test, test_size=[plan.test_size, plan.test_size])
+    (root / name / "dataset.json").write_text(json.dumps(info, indent=2))
+    shutil.rmtree(scratch)
 
 
 def _count(path: Path, split: str) -> int:
@@ -128,41 +168,60 @@ def _count(path: Path, split: str) -> int:
 
 
 # --------------------------------------------------------------------------- runs
-def exp_name(plan: Plan, dataset: str, loss: str, seed: int, weight: float, finetune: bool) -> str:
-    """The run's folder under ``<out>/exp``, e.g. ``vessels/bce+sat_w0.01_s0[_ft20]``."""
-    suffix = f"_ft{plan.finetune_epochs}" if finetune else ""
-    return f"{dataset}/{loss}_w{weight:g}_s{seed}{suffix}"
+def exp_name(plan: Plan, dataset: str, loss: str, seed: int, weight: float) -> str:
+    """The run's folder under ``<out>/exp``, e.g. ``vessels/bce+sat_w0.01_s0``."""
+    return f"{dataset}/{loss}_w{weight:g}_s{seed}"
+
+
+def _config(plan: Plan, root: Path, dataset: str, seed: int, device: str, **settings: Any):
+    from satloss_gpu.training.train import Config
+
+    crop = plan.crop if dataset != "retina" or (plan.crop or 0) < plan.retina_tile else None
+    return Config(dataset=dataset, dataroot=str(root / "data"), exp_root=str(root / "exp"),
+                  model="UNet_small", batch_size=plan.batch_size, lr=plan.lr,
+                  lr_decay_epoch=plan.lr_decay_epoch, lr_decay_rate=0.1, wd=plan.wd, seed=seed,
+                  device=device, crop=crop, augment=True, figures=False, progress=False,
+                  test_model="last", overwrite=True, **settings)
+
+
+def warm_up(plan: Plan, root: Path, dataset: str, seed: int, device: str) -> Path:
+    """Train (once) the BCE warm-up of ``dataset`` and ``seed``; return its ``last`` checkpoint."""
+    from satloss_gpu.training.train import train
+
+    cfg = _config(plan, root, dataset, seed, device, exp=f"{dataset}/warmup_s{seed}",
+                  epoch=plan.warmup_epochs, loss="bce", tloss_w=0.0)
+    path = cfg.exp_dir / "last.pth"
+    if not path.exists():
+        train(cfg)
+    return path
 
 
 def run_one(plan: Plan, root: Path, dataset: str, loss: str, seed: int, weight: float,
-            device: str, finetune: bool = False) -> Dict[str, Any]:
-    """Train and test one configuration; return its row (settings, test metrics, time).
+            device: str) -> Dict[str, Any]:
+    """Continue the warm-up of ``dataset`` and ``seed`` with one arm; test it; return its row.
 
-    With ``finetune``, training continues from the ``last`` checkpoint of the grid's BCE run
-    of the same dataset and seed, for ``plan.finetune_epochs`` more epochs.
+    Every arm, the BCE control included, resumes the same warm-up checkpoint and trains to
+    ``plan.epochs`` in total; the second term starts after the warm-up with a linear ramp of
+    ``plan.ramp_epochs`` epochs.
     """
-    from satloss_gpu.training.train import Config, test, train
+    from satloss_gpu.training.train import test, train
 
-    exp = exp_name(plan, dataset, loss, seed, weight, finetune)
-    checkpoint = str(root / "exp" / f"{dataset}/bce_w0_s{seed}" / "last.pth") if finetune else None
-    crop = plan.crop if dataset != "retina" or (plan.crop or 0) < plan.retina_tile else None
-    cfg = Config(dataset=dataset, dataroot=str(root / "data"), exp=exp, exp_root=str(root / "exp"),
-                 model="UNet_small", epoch=plan.epochs + (plan.finetune_epochs if finetune else 0),
-                 checkpoint=checkpoint, batch_size=plan.batch_size, lr=plan.lr,
-                 lr_decay_epoch=plan.lr_decay_epoch, lr_decay_rate=0.1, wd=plan.wd,
-                 tloss_w=weight, loss=loss, seed=seed, device=device, crop=crop, augment=True,
-                 figures=False, progress=False, test_model="last")
+    checkpoint = warm_up(plan, root, dataset, seed, device)
+    train_loss, kwargs = ARMS[loss]
+    exp = exp_name(plan, dataset, loss, seed, weight)
+    cfg = _config(plan, root, dataset, seed, device, exp=exp, epoch=plan.epochs,
+                  checkpoint=str(checkpoint), loss=train_loss, tloss_w=weight,
+                  tloss_kwargs=kwargs, tloss_start=plan.warmup_epochs,
+                  tloss_ramp=plan.ramp_epochs)
     start = time.perf_counter()
     train(cfg)
     train_s = time.perf_counter() - start
     summary = test(replace(cfg, expmode="test", checkpoint=None))
     terms = _loss_terms(cfg.exp_dir / "metrics.csv", weight)
-    row = {"dataset": dataset, "loss": loss, "tloss_w": weight, "seed": seed, "exp": exp,
-           "sweep": False, "finetune": finetune,
-           "train_s": train_s, "total_s": time.perf_counter() - start,
-           "n_test": int(summary["n_images"]), **{m: summary[m] for m in METRICS},
-           "accuracy": summary["accuracy"], **terms}
-    return row
+    return {"dataset": dataset, "loss": loss, "tloss_w": weight, "seed": seed, "exp": exp,
+            "sweep": False, "train_s": train_s, "total_s": time.perf_counter() - start,
+            "n_test": int(summary["n_images"]), **{m: summary[m] for m in METRICS},
+            "accuracy": summary["accuracy"], **terms}
 
 
 def _loss_terms(metrics_csv: Path, weight: float) -> Dict[str, float]:
@@ -192,13 +251,12 @@ def load_rows(path: Path) -> Dict[str, Dict[str, Any]]:
             for key, value in r.items():
                 if key in ("dataset", "loss", "exp"):
                     row[key] = value
-                elif key in ("sweep", "finetune"):
+                elif key == "sweep":
                     row[key] = value == "True"
                 elif key == "seed" or key == "n_test":
                     row[key] = int(value)
                 else:
                     row[key] = float(value)
-            row.setdefault("finetune", False)
             rows[row["exp"]] = row
     return rows
 
@@ -248,7 +306,7 @@ def paired_tests(rows: Sequence[Dict[str, Any]], plan: Plan, root: Path) -> List
             for m in METRICS:
                 diff = np.array([other[s][name][m] - base[s][name][m] for s in seeds
                                  for name in base[s] if name in other[s]])
-                sign = 1.0 if HIGHER_IS_BETTER[m] else -1.0
+                sign = {True: 1.0, False: -1.0, None: 0.0}[HIGHER_IS_BETTER[m]]
                 p = None
                 if np.count_nonzero(diff) > 1:
                     p = float(wilcoxon(diff, zero_method="wilcox").pvalue)
@@ -396,7 +454,7 @@ def machine() -> Dict[str, Any]:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="tiny smoke run (< 2 min on a CPU)")
+    mode.add_argument("--quick", action="store_true", help="tiny smoke run (< 1 min on a CPU)")
     mode.add_argument("--full", action="store_true", help="larger sizes, for a GPU")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (%(default)s)")
     parser.add_argument("--out", default=str(HERE / "out" / "topology"),
@@ -409,7 +467,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--sat-w", type=float, default=None, help="weight of SATLoss and TopoLoss")
     parser.add_argument("--cldice-w", type=float, default=None, help="weight of soft clDice")
     parser.add_argument("--no-sweep", action="store_true", help="skip the SATLoss weight sweep")
-    parser.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning arm")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the runs already in <out>/runs.csv, run only the missing ones")
     parser.add_argument("--threads", type=int, default=None, 
@@ -423,6 +480,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     if args.epochs:
         plan.epochs = args.epochs
         plan.lr_decay_epoch = max(1, int(round(0.8 * args.epochs)))
+        plan.warmup_epochs = max(1, args.epochs // 2)
     if args.seeds:
         plan.seeds = tuple(int(s) for s in args.seeds.split(","))
     if args.datasets:
@@ -433,8 +491,6 @@ def build_plan(args: argparse.Namespace) -> Plan:
         plan.weights["bce+cldice"] = args.cldice_w
     if args.no_sweep:
         plan.sweep_weights = ()
-    if args.no_finetune:
-        plan.finetune_epochs = 0
     return plan
 
 
@@ -460,40 +516,33 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     rows: List[Dict[str, Any]] = []
     done = load_rows(root / "runs.csv") if args.reuse else {}
-    jobs = [(d, loss, s, plan.weights[loss], False, False) for d in plan.datasets
+    jobs = [(d, loss, s, plan.weights[loss], False) for d in plan.datasets
             for s in plan.seeds for loss in plan.losses]
     sweep_seed = min(plan.seeds)
     if plan.sweep_dataset in plan.datasets:
-        jobs += [(plan.sweep_dataset, "bce+sat", sweep_seed, w, True, False)
+        jobs += [(plan.sweep_dataset, "bce+sat", sweep_seed, w, True)
                  for w in plan.sweep_weights if w != plan.weights["bce+sat"]]
-    if plan.finetune_epochs and "bce" in plan.losses:
-        jobs += [(d, loss, s, plan.weights[loss], False, True) for d in plan.datasets
-                 for s in plan.seeds for loss in plan.finetune_losses]
-    for k, (dataset, loss, seed, weight, sweep, finetune) in enumerate(jobs, 1):
-        exp = exp_name(plan, dataset, loss, seed, weight, finetune)
+    for k, (dataset, loss, seed, weight, sweep) in enumerate(jobs, 1):
+        exp = exp_name(plan, dataset, loss, seed, weight)
         if exp in done:
             rows.append(done[exp])
             continue
-        row = run_one(plan, root, dataset, loss, seed, weight, args.device, finetune)
+        row = run_one(plan, root, dataset, loss, seed, weight, args.device)
         row["sweep"] = sweep
         rows.append(row)
         print(f"[{k}/{len(jobs)}] {dataset} {loss} w={weight:g} seed {seed}: dice {row['dice']:.3f} "
               f"cldice {row['cldice']:.3f} b0 {row['betti0_error']:.2f} b1 {row['betti1_error']:.2f} "
-              f"are {row['are']:.3f} voi {row['voi']:.3f} ({row['total_s']:.0f} s, "
+              f"bm {row['betti_matching_error']:.2f} are {row['are']:.3f} voi {row['voi']:.3f} ({row['total_s']:.0f} s, "
               f"{time.perf_counter() - start:.0f} s so far)", flush=True)
         write_csv(root / "runs.csv", rows)
 
-    grid = [r for r in rows if not r["finetune"]]
-    tuned = [r for r in rows if r["finetune"]]
-    ft_plan = replace(plan, losses=plan.finetune_losses)
+    grid = rows
     summary = aggregate(grid, plan)
     paired = paired_tests(grid, plan, root)
-    ft_summary, ft_paired = aggregate(tuned, ft_plan), paired_tests(tuned, ft_plan, root)
     sweep_rows = [r for r in grid if r["dataset"] == plan.sweep_dataset and r["loss"] == "bce+sat"
                   and r["seed"] == sweep_seed and (r["sweep"] or r["tloss_w"] in plan.sweep_weights)]
     figure = quality_figure(plan, root, grid, figure_dir / "topology_quality.png")
     table, paired_md, sweep_md = format_table(summary), format_paired(paired), format_sweep(sweep_rows)
-    ft_md = f"{format_table(ft_summary)}\n\n{format_paired(ft_paired)}" if tuned else ""
     wall = time.perf_counter() - start
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -503,17 +552,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "wall_s": wall, "load_average_before_after": [load_before, os.getloadavg()], "runs": rows,
         "summary": summary, "paired_vs_bce": paired,
         "sweep": sweep_rows, "figure": str(figure), "table_md": table, "paired_md": paired_md,
-        "sweep_md": sweep_md, "finetune_summary": ft_summary, "finetune_paired_vs_bce": ft_paired,
-        "finetune_md": ft_md,
+        "sweep_md": sweep_md,
     }
     (root / "summary.json").write_text(json.dumps(result, indent=2, default=str))
     write_csv(root / "summary.csv", summary)
-    (root / "table.md").write_text(f"{table}\n\n{paired_md}\n\n{sweep_md}\n\n{ft_md}\n")
+    (root / "table.md").write_text(f"{table}\n\n{paired_md}\n\n{sweep_md}\n")
     print(f"\nTest metrics, mean ± std over seeds {list(plan.seeds)} (last checkpoint):\n{table}")
     print(f"\nPaired with BCE, per test image (mean difference, Wilcoxon p):\n{paired_md}")
     print(f"\nSATLoss weight sweep ({plan.sweep_dataset}, seed {sweep_seed}):\n{sweep_md}")
-    if tuned:
-        print(f"\nFine-tuning the BCE models {plan.finetune_epochs} more epochs:\n{ft_md}")
     print(f"\nfigure {figure}; wrote {root / 'summary.json'}; wall time {wall / 60:.1f} min")
     return result
 

@@ -22,6 +22,11 @@ Conventions
   two conditional entropies, in nats) between the connected-component labelings, with
   scikit-image's ``adapted_rand_error`` (target background ignored) and
   ``variation_of_information``. Both are 0 for a perfect result, lower is better.
+- ``betti{0,1}_signed`` is ``beta_k(pred) - beta_k(target)`` (unpadded): negative for
+  missing features, positive for extra ones. ``betti{0,1}_error_framed`` are the absolute
+  Betti errors with the loss's frame (``pad=True``), which joins border-touching components.
+- ``betti_matching_error`` is the Betti matching error of :func:`betti_matching_error`
+  (H0 + H1, unpadded): features must correspond in location, not only in number.
 """
 from __future__ import annotations
 
@@ -31,12 +36,15 @@ import numpy as np
 
 __all__ = [
     "METRIC_NAMES", "binarize", "accuracy", "precision", "recall", "f1_score", "dice",
-    "cldice", "betti_numbers", "betti_errors", "adapted_rand_error", "variation_of_information",
+    "cldice", "betti_numbers", "betti_errors", "signed_betti_differences",
+    "betti_matching_error", "adapted_rand_error", "variation_of_information",
     "segmentation_metrics", "summarize",
 ]
 
 METRIC_NAMES = ("accuracy", "dice", "cldice", "precision", "recall", "f1",
-                "betti0_error", "betti1_error", "are", "voi")
+                "betti0_error", "betti1_error", "betti0_signed", "betti1_signed",
+                "betti0_error_framed", "betti1_error_framed", "betti_matching_error",
+                "are", "voi")
 
 
 def binarize(mask: Any, threshold: float = 0.5, name: str = "pred") -> np.ndarray:
@@ -215,6 +223,123 @@ def betti_errors(pred: Any, target: Any, threshold: float = 0.5, pad: bool = Fal
     return int(diff[0]), int(diff[1])
 
 
+def signed_betti_differences(pred: Any, target: Any, threshold: float = 0.5,
+                             pad: bool = False) -> tuple[int, int]:
+    """``beta_k(pred) - beta_k(target)`` for k = 0, 1: < 0 missing features, > 0 extra ones."""
+    p, t = _pair(pred, target, threshold)
+    betti = betti_numbers(np.stack([p, t]), pad=pad)
+    diff = betti[0] - betti[1]
+    return int(diff[0]), int(diff[1])
+
+
+def _components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
+    """Labels (0: outside ``mask``) and number of the components of ``mask``."""
+    from scipy import ndimage
+
+    structure = ndimage.generate_binary_structure(2, connectivity)
+    labels, n = ndimage.label(mask, structure=structure)
+    return labels, int(n)
+
+
+def _holes(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels 1..n of the holes of ``mask`` (4-connected background components that do not
+    touch the image border), 0 elsewhere."""
+    labels, n = _components(~mask, 1)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    keep = np.ones(n + 1, dtype=bool)
+    keep[border] = False
+    keep[0] = False
+    renumber = np.zeros(n + 1, dtype=np.int64)
+    renumber[keep] = np.arange(1, int(keep.sum()) + 1)
+    return renumber[labels], int(keep.sum())
+
+
+def _matched_components(p: np.ndarray, t: np.ndarray) -> int:
+    """H0 pairs of the induced matching: components of ``p | t`` meeting both masks."""
+    union, _ = _components(p | t, 2)
+    return int(np.intersect1d(np.unique(union[p]), np.unique(union[t])).size)
+
+
+def _largest_inside(outer: np.ndarray, n_outer: int, inner: np.ndarray) -> np.ndarray:
+    """For each label 1..n_outer of ``outer``: the largest ``inner`` label inside it (ties:
+    the smallest label), or 0 when it holds none."""
+    chosen = np.zeros(n_outer + 1, dtype=np.int64)
+    both = (outer > 0) & (inner > 0)
+    if not both.any():
+        return chosen
+    pairs, sizes = np.unique(np.stack([outer[both], inner[both]]), axis=1, return_counts=True)
+    areas = np.bincount(inner.ravel())
+    order = np.lexsort((pairs[1], -areas[pairs[1]], pairs[0]))
+    first = np.unique(pairs[0][order], return_index=True)[1]
+    chosen[pairs[0][order][first]] = pairs[1][order][first]
+    return chosen
+
+
+def _matched_holes(p: np.ndarray, t: np.ndarray) -> int:
+    """H1 pairs of the induced matching through the holes of ``p | t`` (see
+    :func:`betti_matching_error`)."""
+    union_holes, n_union = _holes(p | t)
+    p_holes, n_p = _holes(p)
+    t_holes, n_t = _holes(t)
+    if n_union == 0 or n_p == 0 or n_t == 0:
+        return 0
+    from_p = _largest_inside(p_holes, n_p, union_holes)[1:]
+    from_t = _largest_inside(t_holes, n_t, union_holes)[1:]
+    return int(np.intersect1d(from_p[from_p > 0], from_t[from_t > 0]).size)
+
+
+def betti_matching_error(pred: Any, target: Any, threshold: float = 0.5,
+                         per_dimension: bool = False) -> float | tuple[int, int]:
+    """Betti matching error of binary masks: features unmatched in location, H0 + H1.
+
+    The Betti matching of Stucki et al. (ICML 2023) pairs a feature of the prediction with
+    one of the target only if both are matched, by the matchings the inclusions induce, to
+    the same feature of the comparison image: here, for binary masks, the union
+    ``C = pred | target`` (the sublevel filtration of ``1 - mask`` at 0). Every feature is
+    born at 0 and never dies within the mask, so a matched pair costs nothing and an
+    unmatched feature costs 1; the error is the number of unmatched features of both masks:
+
+    - H0 (8-connected foreground components): the inclusion of a mask into ``C`` sends each
+      component to the component of ``C`` containing it, and the induced matching pairs
+      each component of ``C`` with one of the components inside it. A component of ``C``
+      that meets both masks therefore gives exactly one matched pair, whatever the tie
+      order: ``matched0`` = number of components of ``C`` meeting both masks, and
+      ``error0 = beta0(pred) + beta0(target) - 2 * matched0``.
+    - H1 (holes: 4-connected background components not touching the image border): by
+      Alexander duality a hole of ``C`` lies in one background component of each mask; the
+      induced matching pairs each hole of a mask with one hole of ``C`` inside it. All births
+      being equal, that choice is a tie; it is broken here by the largest area (then the
+      smallest label). A hole of ``pred`` and one of ``target`` are matched when they chose
+      the same hole of ``C``; ``error1 = beta1(pred) + beta1(target) - 2 * matched1``.
+
+    The masks are not padded (background touching the border is no hole). A gap that splits
+    one target line into two predicted pieces counts 1 (one piece unmatched); a predicted
+    component far from every target component counts 2 (it and the missed one), where the
+    plain Betti error counts 0.
+
+    Parameters
+    ----------
+    pred, target : array_like, shape (H, W)
+        Binary masks or probabilities (``> threshold``); ``target`` binary.
+    threshold : float, default 0.5
+    per_dimension : bool, default False
+        Return ``(error0, error1)`` instead of their sum.
+
+    Returns
+    -------
+    float, or (int, int) with ``per_dimension``
+    """
+    p, t = _pair(pred, target, threshold)
+    p, t = p.astype(bool), t.astype(bool)
+    n0 = _components(p, 2)[1] + _components(t, 2)[1]
+    n1 = _holes(p)[1] + _holes(t)[1]
+    error0 = n0 - 2 * _matched_components(p, t)
+    error1 = n1 - 2 * _matched_holes(p, t)
+    if per_dimension:
+        return int(error0), int(error1)
+    return float(error0 + error1)
+
+
 def _labels(mask: np.ndarray) -> np.ndarray:
     from skimage.measure import label
 
@@ -274,11 +399,17 @@ def segmentation_metrics(pred: Any, target: Any, threshold: float = 0.5, pad: bo
     }
     nan = float("nan")
     if topology:
-        b0, b1 = betti_errors(p, t, pad=pad)
-        row.update(betti0_error=float(b0), betti1_error=float(b1),
+        betti = betti_numbers(np.stack([p, t]), pad=pad)
+        framed = betti_numbers(np.stack([p, t]), pad=True)
+        signed = betti[0] - betti[1]
+        row.update(betti0_error=float(abs(signed[0])), betti1_error=float(abs(signed[1])),
+                   betti0_signed=float(signed[0]), betti1_signed=float(signed[1]),
+                   betti0_error_framed=float(abs(framed[0, 0] - framed[1, 0])),
+                   betti1_error_framed=float(abs(framed[0, 1] - framed[1, 1])),
+                   betti_matching_error=betti_matching_error(p, t),
                    are=adapted_rand_error(p, t), voi=variation_of_information(p, t))
     else:
-        row.update(betti0_error=nan, betti1_error=nan, are=nan, voi=nan)
+        row.update({k: nan for k in METRIC_NAMES[6:]})
     return row
 
 

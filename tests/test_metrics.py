@@ -170,3 +170,94 @@ def test_soft_dice_loss_by_hand():
         soft_dice_loss(pred, target, reduction="max")
     with pytest.raises(ValueError, match="same shape"):
         soft_dice_loss(pred, target[..., :3])
+
+
+# --------------------------------------------------------------------------- Betti matching
+from satloss_gpu.metrics import (  # noqa: E402
+    betti_matching_error, betti_numbers, segmentation_metrics, signed_betti_differences)
+
+
+def _line():
+    mask = np.zeros((9, 9), bool)
+    mask[4, 1:8] = True
+    return mask
+
+
+def test_signed_betti_differences_say_missing_or_extra():
+    target = _line()
+    split = target.copy()
+    split[4, 4] = False
+    assert signed_betti_differences(split, target) == (1, 0)
+    assert signed_betti_differences(target, split) == (-1, 0)
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7] = True
+    ring[3:6, 3:6] = False
+    filled = np.zeros((9, 9), bool)
+    filled[2:7, 2:7] = True
+    assert signed_betti_differences(filled, ring) == (0, -1)
+
+
+def test_framed_betti_error_joins_border_touching_components():
+    target = np.zeros((9, 9), bool)
+    target[4, :] = True  # border to border
+    pred = target.copy()
+    pred[4, 4] = False  # a gap: two pieces, both touching the border
+    row = segmentation_metrics(pred, target)
+    assert row["betti0_error"] == 1 and row["betti0_signed"] == 1
+    assert row["betti0_error_framed"] == 0  # the frame hides the gap from beta0
+    assert row["betti1_error_framed"] == 1  # ... and shows it as a missing hole
+
+
+@pytest.mark.parametrize("pred, target, expected", [
+    # identical masks: nothing unmatched
+    (lambda: _line(), lambda: _line(), (0, 0)),
+    # a gap: two predicted pieces in one union component, one of them unmatched
+    (lambda: _gap(), lambda: _line(), (1, 0)),
+    # a component far from the target: it and the missed target both unmatched, where the
+    # Betti error counts 0
+    (lambda: _dot(), lambda: _line(), (2, 0)),
+    # a ring predicted where a ring of the same place is: matched
+    (lambda: _ring(1), lambda: _ring(1), (0, 0)),
+    # two rings in different places: same Betti numbers, no hole in common
+    (lambda: _ring(0), lambda: _ring(10), (2, 2)),
+    # a ring filled: one missing hole
+    (lambda: _disk(1), lambda: _ring(1), (0, 1)),
+])
+def test_betti_matching_error_on_hand_made_masks(pred, target, expected):
+    assert betti_matching_error(pred(), target(), per_dimension=True) == expected
+    assert betti_matching_error(pred(), target()) == float(sum(expected))
+
+
+def _gap():
+    mask = _line()
+    mask[4, 4] = False
+    return mask
+
+
+def _dot():
+    mask = np.zeros((9, 9), bool)
+    mask[1, 1] = True
+    return mask
+
+
+def _ring(offset):
+    mask = np.zeros((20, 20), bool)
+    mask[1 + offset:6 + offset, 1 + offset:6 + offset] = True
+    mask[2 + offset:5 + offset, 2 + offset:5 + offset] = False
+    return mask
+
+
+def _disk(offset):
+    mask = np.zeros((20, 20), bool)
+    mask[1 + offset:6 + offset, 1 + offset:6 + offset] = True
+    return mask
+
+
+def test_betti_matching_error_counts_agree_with_the_persistence_betti_numbers():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        mask = rng.random((24, 24)) < 0.55
+        b0, b1 = betti_numbers(mask)
+        # against an empty target nothing is matched: the error is every feature of the mask
+        assert betti_matching_error(mask, np.zeros_like(mask), per_dimension=True) == (b0, b1)
+        assert betti_matching_error(mask, mask) == 0.0

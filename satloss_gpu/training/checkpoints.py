@@ -57,18 +57,27 @@ def _save(state: Dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _state(epoch: int, model, optimizer, scheduler, scaler, best: Dict[str, float], cfg: Config,
+def _state(epoch: int, model, best: Dict[str, float], cfg: Config,
            means: Dict[str, float]) -> Dict[str, Any]:
-    """Everything a checkpoint holds; ``model`` is the plain module (not the DDP wrapper)."""
-    return {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "best": dict(best),
+    """The weights and the record of a checkpoint; ``model`` is the plain module (not the
+    DDP wrapper)."""
+    return {"epoch": epoch, "model": model.state_dict(), "best": dict(best),
             "model_name": cfg.model, "model_kwargs": dict(cfg.model_kwargs), "config": asdict(cfg),
             "val_metrics": means}
+
+
+def _resumable(state: Dict[str, Any], optimizer, scheduler, scaler) -> Dict[str, Any]:
+    """``state`` with the optimizer, scheduler and gradient-scaler states (``last`` only)."""
+    return {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict()}
 
 
 def save_checkpoints(cfg: Config, epoch: int, model, optimizer, scheduler, scaler,
                      means: Dict[str, float], best: Dict[str, float]) -> List[str]:
     """Write ``last`` (and ``best_dice``, ``best_acc``, ``epoch_NNNN`` when due); update ``best``.
+
+    Only ``last`` holds the optimizer, scheduler and gradient-scaler states (it alone is
+    resumable); the others hold the weights and the record, a third of the size with Adam.
 
     Returns the names of the checkpoints written besides ``last``.
     """
@@ -77,12 +86,12 @@ def save_checkpoints(cfg: Config, epoch: int, model, optimizer, scheduler, scale
     for key in improved:
         if improved[key]:
             best[key] = means[key]
-    state = _state(epoch, model, optimizer, scheduler, scaler, best, cfg, means)
+    state = _state(epoch, model, best, cfg, means)
     for key, name in (("dice", "best_dice"), ("accuracy", "best_acc")):
         if improved[key]:
             _save(state, cfg.exp_dir / f"{name}.pth")
             saved.append(name)
-    _save(state, cfg.exp_dir / "last.pth")
+    _save(_resumable(state, optimizer, scheduler, scaler), cfg.exp_dir / "last.pth")
     if cfg.save_every and epoch % cfg.save_every == 0:
         _save(state, cfg.exp_dir / f"epoch_{epoch:04d}.pth")
         saved.append(f"epoch_{epoch:04d}")
@@ -91,16 +100,34 @@ def save_checkpoints(cfg: Config, epoch: int, model, optimizer, scheduler, scale
 
 def resume(cfg: Config, model, optimizer, scheduler, scaler, best: Dict[str, float],
            device: Any, log: Callable[[str], None]) -> int:
-    """Load ``--checkpoint`` (or ``last`` when ``--start_epoch`` > 0); return the epochs done."""
+    """Load ``--checkpoint`` (or ``last`` when ``--start_epoch`` > 0); return the epochs done.
+
+    The run continues after the checkpoint's epoch. ``--start_epoch`` > 0 must equal it
+    (:class:`CheckpointError` otherwise: skipping or redoing epochs silently is refused).
+    A checkpoint without optimizer state (``best_dice``, ``best_acc``, ``epoch_NNNN``)
+    gives the weights only: the optimizer starts afresh, the learning-rate schedule is
+    advanced to the checkpoint's epoch.
+    """
     if cfg.checkpoint is None and cfg.start_epoch <= 0:
         return 0
     path = checkpoint_path(cfg, cfg.checkpoint or "last")
     state = load_checkpoint(path, map_location=device)
+    done = int(state.get("epoch", 0))
+    if cfg.start_epoch > 0 and cfg.start_epoch != done:
+        raise CheckpointError(f"--start_epoch {cfg.start_epoch} disagrees with checkpoint {path} "
+                              f"(epoch {done}); pass --start_epoch {done} or leave it out")
+    if done >= cfg.epoch:
+        raise CheckpointError(f"checkpoint {path} is at epoch {done}, not before --epoch "
+                              f"{cfg.epoch}: nothing to train")
     load_weights(model, state, path, cfg.model)
     for key, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if key in state:
             obj.load_state_dict(state[key])
+    if "scheduler" not in state:
+        scheduler.last_epoch = done
+        for group, lr in zip(optimizer.param_groups, scheduler._get_closed_form_lr()):
+            group["lr"] = lr
     best.update(state.get("best", {}))
-    done = int(cfg.start_epoch) if cfg.start_epoch > 0 else int(state.get("epoch", 0))
-    log(f"resumed from {path} (epoch {state.get('epoch', '?')}); continuing after epoch {done}")
+    kind = "" if "optimizer" in state else " (weights only: fresh optimizer state)"
+    log(f"resumed from {path} (epoch {done}){kind}; continuing after epoch {done}")
     return done

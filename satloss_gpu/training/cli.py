@@ -48,6 +48,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0; got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1); got {text}")
+    return value
+
+
 def _model(text: str) -> str:
     """A built-in model name or ``package.module:ClassName`` (its form only: it is imported
     when the run starts)."""
@@ -115,9 +129,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
     g.add_argument("--model", type=_model, default=defaults["model"],
                    help=f"{' or '.join(MODEL_NAMES)}, or package.module:ClassName for any "
                    "nn.Module returning logits (%(default)s)")
-    g.add_argument("--epoch", type=_positive_int, default=defaults["epoch"], help="epochs (%(default)s)")
+    g.add_argument("--epoch", "--epochs", dest="epoch", type=_positive_int, default=defaults["epoch"],
+                   help="total epochs, those of a resumed run included (%(default)s)")
     g.add_argument("--start_epoch", type=_non_negative_int, default=0,
-                   help="epochs already done: resume from --checkpoint or <exp>/last.pth (%(default)s)")
+                   help="epochs already done: resume from --checkpoint or <exp>/last.pth, whose epoch "
+                   "must be this one (%(default)s)")
     g.add_argument("--batch_size", type=_positive_int, default=defaults["batch_size"], help="(%(default)s)")
     g.add_argument("--lr", type=_positive_float, default=defaults["lr"], help="(%(default)s)")
     g.add_argument("--lr_decay_epoch", type=_positive_int, default=defaults["lr_decay_epoch"],
@@ -125,8 +141,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
     g.add_argument("--lr_decay_rate", type=_positive_float, default=defaults["lr_decay_rate"],
                    help="(%(default)s)")
     g.add_argument("--wd", type=float, default=defaults["wd"], help="weight decay (%(default)s)")
-    g.add_argument("--tloss_w", type=float, default=defaults["tloss_w"],
-                   help="weight of the second loss term (%(default)s)")
+    g.add_argument("--tloss_w", type=_non_negative_float, default=defaults["tloss_w"],
+                   help="weight of the second loss term, >= 0 (%(default)s)")
     g.add_argument("--test_model", default="best_dice", help=f"checkpoint to test: {TEST_MODELS_HELP} (%(default)s)")
     g.add_argument("--checkpoint", default=None,
                    help="checkpoint to resume from (train) or to test (test): a path or a name in the run")
@@ -136,7 +152,27 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
     o = parser.add_argument_group("satloss-gpu flags")
     o.add_argument("--loss", choices=LOSSES, default=defaults["loss"],
                    help="training loss; bce+X = BCE + tloss_w * X (%(default)s)")
-    o.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (%(default)s)")
+    o.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda, cuda:K or mps (%(default)s)")
+    o.add_argument("--tloss_start", type=_non_negative_int, default=defaults["tloss_start"],
+                   help="epochs of BCE alone (warm-up) before the second loss term starts; "
+                   "default: half of --epoch in `satloss train`, 0 in run.py")
+    o.add_argument("--tloss_ramp", type=_non_negative_int, default=defaults["tloss_ramp"],
+                   help="epochs over which the second term's weight grows linearly from 0 to "
+                   "--tloss_w after --tloss_start; 0: at once (%(default)s)")
+    o.add_argument("--tloss_kwargs", type=_model_kwargs, default={},
+                   help="keyword arguments of the second loss term as a JSON object, e.g. "
+                   "'{\"pad\": false}' for SATLoss without its frame")
+    o.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=defaults["baseline"],
+                   help="with --tloss_start > 0 and a second loss term: after the warm-up also "
+                   "train BCE alone from the same checkpoint (in <exp>/baseline_bce) and compare "
+                   "their Betti errors (%(default)s)")
+    o.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
+                   help="start a new run in an <exp> folder that already holds one (its "
+                   "checkpoints and metrics.csv are replaced) (%(default)s)")
+    o.add_argument("--val_fraction", type=_fraction, default=0.125,
+                   help="without a val folder, this fraction of the training images (at least "
+                   "one) is held out for validation (%(default)s)")
     o.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                    help="mixed precision (float16 on CUDA, bfloat16 on CPU) (%(default)s)")
     o.add_argument("--crop", type=_crop, default=defaults["crop"],
@@ -280,11 +316,24 @@ def _config(args: argparse.Namespace, expmode: str):
     return Config.from_dict(values)
 
 
-def _cmd_run(args: argparse.Namespace, expmode: str) -> int:
+def _given(argv: Optional[Sequence[str]], flag: str) -> bool:
+    """Whether ``flag`` is on the command line ``argv`` (``sys.argv`` when None)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    return any(w == flag or w.startswith(flag + "=") for w in words)
+
+
+def _cmd_run(args: argparse.Namespace, expmode: str, argv: Optional[Sequence[str]] = None) -> int:
     from .train import test, train
 
+    if expmode == "test" and not (_given(argv, "--model") or args.config):
+        args.model = None  # test the checkpoint's model; a --model given must match it
     cfg = _config(args, expmode)
-    if expmode == "train":
+    if expmode == "train" and cfg.baseline and cfg.loss not in ("bce", "dice") \
+            and 0 < cfg.warmup() < cfg.epoch:
+        from .recipe import train_with_baseline
+
+        result = train_with_baseline(cfg)
+    elif expmode == "train":
         result = train(cfg)
     else:
         result = test(cfg)
@@ -370,7 +419,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _guarded(_raise, exc)
     args = parser.parse_args(argv)
     if args.command in ("train", "test"):
-        return _guarded(_cmd_run, args, args.command)
+        return _guarded(_cmd_run, args, args.command, argv)
     if args.command == "make-data":
         return _guarded(_cmd_make_data, args)
     return _guarded(_cmd_persistence, args)
@@ -385,4 +434,4 @@ def run_main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     expmode = args.expmode
     del args.expmode
-    return _guarded(_cmd_run, args, expmode)
+    return _guarded(_cmd_run, args, expmode, argv)

@@ -10,10 +10,20 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-__all__ = ["Config", "LOSSES", "REFERENCE", "QUICK_START", "read_config_file"]
+__all__ = ["check_device_name", "Config", "LOSSES", "REFERENCE", "QUICK_START", "read_config_file"]
 
 #: Training losses: BCE alone, BCE + a topological or clDice term, or the soft Dice loss.
 LOSSES = ("bce", "bce+sat", "bce+topo", "bce+cldice", "dice")
+
+
+def check_device_name(device: str) -> str:
+    """``device`` if it is auto, cpu, cuda, cuda:K or mps; else a ValueError naming it."""
+    text = str(device).strip().lower()
+    if text in ("auto", "cpu", "cuda", "mps"):
+        return text
+    if text.startswith("cuda:") and text[5:].isdigit():
+        return text
+    raise ValueError(f"`device` must be auto, cpu, cuda, cuda:K or mps; got {device!r}")
 
 
 @dataclass
@@ -22,13 +32,23 @@ class Config:
 
     The defaults are the reference's (UNet, 30 epochs, batch 16, ...). The quick start of
     ``satloss train`` overrides a few (see :mod:`satloss_gpu.training.cli`).
+
+    ``tloss_start`` and ``tloss_ramp`` schedule the second loss term (see
+    :meth:`tloss_weight`): BCE alone for ``tloss_start`` epochs (None: half of ``epoch``), then a linear ramp of
+    ``tloss_ramp`` epochs up to ``tloss_w``; both 0 (the reference) keep ``tloss_w`` from
+    the first epoch. ``overwrite`` allows a new run in a folder that holds one.
+    ``baseline`` (train mode, a loss with a second term and 0 < :meth:`warmup` < ``epoch``) also trains
+the BCE control from the end of the warm-up
+(:func:`satloss_gpu.training.recipe.train_with_baseline`).
+    ``val_fraction`` of the training images are held out when there is no ``val`` folder.
+    In test mode ``model=None`` takes the checkpoint's model; a name must match it.
     """
 
     dataset: str = "ROADS"
     dataroot: str = "./data"
     exp: str = "default"
     expmode: str = "train"
-    model: str = "UNet"
+    model: Optional[str] = "UNet"
     epoch: int = 30
     start_epoch: int = 0
     batch_size: int = 16
@@ -60,6 +80,41 @@ class Config:
     tensorboard: bool = False
     tile: Optional[int] = None
     tile_overlap: float = 0.25
+    tloss_start: Optional[int] = 0
+    tloss_ramp: int = 0
+    overwrite: bool = False
+    baseline: bool = False
+    tloss_kwargs: Dict[str, Any] = field(default_factory=dict)
+    val_fraction: float = 0.125
+
+    def __post_init__(self) -> None:
+        check_device_name(self.device)
+        if not float(self.tloss_w) >= 0.0:
+            raise ValueError(f"`tloss_w` must be >= 0; got {self.tloss_w}")
+        if (self.tloss_start is not None and int(self.tloss_start) < 0) or int(self.tloss_ramp) < 0:
+            raise ValueError(f"`tloss_start` and `tloss_ramp` must be >= 0; got "
+                             f"{self.tloss_start} and {self.tloss_ramp}")
+        if not 0.0 < float(self.val_fraction) < 1.0:
+            raise ValueError(f"`val_fraction` must be in (0, 1); got {self.val_fraction}")
+
+    def warmup(self) -> int:
+        """Epochs before the second loss term starts: ``tloss_start``, or half of ``epoch``
+        (rounded down) when ``tloss_start`` is None (the quick start's default)."""
+        return int(self.epoch) // 2 if self.tloss_start is None else int(self.tloss_start)
+
+    def tloss_weight(self, epoch: int) -> float:
+        """The weight of the second loss term in ``epoch`` (1-based) under the schedule.
+
+        0 before epoch ``warmup() + 1``; then ``tloss_w`` times a linear ramp that reaches
+        1 after ``tloss_ramp`` epochs (``(epoch - tloss_start) / tloss_ramp``, capped at 1);
+        ``tloss_start = tloss_ramp = 0`` is the reference's constant weight.
+        """
+        done = int(epoch) - self.warmup()
+        if done < 1:
+            return 0.0
+        if int(self.tloss_ramp) == 0:
+            return float(self.tloss_w)
+        return float(self.tloss_w) * min(1.0, done / int(self.tloss_ramp))
 
     @property
     def exp_dir(self) -> Path:
@@ -115,11 +170,12 @@ def _preset(**changes: Any) -> Dict[str, Any]:
 #: The settings a preset fixes (the command line's defaults).
 PRESET_FIELDS = ("dataset", "dataroot", "exp", "model", "epoch", "batch_size", "lr",
                  "lr_decay_epoch", "lr_decay_rate", "wd", "tloss_w", "loss", "crop", "augment",
-                 "make_data", "save_every")
+                 "make_data", "save_every", "tloss_start", "tloss_ramp", "baseline")
 #: Defaults of ``run.py``: the reference implementation's training recipe.
 REFERENCE: Dict[str, Any] = _preset()
 #: Defaults of ``satloss train/test``: a quick start that runs in a few minutes on 2 CPU cores.
 QUICK_START: Dict[str, Any] = _preset(
-    dataset="synthetic", exp="quickstart", model="UNet_small", epoch=20, batch_size=8, lr=3e-3,
-    lr_decay_epoch=15, wd=1e-4, crop=64, augment=True, make_data=True,
+    dataset="synthetic", exp="quickstart", model="UNet_small", epoch=12, batch_size=8, lr=3e-3,
+    lr_decay_epoch=10, wd=1e-4, crop=64, augment=True, make_data=True,
+    tloss_start=None, tloss_ramp=2, baseline=True,
 )

@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from .config import check_device_name
+
 __all__ = ["DistInfo", "init", "cleanup", "all_reduce_sum", "barrier", "broadcast_object"]
 
 
@@ -35,6 +37,13 @@ class DistInfo:
 
 
 def _resolve_device(device: str, local_rank: int, gpu_id: Optional[int]) -> torch.device:
+    device = check_device_name(device)
+    if device == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError("`device` is 'mps' but torch sees no MPS device")
+    if device.startswith("cuda:") and torch.cuda.is_available():
+        if int(device[5:]) >= torch.cuda.device_count():
+            raise ValueError(f"`device` is {device!r} but torch sees "
+                             f"{torch.cuda.device_count()} CUDA GPU(s)")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):

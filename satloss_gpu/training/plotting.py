@@ -280,3 +280,35 @@ def plot_matching(prob: np.ndarray, target: np.ndarray, path: str | Path,
     fig.suptitle(title or f"SATLoss matching, loss {total:.4f}")
     fig.tight_layout()
     return _finish(fig, path)
+
+
+def plot_betti_comparison(runs: dict, warmup: int, path: str | Path) -> Path:
+    """Validation Betti errors per epoch of several runs, side by side.
+
+    Parameters
+    ----------
+    runs : dict of str to path
+        Run label -> its ``metrics.csv`` (columns ``epoch``, ``val_betti0_error``, ...).
+    warmup : int
+        Last epoch of the shared warm-up (a vertical line).
+    path : path
+        PNG written.
+    """
+    plt = _plt()
+    keys = [k for k in ("betti0_error", "betti1_error", "betti_matching_error", "dice")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    for label, metrics_csv in runs.items():
+        with open(metrics_csv, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        epochs = [int(r["epoch"]) for r in rows]
+        for ax, key in zip(axes, keys):
+            values = [float(r.get(f"val_{key}") or "nan") for r in rows]
+            ax.plot(epochs, values, marker=".", label=label)
+    for ax, key in zip(axes, keys):
+        ax.axvline(warmup, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(f"validation {key.replace('_', ' ')}")
+        ax.set_xlabel("epoch")
+        if key != "dice":
+            ax.set_yscale("symlog", linthresh=1.0)  # the first epochs' errors are far larger
+    axes[0].legend(title=f"after a {warmup}-epoch BCE warm-up")
+    return _finish(fig, path)

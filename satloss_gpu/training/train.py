@@ -56,17 +56,18 @@ __all__ = ["Config", "LOSSES", "train", "test", "evaluate", "predict", "build_cr
 class _Criterion(torch.nn.Module):
     """``BCE + tloss_w * extra`` (or the soft Dice loss alone), on logits and probabilities."""
 
-    def __init__(self, loss: str, tloss_w: float) -> None:
+    def __init__(self, loss: str, tloss_w: float, tloss_kwargs: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         self.loss = loss
         self.tloss_w = float(tloss_w)
         self.extra = None
+        kwargs = dict(tloss_kwargs or {})
         if loss in ("bce+sat", "bce+topo"):
-            self.extra = _topological_loss(loss)
+            self.extra = _topological_loss(loss, kwargs)
         elif loss == "bce+cldice":
             from ..losses.cldice import SoftClDiceLoss
 
-            self.extra = SoftClDiceLoss()
+            self.extra = SoftClDiceLoss(**kwargs)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
         logits = logits.float()
@@ -78,25 +79,32 @@ class _Criterion(torch.nn.Module):
             return value, {"dice_loss": float(value.detach())}
         bce = F.binary_cross_entropy_with_logits(logits, target)
         parts = {"bce": float(bce.detach())}
-        if self.extra is None:
+        if self.extra is None or self.tloss_w == 0.0:
             return bce, parts
         extra = self.extra(probs, target)
         parts["extra"] = float(extra.detach())
         return bce + self.tloss_w * extra, parts
 
 
-def _topological_loss(loss: str) -> torch.nn.Module:
+def _topological_loss(loss: str, kwargs: Dict[str, Any]) -> torch.nn.Module:
     name = "SATLoss" if loss == "bce+sat" else "TopoLoss"
     from .. import losses
 
-    return getattr(losses, name)()
+    try:
+        return getattr(losses, name)(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"`tloss_kwargs` do not fit {name}: {exc}") from None
 
 
-def build_criterion(loss: str, tloss_w: float) -> _Criterion:
-    """The training criterion for a ``--loss`` name (see :data:`LOSSES`)."""
+def build_criterion(loss: str, tloss_w: float,
+                    tloss_kwargs: Optional[Dict[str, Any]] = None) -> _Criterion:
+    """The training criterion for a ``--loss`` name (see :data:`LOSSES`); ``tloss_kwargs``
+    are passed to the second term's module (``{"pad": false}``: SATLoss without its frame)."""
     if loss not in LOSSES:
         raise ValueError(f"`loss` must be one of {', '.join(LOSSES)}; got {loss!r}")
-    return _Criterion(loss, tloss_w)
+    if not float(tloss_w) >= 0.0:
+        raise ValueError(f"`tloss_w` must be >= 0; got {tloss_w}")
+    return _Criterion(loss, tloss_w, tloss_kwargs)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -218,8 +226,11 @@ def _write_csv(path: Path, rows: List[Dict[str, Any]], append: bool = False) -> 
         return
     keys = list(rows[0])
     exists = append and path.exists() and path.stat().st_size > 0
+    if exists:  # the columns of the file (rows written before may lack a newer column)
+        with open(path, newline="", encoding="utf-8") as f:
+            keys = next(csv.reader(f), keys)
     with open(path, "a" if append else "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
+        writer = csv.DictWriter(f, fieldnames=keys, restval="", extrasaction="ignore")
         if not exists:
             writer.writeheader()
         for row in rows:
@@ -260,6 +271,10 @@ def train(cfg: Config) -> Dict[str, Any]:
     DataError, CheckpointError, ValueError
         For bad data, checkpoints or settings (the command line prints them on one line).
     """
+    if cfg.loss in ("bce+sat", "bce+topo", "bce+cldice") and cfg.tloss_w > 0 \
+            and cfg.warmup() >= cfg.epoch:
+        raise ValueError(f"the second loss term would never start: tloss_start "
+                         f"{cfg.warmup()} >= epoch {cfg.epoch}; lower --tloss_start")
     info = dist.init(cfg.device, cfg.gpu_id)
     try:
         return _train(cfg, info)
@@ -272,7 +287,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
 
     log = _start_run(cfg, info)
     train_set, val_set = _training_sets(cfg)
-    criterion = build_criterion(cfg.loss, cfg.tloss_w)
+    criterion = build_criterion(cfg.loss, cfg.tloss_w, cfg.tloss_kwargs)
     loader, sampler, generator = _loader(cfg, info, train_set)
     model = build_model(cfg.model, kwargs=cfg.model_kwargs).to(info.device)
     _check_output(model, train_set, info.device)
@@ -285,9 +300,9 @@ def _train(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"run {cfg.exp_dir}: {cfg.model} ({n_params / 1e6:.2f} M parameters), loss {cfg.loss} "
-        f"(tloss_w={cfg.tloss_w}), {len(train_set)} train / {len(val_set)} val images, "
+        f"(tloss_w={cfg.tloss_w}{_schedule_text(cfg)}), {len(train_set)} train / {len(val_set)} val images, "
         f"device {info.device}, {info.world_size} process(es), epochs {start + 1}..{cfg.epoch}")
-    metrics_csv = _metrics_csv(cfg, info, start)
+    metrics_csv = _metrics_csv(cfg, info, start, log)
 
     model.train()
     epochs = tqdm(range(start + 1, cfg.epoch + 1), desc="epochs",
@@ -299,10 +314,11 @@ def _train(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
         if sampler is not None:
             sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
+        criterion.tloss_w = cfg.tloss_weight(epoch)
         sums = _train_epoch(model, loader, criterion, optimizer, scaler, cfg, info, epoch)
         scheduler.step()
         if info.is_main:
-            row: Dict[str, Any] = {"epoch": epoch, "lr": lr, **sums}
+            row: Dict[str, Any] = {"epoch": epoch, "lr": lr, "tloss_w": criterion.tloss_w, **sums}
             means = _validate_and_save(cfg, info, model, val_set, row, t0, metrics_csv,
                                        (optimizer, scheduler, scaler), best, log, board)
             epochs.set_postfix(loss=f"{sums['loss']:.3f}", dice=f"{means['dice']:.3f}")
@@ -319,9 +335,34 @@ def _train(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
             "best_accuracy": best["accuracy"], "epochs": cfg.epoch}
 
 
+def _schedule_text(cfg: Config) -> str:
+    if cfg.loss not in ("bce+sat", "bce+topo", "bce+cldice"):
+        return ""
+    if cfg.warmup() == 0 and cfg.tloss_ramp == 0:
+        return ""
+    return f" from epoch {cfg.warmup() + 1}, ramp {cfg.tloss_ramp} epochs"
+
+
+def _resuming(cfg: Config) -> bool:
+    return cfg.checkpoint is not None or cfg.start_epoch > 0
+
+
+def _check_run_folder(cfg: Config) -> None:
+    """Refuse to start a new run in a folder that holds one (unless ``cfg.overwrite``)."""
+    if _resuming(cfg) or cfg.overwrite or not cfg.exp_dir.is_dir():
+        return
+    held = sorted(p.name for p in cfg.exp_dir.iterdir()
+                  if p.suffix == ".pth" or p.name == "metrics.csv")
+    if held:
+        raise ValueError(f"run folder {cfg.exp_dir} already holds a run ({', '.join(held[:3])}"
+                         f"{', ...' if len(held) > 3 else ''}); pass --overwrite to replace it, "
+                         f"--start_epoch N to continue it, or choose another --exp")
+
+
 def _start_run(cfg: Config, info: dist.DistInfo) -> _Log:
     """Create the run folder and its log, seed, set threads, generate missing data."""
     if info.is_main:
+        _check_run_folder(cfg)
         (cfg.exp_dir / "figures").mkdir(parents=True, exist_ok=True)
         (cfg.exp_dir / "config.json").write_text(cfg.to_json())
     log = _Log(cfg.exp_dir / "train.log" if info.is_main else None, info.is_main)
@@ -333,14 +374,37 @@ def _start_run(cfg: Config, info: dist.DistInfo) -> _Log:
 
 
 def _training_sets(cfg: Config) -> Tuple[SegmentationDataset, SegmentationDataset]:
-    """The checked training and validation sets (:class:`DataError` for unusable data)."""
-    train_set, val_set = _dataset(cfg, "train", True), _dataset(cfg, "val", False)
+    """The checked training and validation sets (:class:`DataError` for unusable data).
+
+    Without a ``val`` folder, ``val_fraction`` of the training images (at least one, chosen
+    by ``seed``) are held out for validation and not trained on.
+    """
+    train_set = _dataset(cfg, "train", True)
+    if split_dirs(cfg.dataroot, cfg.dataset, "val")[0].exists():
+        val_set = _dataset(cfg, "val", False)
+    else:
+        val_set = _held_out(cfg, train_set)
     shapes = train_set.check()
     val_set.check()
     if cfg.crop is None and not same_size(shapes):
         raise DataError(f"training images in {train_set.image_dir} have different sizes; "
                         f"use --crop SIZE")
     return train_set, val_set
+
+
+def _held_out(cfg: Config, train_set: SegmentationDataset) -> SegmentationDataset:
+    """Move ``val_fraction`` of ``train_set``'s items (at least one) to a validation set."""
+    n = len(train_set)
+    if n < 2:
+        raise DataError(f"no validation folder {split_dirs(cfg.dataroot, cfg.dataset, 'val')[0]} "
+                        f"and only {n} training image(s) to hold some out")
+    n_val = min(n - 1, max(1, int(round(cfg.val_fraction * n))))
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    held = set(order[:n_val].tolist())
+    val_set = _dataset(cfg, "train", False)
+    val_set.items = [item for i, item in enumerate(train_set.items) if i in held]
+    train_set.items = [item for i, item in enumerate(train_set.items) if i not in held]
+    return val_set
 
 
 def _loader(cfg: Config, info: dist.DistInfo, train_set: SegmentationDataset):
@@ -429,13 +493,29 @@ def _log_test(board, cfg: Config, summary: Dict[str, Any], out: Path, epoch: int
     board.close()
 
 
-def _metrics_csv(cfg: Config, info: dist.DistInfo, start: int) -> Path:
-    """The per-epoch CSV: fresh for a new run, cut after epoch ``start`` when resumed."""
+def _metrics_csv(cfg: Config, info: dist.DistInfo, start: int, log: _Log) -> Path:
+    """The per-epoch CSV, continued after epoch ``start``.
+
+    Rows the run is about to redo (a new run with ``--overwrite``, or a resume from a
+    checkpoint older than the last logged epoch) are never lost: the file as it was is first
+    kept as ``metrics_until_epoch_<N>.csv`` (N its last epoch), then the CSV keeps the rows of
+    epochs 1..``start``.
+    """
     metrics_csv = cfg.exp_dir / "metrics.csv"
-    if info.is_main and start == 0 and metrics_csv.exists():
-        metrics_csv.unlink()
-    if info.is_main and start > 0:
-        _write_csv(metrics_csv, _read_metrics(metrics_csv, start + 1))
+    if not info.is_main or not metrics_csv.exists():
+        return metrics_csv
+    with open(metrics_csv, newline="", encoding="utf-8") as f:
+        logged = [int(r["epoch"]) for r in csv.DictReader(f) if r.get("epoch")]
+    if not logged or max(logged) <= start:
+        return metrics_csv
+    kept = cfg.exp_dir / f"metrics_until_epoch_{max(logged):04d}.csv"
+    n = 1
+    while kept.exists():
+        n += 1
+        kept = cfg.exp_dir / f"metrics_until_epoch_{max(logged):04d}_{n}.csv"
+    os.replace(metrics_csv, kept)
+    log(f"metrics.csv logged epochs up to {max(logged)}; kept as {kept.name}")
+    _write_csv(metrics_csv, _read_metrics(kept, start + 1))
     return metrics_csv
 
 
@@ -553,6 +633,9 @@ def _test(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
     dataset.check()
     state = load_checkpoint(path, map_location=info.device)
     model_name = state.get("model_name", cfg.model)
+    if cfg.model is not None and model_name != cfg.model:
+        raise CheckpointError(f"checkpoint {path} holds a {model_name}, not the --model "
+                              f"{cfg.model} asked for; pass --model {model_name} or leave it out")
     model_kwargs = state.get("model_kwargs", cfg.model_kwargs)
     model = build_model(model_name, kwargs=model_kwargs).to(info.device)
     load_weights(model, state, path, model_name)

@@ -41,11 +41,11 @@ def test_quick_writes_summary_json(quick_run):
     experiment, out, result = quick_run
     saved = json.loads((out / "summary.json").read_text())
     for key in ("date", "command", "machine", "plan", "dataset_sizes", "runs", "summary",
-                "paired_vs_bce", "sweep", "figure", "table_md", "wall_s", "finetune_summary",
-                "finetune_paired_vs_bce", "finetune_md"):
+                "paired_vs_bce", "sweep", "figure", "table_md", "wall_s"):
         assert key in saved, key
     plan = experiment.plan_for("quick")
-    assert set(saved["dataset_sizes"]) == set(plan.datasets) == {"vessels", "roads", "retina"}
+    assert set(saved["dataset_sizes"]) == set(plan.datasets) == {"vessels", "retina"}
+    assert experiment.plan_for("default").datasets == ("vessels", "roads", "retina")
     pairs = {(e["dataset"], e["loss"]) for e in saved["summary"]}
     assert pairs == {(d, loss) for d in plan.datasets for loss in experiment.LOSSES}
     for entry in saved["summary"]:
@@ -54,12 +54,42 @@ def test_quick_writes_summary_json(quick_run):
             assert entry[f"{metric}_mean"] == entry[f"{metric}_mean"], metric  # not NaN
             assert entry[f"{metric}_std"] >= 0.0
         assert 0.0 <= entry["dice_mean"] <= 1.0 and entry["betti0_error_mean"] >= 0.0
-    assert {e["loss"] for e in saved["paired_vs_bce"]} == {"bce+topo", "bce+sat", "bce+cldice"}
+    assert {e["loss"] for e in saved["paired_vs_bce"]} == {
+        "bce+topo", "bce+sat", "bce+sat-noframe", "bce+cldice"}
     assert sorted(r["tloss_w"] for r in saved["sweep"]) == sorted(plan.sweep_weights)
-    assert all(r["loss"] == "bce+sat" and not r["finetune"] for r in saved["sweep"])
-    tuned = {(e["dataset"], e["loss"]) for e in saved["finetune_summary"]}
-    assert tuned == {(d, loss) for d in plan.datasets for loss in plan.finetune_losses}
-    assert {e["loss"] for e in saved["finetune_paired_vs_bce"]} == {"bce+sat"}
+    assert all(r["loss"] == "bce+sat" for r in saved["sweep"])
+
+
+def test_quick_arms_share_the_warm_up_and_the_total_epochs(quick_run):
+    experiment, out, _ = quick_run
+    plan = experiment.plan_for("quick")
+    assert 0 < plan.warmup_epochs < plan.epochs and len(plan.seeds) >= 1
+    assert len(experiment.plan_for("default").seeds) == 5
+    for dataset in plan.datasets:
+        warm = out / "exp" / dataset / f"warmup_s0" / "metrics.csv"
+        with open(warm, newline="") as f:
+            assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(
+                range(1, plan.warmup_epochs + 1))
+        for loss in experiment.LOSSES:
+            exp = experiment.exp_name(plan, dataset, loss, 0, plan.weights[loss])
+            with open(out / "exp" / exp / "metrics.csv", newline="") as f:
+                rows = list(csv.DictReader(f))
+            assert [int(r["epoch"]) for r in rows] == list(
+                range(plan.warmup_epochs + 1, plan.epochs + 1)), (dataset, loss)
+            config = json.loads((out / "exp" / exp / "config.json").read_text())
+            assert config["checkpoint"].endswith(f"warmup_s0/last.pth")
+            assert config["tloss_start"] == plan.warmup_epochs
+            assert config["tloss_kwargs"] == ({"pad": False} if loss == "bce+sat-noframe" else {})
+
+
+def test_quick_test_images_are_larger_than_the_crops(quick_run):
+    experiment, out, _ = quick_run
+    from satloss_gpu.training.data import read_label
+
+    plan = experiment.plan_for("quick")
+    for dataset in plan.datasets:
+        label = read_label(sorted((out / "data" / dataset / "test_labels").glob("*.png"))[0])
+        assert min(label.shape) > plan.crop, dataset
 
 
 def test_quick_writes_tables_and_csv(quick_run):
@@ -73,9 +103,7 @@ def test_quick_writes_tables_and_csv(quick_run):
         runs = list(csv.DictReader(f))
     plan = experiment.plan_for("quick")
     n_sweep = sum(w != plan.weights["bce+sat"] for w in plan.sweep_weights)
-    n_finetune = len(plan.datasets) * len(plan.seeds) * len(plan.finetune_losses)
-    assert len(runs) == len(plan.datasets) * len(plan.losses) * len(plan.seeds) + n_sweep + n_finetune
-    assert sum(r["finetune"] == "True" for r in runs) == n_finetune
+    assert len(runs) == len(plan.datasets) * len(plan.losses) * len(plan.seeds) + n_sweep
     assert {"dataset", "loss", "tloss_w", "seed", "train_s", "bce_last", "wextra_last",
             *experiment.METRICS} <= set(runs[0])
     with open(out / "summary.csv", newline="") as f:
