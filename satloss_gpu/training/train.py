@@ -299,8 +299,8 @@ def _train(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
         ids = [info.device.index] if info.device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"run {cfg.exp_dir}: {cfg.model} ({n_params / 1e6:.2f} M parameters), loss {cfg.loss} "
-        f"(tloss_w={cfg.tloss_w}{_schedule_text(cfg)}), {len(train_set)} train / {len(val_set)} val images, "
+    log(f"run {cfg.exp_dir}: {cfg.model} ({n_params / 1e6:.2f} M parameters), loss {cfg.loss}"
+        f"{_schedule_text(cfg)}, {len(train_set)} train / {len(val_set)} val images, "
         f"device {info.device}, {info.world_size} process(es), epochs {start + 1}..{cfg.epoch}")
     metrics_csv = _metrics_csv(cfg, info, start, log)
 
@@ -336,11 +336,13 @@ def _train(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
 
 
 def _schedule_text(cfg: Config) -> str:
+    """`` (tloss_w=W, from epoch E, ramp R epochs)`` for losses with a topological term."""
     if cfg.loss not in ("bce+sat", "bce+topo", "bce+cldice"):
         return ""
     if cfg.warmup() == 0 and cfg.tloss_ramp == 0:
-        return ""
-    return f" from epoch {cfg.warmup() + 1}, ramp {cfg.tloss_ramp} epochs"
+        return f" (tloss_w={cfg.tloss_w})"
+    return (f" (tloss_w={cfg.tloss_w} from epoch {cfg.warmup() + 1}, "
+            f"ramp {cfg.tloss_ramp} epochs)")
 
 
 def _resuming(cfg: Config) -> bool:
@@ -361,8 +363,10 @@ def _check_run_folder(cfg: Config) -> None:
 
 def _start_run(cfg: Config, info: dist.DistInfo) -> _Log:
     """Create the run folder and its log, seed, set threads, generate missing data."""
+    # Every rank checks (a read of the folder, before any barrier), so that a refused run
+    # stops all processes instead of leaving the others waiting for rank 0.
+    _check_run_folder(cfg)
     if info.is_main:
-        _check_run_folder(cfg)
         (cfg.exp_dir / "figures").mkdir(parents=True, exist_ok=True)
         (cfg.exp_dir / "config.json").write_text(cfg.to_json())
     log = _Log(cfg.exp_dir / "train.log" if info.is_main else None, info.is_main)
