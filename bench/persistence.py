@@ -35,7 +35,7 @@ def test_images(seed: int = 0) -> Dict[str, np.ndarray]:
     """Named float32 benchmark images: noise, blurred noise, a retina vesselness map."""
     from scipy.ndimage import gaussian_filter
 
-    from satloss_gpu.synthetic import generate
+    from satloss_gpu.training.synthetic import generate
 
     rng = np.random.default_rng(seed)
     mask = generate("vessels", (512, 512), seed=seed)[1].astype(np.float64)

@@ -39,7 +39,7 @@ def make_inputs(batch: int, size: int, seed: int = 0) -> Dict[str, np.ndarray]:
     """Named (batch, size, size) float32 batches."""
     from scipy.ndimage import gaussian_filter
 
-    from satloss_gpu.synthetic import generate
+    from satloss_gpu.training.synthetic import generate
 
     rng = np.random.default_rng(seed)
     noise = rng.random((batch, size, size)).astype(np.float32)

@@ -292,7 +292,7 @@ def _certify_lists(diag_target, q, rows, n_cols, cols_pred, diag_pred_cols, cand
 
 @numba.njit(cache=True)
 def _augment_row_pruned(row_diag, b, cur, n_cols, cand, key, length, u, v, row4col, col4row,
-                        spc, path, done, scanned, visited, touched, heap_value, heap_key):
+                        path_cost, path, done, scanned, visited, touched, heap_value, heap_key):
     """One Dijkstra search from the unassigned row ``cur`` over sorted lists, pruned.
 
     The search of the CPU matching solver, with one addition: ``bound`` is the least distance
@@ -303,7 +303,7 @@ def _augment_row_pruned(row_diag, b, cur, n_cols, cand, key, length, u, v, row4c
     (every target point wanting the same strong prediction points) this cuts the searches from
     whole lists to short prefixes. Returns the number of columns popped.
     """
-    n_all = spc.shape[0]
+    n_all = path_cost.shape[0]
     min_value = 0.0
     i = cur
     n_scanned = 0
@@ -329,11 +329,11 @@ def _augment_row_pruned(row_diag, b, cur, n_cols, cand, key, length, u, v, row4c
             if done[col]:
                 continue
             dist = relaxed_distance(min_value, cost, u_i, v[col])
-            if dist < spc[col]:
-                if spc[col] == math.inf:
+            if dist < path_cost[col]:
+                if path_cost[col] == math.inf:
                     touched[n_touched] = col
                     n_touched += 1
-                spc[col] = dist
+                path_cost[col] = dist
                 path[col] = i
                 taken = 1 if row4col[col] != -1 else 0
                 if taken == 0 and dist < bound:
@@ -343,7 +343,7 @@ def _augment_row_pruned(row_diag, b, cur, n_cols, cand, key, length, u, v, row4c
             best_value = heap_value[0]
             best_col = heap_key[0] % n_all
             size = _heap_pop(heap_value, heap_key, size)
-            if not done[best_col] and best_value == spc[best_col]:
+            if not done[best_col] and best_value == path_cost[best_col]:
                 break
         min_value = best_value
         done[best_col] = True
@@ -353,10 +353,10 @@ def _augment_row_pruned(row_diag, b, cur, n_cols, cand, key, length, u, v, row4c
             sink = best_col
         else:
             i = row4col[best_col]
-    _update_duals_and_augment(cur, sink, min_value, scanned, n_scanned, visited, n_visited, spc,
+    _update_duals_and_augment(cur, sink, min_value, scanned, n_scanned, visited, n_visited, path_cost,
                               path, u, v, row4col, col4row)
     for k in range(n_touched):
-        spc[touched[k]] = math.inf
+        path_cost[touched[k]] = math.inf
         done[touched[k]] = False
     return n_visited
 
@@ -397,7 +397,7 @@ def _solve_prefix(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_targ
     v = np.zeros(nc, dtype=np.float64)
     row4col = np.full(nc, -1, dtype=np.int64)
     col4row = np.full(rows, -1, dtype=np.int64)
-    spc = np.full(nc, math.inf, dtype=np.float64)
+    path_cost = np.full(nc, math.inf, dtype=np.float64)
     path = np.full(nc, -1, dtype=np.int64)
     done = np.zeros(nc, dtype=np.bool_)
     scanned = np.empty(rows, dtype=np.int64)
@@ -410,7 +410,7 @@ def _solve_prefix(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_targ
     for cur in range(rows):
         if col4row[cur] == -1:
             _augment_row_pruned(diag_target, q, cur, n_cols, cand, key, length, u, v, row4col,
-                                col4row, spc, path, done, scanned, visited, touched, hv, hk)
+                                col4row, path_cost, path, done, scanned, visited, touched, hv, hk)
     for j in range(rows):
         if u[j] > bound[j]:
             return False
