@@ -387,7 +387,7 @@ def _certify(A, row_diag, col_diag, b, n_rows, n_cols, u, v, row4col, col4row, t
         violation = max(violation, -_slack(cost, u_r, v[n_cols + r]))
         c = col4row[r]
         if c < 0:  # aborted search: the host sees col4row == -1 and solves again
-            violation = math.nan
+            violation = math.inf
             continue
         matched = _edge_cost(A, row_diag, col_diag, b, r, c, n_cols)
         violation = max(violation, abs(_slack(matched, u_r, v[c])))
@@ -480,9 +480,11 @@ def sap_kernel(A, row_diag, col_diag, row_counts, col_counts, u, v, path_cost, p
                         part_i, scratch_f, scratch_i, tid, threads, n_warps)
     if tid == 0:
         total[b] = result[0]
-        violation[b] = result[1]
         scale[b] = result[2]
         steps[b] = result[3]
+        finite = abs(result[0]) < math.inf and abs(result[1]) < math.inf
+        # An overflowing sum or a stopped search fails the certificate (NaN fails every test).
+        violation[b] = result[1] if finite and abs(result[2]) < math.inf else math.nan
 
 
 def launch(A, row_diag, col_diag, row_counts, col_counts, work, results, stream=0,
