@@ -53,7 +53,8 @@ from numba import config, cuda, types
 
 from ..common import matching as _scalar
 
-__all__ = ["sap_kernel", "MAX_THREADS", "SHARED_LIMIT", "threads_for", "shared_bytes", "launch"]
+__all__ = ["sap_kernel", "KERNEL_OPTIONS", "MAX_THREADS", "SHARED_LIMIT", "threads_for",
+           "shared_bytes", "launch"]
 
 #: Most threads per block. The simulator runs one Python thread per CUDA thread: it defaults
 #: to one warp (tests ask for more).
@@ -418,7 +419,12 @@ def _solve(A, row_diag, col_diag, b, n_rows, n_cols, u, v, path_cost, path, row4
     return total, violation, scale, n_steps
 
 
-@cuda.jit
+#: Compiler options of the kernel: at most ``MAX_THREADS`` threads per block, so that the
+#: register budget allows a full block (64 registers per thread at 1024 threads).
+KERNEL_OPTIONS = {} if config.ENABLE_CUDASIM else {"launch_bounds": (MAX_THREADS,)}
+
+
+@cuda.jit(**KERNEL_OPTIONS)
 def sap_kernel(A, row_diag, col_diag, row_counts, col_counts, u, v, path_cost, path, row4col,
                col4row, done, scanned, visited,
                total, violation, scale, steps, use_shared):
