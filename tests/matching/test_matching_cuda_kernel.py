@@ -87,6 +87,10 @@ def test_match_batch_rejects_overflowing_values():
     for solver in ("cpu", "cuda", "emd"):
         with pytest.raises(ValueError, match=r"`cost` values must have magnitude at most"):
             match_batch(cost, dp, dt, n, m, solver=solver)
+    import torch
+
+    with pytest.raises(ValueError, match=r"`cost` values must have magnitude at most"):
+        match_batch(*(torch.as_tensor(a) for a in (cost, dp, dt)), n, m, solver="cpu")
     small = np.zeros((1, 3, 3))
     with pytest.raises(ValueError, match=r"`diag_pred` values must have magnitude"):
         match_batch(small, dp, np.zeros((1, 3)), n, m)
