@@ -5,7 +5,9 @@ Compares, on one batch of B problems of n prediction and m target points:
 * ``match_batch(solver="reduced")``: the exact reduction (per-target candidate lists, then
   augmenting paths on the list edges; compiled, all cores);
 * ``match_batch(solver="cpu")``: the compiled shortest-augmenting-path solver (all cores);
-* ``match_batch(solver="cuda")``: the CUDA kernel (``--device cuda`` only);
+* ``match_batch(solver="cuda")``: the CUDA kernel (``--device cuda`` only; ``--device sim``
+  runs it in Numba's CUDA simulator on small problems, a check of the code path whose times
+  mean nothing), with its launch geometry (blocks, threads, shared memory);
 * ``ot.emd`` looped over the problems, and in a thread pool;
 * ``scipy.optimize.linear_sum_assignment`` on the square (n+m) x (m+n) augmented problem;
 * ``ot.batch.solve_batch`` (proximal point, approximate) on CUDA, with its error against emd.
@@ -38,6 +40,9 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+if sys.argv[sys.argv.index("--device") + 1:][:1] == ["sim"] if "--device" in sys.argv else False:
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"  # chosen before Numba is imported
 
 import numpy as np
 
@@ -161,7 +166,8 @@ def main(argv=None):
     parser.add_argument("--kind", choices=["diagrams", "real", "uniform", "satloss"],
                         default="diagrams")
     parser.add_argument("--size", type=int, default=256, help="image side (--kind real)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--device", choices=["cpu", "cuda", "sim"], default="cpu",
+                        help="cuda: also the CUDA kernel; sim: the kernel in the simulator")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--slow-repeats", type=int, default=1,
                         help="repeats of the slow CPU baselines (emd, scipy)")
@@ -190,6 +196,7 @@ def main(argv=None):
         n = np.full(args.batch, args.n)
         m = np.full(args.batch, args.m)
     rows = {}
+    launch = None
 
     def one(b):
         return emd_one(cost[b, :n[b], :m[b]], diag_pred[b, :n[b]], diag_target[b, :m[b]])[0]
@@ -244,6 +251,12 @@ def main(argv=None):
         rows["ours cpu (dense SAP)"] = {"ms": 1e3 * t, "max_rel_err": _err(total, reference),
                                         "steps_median": float(np.median(stats["steps"]))}
 
+    if args.device in ("cuda", "sim"):
+        launch = _launch_geometry(cost.shape)
+        print("CUDA kernel launch: " + ", ".join(f"{k} {v}" for k, v in launch.items()))
+    if args.device == "sim":
+        t, res = timed(lambda: match_batch(cost, diag_pred, diag_target, n, m, solver="cuda"), 1)
+        rows["ours cuda (simulator)"] = {"ms": 1e3 * t, "max_rel_err": _err(res.total, reference)}
     if args.device == "cuda":
         import torch
 
@@ -264,9 +277,21 @@ def main(argv=None):
     _print_table(rows, args)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as handle:
-        json.dump({"config": vars(args), "results": rows}, handle, indent=2)
+        json.dump({"config": vars(args), "launch": launch, "results": rows}, handle, indent=2)
     print(f"wrote {args.out}")
     return rows
+
+
+def _launch_geometry(shape) -> dict:
+    """Blocks, threads per block and shared memory the CUDA kernel's launch rule picks."""
+    from satloss_gpu.kernels.cuda import matching_sap as kernel
+    from satloss_gpu.matching._cpu import orient
+
+    batch, big_n, big_m = shape
+    big_r, big_k = (big_m, big_n) if orient(big_n, big_m) else (big_n, big_m)
+    need = kernel.shared_bytes(big_r, big_k)
+    return {"blocks": batch, "threads": kernel.threads_for(big_r + big_k),
+            "state": f"shared ({need} B)" if need <= kernel.SHARED_LIMIT else "global"}
 
 
 def _bench_pot_batch(rows, tensors, reference, args, sync):

@@ -167,8 +167,13 @@ def check_sizes(sizes: Any, name: str, batch: int, limit: int) -> np.ndarray:
     return host
 
 
-def check_finite_valid(array: Any, name: str, sizes: tuple[np.ndarray, ...]) -> None:
-    """Raise ValueError if ``array`` holds NaN/inf inside the valid (unpadded) region."""
+def check_finite_valid(array: Any, name: str, sizes: tuple[np.ndarray, ...],
+                       limit: Optional[float] = None) -> None:
+    """Raise ValueError if ``array`` holds NaN/inf inside the valid (unpadded) region.
+
+    With ``limit``, finite values of magnitude above ``limit`` are rejected too (one pass; a
+    limit beyond the dtype's range, float32 and float64's bound for example, tests nothing).
+    """
     library = array_library(array)
     if library == "torch":
         import torch
@@ -181,7 +186,10 @@ def check_finite_valid(array: Any, name: str, sizes: tuple[np.ndarray, ...]) -> 
             shape = [1] * array.ndim
             shape[0], shape[axis] = -1, array.shape[axis]
             mask &= (idx[None, :] < lim[:, None]).reshape(shape)
-        bad = mask & ~torch.isfinite(array)
+        ok = torch.isfinite(array)
+        if limit is not None and limit < torch.finfo(array.dtype).max:
+            ok &= array.abs() <= limit
+        bad = mask & ~ok
         nbad = int(bad.sum())
     else:
         xp = np
@@ -191,14 +199,35 @@ def check_finite_valid(array: Any, name: str, sizes: tuple[np.ndarray, ...]) -> 
             shape[0], shape[axis] = -1, array.shape[axis]
             mask &= (np.arange(array.shape[axis])[None, :] < size[:, None]).reshape(shape)
         with np.errstate(invalid="ignore"):
-            bad = mask & ~np.isfinite(array)
+            ok = np.isfinite(array)
+            if limit is not None and limit < float(np.finfo(array.dtype).max):
+                ok &= np.abs(array) <= limit
+            bad = mask & ~ok
         nbad = int(bad.sum())
     if nbad:
         n_nan = int((bad & xp.isnan(array)).sum())
+        n_inf = int((bad & xp.isinf(array)).sum())
+        if limit is not None and n_nan + n_inf < nbad:
+            raise ValueError(
+                f"`{name}` values must have magnitude at most {limit:.3g} inside its valid region "
+                f"(larger values make sums of the matching overflow float64); found "
+                f"{nbad - n_nan - n_inf} larger finite, {n_nan} NaN and {n_inf} inf values"
+            )
         raise ValueError(
             f"`{name}` must be finite inside its valid region; found {n_nan} NaN and "
             f"{nbad - n_nan} inf values"
         )
+
+
+def matching_magnitude_limit(big_n: int, big_m: int) -> float:
+    """Largest magnitude of a matching input whose sums cannot overflow float64.
+
+    The solvers add inputs into distances and duals (float64) along augmenting paths of at
+    most N + M columns; bounding every input by ``max / (8 (N + M + 2))`` leaves that margin
+    over float64's range. Beyond it, the CUDA kernel's searches stop on a non-finite
+    distance (the certificate fails) instead of looping.
+    """
+    return float(np.finfo(np.float64).max) / (8.0 * (big_n + big_m + 2))
 
 
 def check_matching_problem(cost, diag_pred, diag_target, n, m):
@@ -233,9 +262,10 @@ def check_matching_problem(cost, diag_pred, diag_target, n, m):
         )
     n_host = check_sizes(n, "n", batch, big_n)
     m_host = check_sizes(m, "m", batch, big_m)
-    check_finite_valid(cost, "cost", (n_host, m_host))
-    check_finite_valid(diag_pred, "diag_pred", (n_host,))
-    check_finite_valid(diag_target, "diag_target", (m_host,))
+    limit = matching_magnitude_limit(big_n, big_m)
+    check_finite_valid(cost, "cost", (n_host, m_host), limit)
+    check_finite_valid(diag_pred, "diag_pred", (n_host,), limit)
+    check_finite_valid(diag_target, "diag_target", (m_host,), limit)
     return cost, diag_pred, diag_target, n_host, m_host
 
 

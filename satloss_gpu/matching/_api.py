@@ -21,8 +21,9 @@ Solvers
     (the cheapest columns of each row, lengthened until a bound test and the dual certificate
     on the full problem pass). Exact.
 ``"cuda"``
-    The same algorithm as a Numba-CUDA kernel, one thread block per problem, the whole batch
-    in one launch. Exact. CUDA torch tensors are used in place; host inputs are copied to the
+    The same algorithm as a Numba-CUDA kernel, one thread block per problem (threads sized to
+    the problem width, up to 1024; per-problem state in shared memory when it fits), the
+    whole batch in one launch. Exact. CUDA torch tensors are used in place; host inputs are copied to the
     device (under ``NUMBA_ENABLE_CUDASIM=1`` the kernel runs in the simulator).
 ``"reduced"``
     The exact reduction of :mod:`satloss_gpu.matching._reduced`: every target point keeps its
@@ -110,7 +111,8 @@ def match_batch(
         Non-numeric arrays, non-integer sizes, arrays from different libraries.
     ValueError
         Wrong ranks or shapes, sizes negative or above the padded sizes, NaN or infinite
-        values in the valid region, unknown ``solver``.
+        values in the valid region, values of magnitude above ``float64 max / (8 (N + M +
+        2))`` there (their sums could overflow), unknown ``solver``.
 
     Notes
     -----

@@ -20,8 +20,13 @@ def _cuda_work_shapes(batch: int, big_r: int, big_k: int) -> list[tuple[tuple[in
             (wide, "int64")]
 
 
-def match_cuda_host(cost, diag_pred, diag_target, n, m, return_stats: bool = False):
-    """Run the CUDA kernel on NumPy inputs (the simulator, or copies to the current GPU)."""
+def match_cuda_host(cost, diag_pred, diag_target, n, m, return_stats: bool = False,
+                    threads: int | None = None, use_shared: bool | None = None):
+    """Run the CUDA kernel on NumPy inputs (the simulator, or copies to the current GPU).
+
+    ``threads`` and ``use_shared`` override the launch rule of
+    :func:`satloss_gpu.kernels.cuda.matching_sap.launch` (tests use them).
+    """
     from numba import config, cuda
 
     from ..kernels.cuda import matching_sap as kernel
@@ -34,12 +39,13 @@ def match_cuda_host(cost, diag_pred, diag_target, n, m, return_stats: bool = Fal
     work = [np.zeros(shape, dtype=dtype) for shape, dtype in _cuda_work_shapes(batch, big_r, big_k)]
     results = [np.zeros(batch, dtype=np.float64) for _ in range(3)] + [np.zeros(batch, np.int64)]
     if config.ENABLE_CUDASIM:
-        kernel.launch(A, row_diag, col_diag, row_counts, col_counts, work, results)
+        kernel.launch(A, row_diag, col_diag, row_counts, col_counts, work, results,
+                      threads=threads, use_shared=use_shared)
     else:
         dev = [cuda.to_device(x) for x in (A, row_diag, col_diag, row_counts, col_counts)]
         dwork = [cuda.to_device(x) for x in work]
         dres = [cuda.to_device(x) for x in results]
-        kernel.launch(*dev, dwork, dres)
+        kernel.launch(*dev, dwork, dres, threads=threads, use_shared=use_shared)
         work = [x.copy_to_host() for x in dwork]
         results = [x.copy_to_host() for x in dres]
     total, violation, scale, steps = results

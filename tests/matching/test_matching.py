@@ -274,12 +274,17 @@ PTX_SCRIPT = textwrap.dedent(
         return (ft[:, :, ::1], ft[:, ::1], ft[:, ::1], i64[::1], i64[::1], f64[:, ::1],
                 f64[:, ::1], f64[:, ::1], i64[:, ::1], i64[:, ::1], i64[:, ::1],
                 types.uint8[:, ::1], i64[:, ::1], i64[:, ::1], f64[::1], f64[::1], f64[::1],
-                i64[::1])
+                i64[::1], i64)
     for attempt in range(2):
         try:
             for ft in (types.float32, types.float64):
-                ptx, _ = cuda.compile_ptx(kernel.sap_kernel.py_func, signature(ft), cc=(9, 0))
+                ptx, _ = cuda.compile_ptx(kernel.sap_kernel.py_func, signature(ft), cc=(9, 0),
+                                          **kernel.KERNEL_OPTIONS)
                 assert ".target sm_90" in ptx and "sap_kernel" in ptx
+                # The argmin and the certificate reduce by warp shuffles; the state may
+                # live in dynamic shared memory.
+                assert "shfl.sync.bfly" in ptx and "shfl.sync.idx" in ptx
+                assert ".extern .shared" in ptx and ".maxntid 1024" in ptx
             break
         except Exception:
             if attempt:
