@@ -143,6 +143,18 @@ def _heap_pop(heap_value, heap_key, size):
     return size
 
 
+@numba.njit(cache=True)
+def _pop_closest(heap_value, heap_key, size, done, path_cost, n_cols):
+    """Pop heap entries until the closest column not yet done at its current path cost (stale
+    entries are skipped); return ``(distance, column, new size)``."""
+    while True:
+        best_value = heap_value[0]
+        best_col = heap_key[0] % n_cols
+        size = _heap_pop(heap_value, heap_key, size)
+        if not done[best_col] and best_value == path_cost[best_col]:
+            return best_value, best_col, size
+
+
 # ----------------------------------------------------------------------------- one problem
 
 
@@ -222,12 +234,7 @@ def _augment_row(row_diag, b, cur, n_cols, cand, cand_cost, cand_len, u, v, row4
                 path[col] = i
                 taken = 1 if row4col[col] != -1 else 0
                 size = _heap_push(heap_value, heap_key, size, dist, taken * nc + col)
-        while True:
-            best_value = heap_value[0]
-            best_col = heap_key[0] % nc
-            size = _heap_pop(heap_value, heap_key, size)
-            if not done[best_col] and best_value == path_cost[best_col]:
-                break
+        best_value, best_col, size = _pop_closest(heap_value, heap_key, size, done, path_cost, nc)
         min_value = best_value
         done[best_col] = True
         visited[n_visited] = best_col

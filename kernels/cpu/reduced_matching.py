@@ -40,7 +40,7 @@ import numba
 import numpy as np
 
 from ..common.matching import relaxed_distance, slack
-from .matching_sap import _greedy, _heap_pop, _heap_push, _update_duals_and_augment
+from .matching_sap import _greedy, _heap_push, _pop_closest, _update_duals_and_augment
 
 __all__ = ["lists_from_points", "lists_from_dense", "solve_lists", "list_blocks",
            "TARGET_BLOCK"]
@@ -339,12 +339,8 @@ def _augment_row_pruned(row_diag, b, cur, n_cols, cand, key, length, u, v, row4c
                 if taken == 0 and dist < bound:
                     bound = dist
                 size = _heap_push(heap_value, heap_key, size, dist, taken * n_all + col)
-        while True:
-            best_value = heap_value[0]
-            best_col = heap_key[0] % n_all
-            size = _heap_pop(heap_value, heap_key, size)
-            if not done[best_col] and best_value == path_cost[best_col]:
-                break
+        best_value, best_col, size = _pop_closest(heap_value, heap_key, size, done, path_cost,
+                                                  n_all)
         min_value = best_value
         done[best_col] = True
         visited[n_visited] = best_col
