@@ -15,52 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from satloss_gpu import cubical_persistence
-from satloss_gpu.persistence.backends import get_backend
+from test_persistence_cuda import assert_same_as_oracles as assert_matches
+from test_persistence_cuda import pair_tuples, run_cuda
 
 pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")
 
 RNG = np.random.default_rng(20261126)
-
-
-def pair_tuples(diagrams):
-    """Sorted (image, dim, birth_index, death_index) of every pair."""
-    d = diagrams.to_numpy()
-    columns = (d.image, d.dim, d.birth_index, d.death_index)
-    return sorted(zip(*(np.asarray(c).tolist() for c in columns)))
-
-
-def run_cuda(images, to_cuda, pairing="halving", backend=None, **options):
-    """cubical_persistence with a fresh CUDA backend instance (of the given pairing)."""
-    from satloss_gpu.persistence import backends
-    from satloss_gpu.persistence.backends.cuda import CUDABackend
-
-    saved = backends._INSTANCES.get("cuda")
-    backends._INSTANCES["cuda"] = backend or CUDABackend(pairing=pairing)
-    try:
-        return cubical_persistence(to_cuda(images), backend="cuda", **options)
-    finally:
-        if saved is None:
-            backends._INSTANCES.pop("cuda", None)
-        else:
-            backends._INSTANCES["cuda"] = saved
-
-
-def oracles():
-    names = ["gudhi"]
-    try:
-        get_backend("cpu")
-        names.append("cpu")
-    except (ImportError, RuntimeError):
-        pass
-    return names
-
-
-def assert_matches(images, to_cuda, pairing="halving", names=None, **options):
-    got = pair_tuples(run_cuda(images, to_cuda, pairing, **options))
-    for name in names or oracles():
-        expected = pair_tuples(cubical_persistence(images, backend=name, **options))
-        assert got == expected, f"cuda ({pairing}) differs from {name} for {options}"
-    return got
 
 
 def random_shapes(count, low, high):
@@ -117,7 +77,7 @@ def test_property_quantised_batches_equal_gudhi(batch, height, width, levels, co
     """Few distinct values: many ties, plateaus and zero-persistence pairs."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, levels, (batch, height, width)).astype(np.float32)
-    assert_matches(images, to_cuda, names=["gudhi"], construction=construction,
+    assert_matches(images, to_cuda, oracles=["gudhi"], construction=construction,
                    superlevel=superlevel)
 
 

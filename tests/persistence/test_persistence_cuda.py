@@ -27,12 +27,13 @@ def cuda_backend(pairing="halving"):
     return CUDABackend(pairing=pairing)
 
 
-def run_cuda(images, to_cuda, pairing="halving", **options):
-    """cubical_persistence with a CUDA backend instance of the given pairing."""
+def run_cuda(images, to_cuda, pairing="halving", backend=None, **options):
+    """cubical_persistence with a fresh CUDA backend instance (``backend``, or one of the given
+    pairing)."""
     from satloss_gpu.persistence import backends
 
     saved = backends._INSTANCES.get("cuda")
-    backends._INSTANCES["cuda"] = cuda_backend(pairing)
+    backends._INSTANCES["cuda"] = backend or cuda_backend(pairing)
     try:
         return cubical_persistence(to_cuda(images), backend="cuda", **options)
     finally:
