@@ -310,5 +310,6 @@ def plot_betti_comparison(runs: dict, warmup: int, path: str | Path) -> Path:
         ax.set_xlabel("epoch")
         if key != "dice":
             ax.set_yscale("symlog", linthresh=1.0)  # the first epochs' errors are far larger
+            ax.set_ylim(bottom=0)  # absolute errors: no negative decades
     axes[0].legend(title=f"after a {warmup}-epoch BCE warm-up")
     return _finish(fig, path)
