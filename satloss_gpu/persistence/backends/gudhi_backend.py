@@ -60,11 +60,10 @@ class GudhiBackend(PersistenceBackend):
     def pairs(self, images: np.ndarray, construction: str, dims: tuple[int, ...]) -> PairIndices:
         parts = [self._image_pairs(image, construction, dims) for image in images]
         columns = []
-        for i, (dim, birth, death) in enumerate(parts):
+        for i, (dim, birth, death, _) in enumerate(parts):
             columns.append((np.full(dim.size, i, dtype=np.int64), dim, birth, death))
         image, dim, birth, death = (np.concatenate(c) for c in zip(*columns))
-        # The last pixel of the strict order: the largest rank.
-        last = np.array([int(np.argmax(strict_ranks(im))) for im in images], dtype=np.int64)
+        last = np.array([part[3] for part in parts], dtype=np.int64)
         return PairIndices(image=image, dim=dim, birth_index=birth, death_index=death,
                            last_index=last)
 
@@ -102,7 +101,9 @@ class GudhiBackend(PersistenceBackend):
                 dim_col.append(np.full(births.size, d, dtype=np.int64))
                 birth_col.append(births)
                 death_col.append(np.full(births.size, -1, dtype=np.int64))
+        last = int(np.argmax(ranks))  # the last pixel of the strict order: the largest rank
         if not dim_col:
             empty = np.zeros(0, dtype=np.int64)
-            return empty, empty, empty
-        return np.concatenate(dim_col), np.concatenate(birth_col), np.concatenate(death_col)
+            return empty, empty, empty, last
+        return (np.concatenate(dim_col), np.concatenate(birth_col), np.concatenate(death_col),
+                last)
