@@ -751,11 +751,13 @@ def section_losses(run: Run) -> str:
                 # diagrams; one dtype compiles the CPU kernels once); float32 on the GPU
                 # then differs only by the rounding of the costs.
                 rounded = pred.to(getattr(torch, dtype))
-                p_cpu = rounded.double().requires_grad_(True)
+                # Two independent leaves: ``.double()`` and ``.to`` may return ``rounded``
+                # itself, and one shared leaf would compare a gradient with itself.
+                p_cpu = rounded.detach().double().clone().requires_grad_(True)
                 loss_cpu = cls(backend="cpu", solver="emd")(p_cpu, target)
                 loss_cpu.backward()
                 device = "cpu" if sim else "cuda"
-                p_gpu = rounded.to(device).requires_grad_(True)
+                p_gpu = rounded.detach().to(device).clone().requires_grad_(True)
                 loss_gpu = cls(backend="cuda", solver="cuda")(
                     p_gpu, target.to(rounded.dtype).to(device))
                 loss_gpu.backward()

@@ -305,7 +305,7 @@ class _Pipeline:
     def _corner_pass(self) -> None:
         """H0 of the sorted edges on corners: per edge the birth key it kills, or NO_MERGE."""
         glue, total, lp = self.glue, self.total, self.lp
-        self.corner_result = self._buffer("u64", total, fill=-1)[1]
+        corner_result, self.corner_result = self._buffer("u64", total, fill=-1)
         self.corner_rank = glue.alloc("i64", 1)
         if total == 0:
             return
@@ -317,12 +317,12 @@ class _Pipeline:
                      self.width, self.flip, self.corner_parent[1], ends_a, ends_b, node_key)
         self._elder_rule(ends_a, ends_b, self.edge_image, self.image_start, node_key, nodes,
                          self.levels, self.corner_result)
-        self.corner_rank = glue.cumsum(glue.merged_flags(self.corner_result, total))
+        self.corner_rank = glue.cumsum(glue.merged_flags(corner_result, total))
 
     def _square_pass(self) -> None:
         """H1 by duality: the left-over edges, in reverse order, on squares."""
         glue, total, lp = self.glue, self.total_leftover, self.lp
-        self.square_result = self._buffer("u64", total, fill=-1)[1]
+        square_result, self.square_result = self._buffer("u64", total, fill=-1)
         self.square_rank = glue.alloc("i64", 1)
         if total == 0 or not self.square_pass:
             return
@@ -337,7 +337,7 @@ class _Pipeline:
                      ends_a, ends_b, node_key)
         self._elder_rule(ends_a, ends_b, leftover_image, self.leftover_start, node_key, nodes,
                          _levels(self.leftover_counts), self.square_result)
-        self.square_rank = glue.cumsum(glue.merged_flags(self.square_result, total))
+        self.square_rank = glue.cumsum(glue.merged_flags(square_result, total))
 
     def _elder_rule(self, ends_a: Any, ends_b: Any, image_of: Any, image_start: Any,
                     node_key: Any, nodes: int, levels: int, result: Any) -> None:
