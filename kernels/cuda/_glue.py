@@ -20,11 +20,28 @@ import numpy as np
 
 from .streams import numba_stream
 
-__all__ = ["Glue", "glue_for"]
+__all__ = ["Glue", "KernelView", "glue_for"]
 
 _NUMPY_KIND = {"u64": np.uint64, "u32": np.uint32, "i32": np.int32, "i64": np.int64}
 _SIGN_BIT = -(1 << 63)
 _ALL_ONES = (1 << 64) - 1
+
+
+class KernelView(np.ndarray):
+    """A buffer as handed to a simulated kernel: the NumPy glue's whole-array steps refuse it.
+
+    On a GPU a kernel view is a Numba device array, which the array library's operations
+    (scans, sorts, comparisons) do not accept; under the simulator both would be the same
+    NumPy array. Marking the views keeps that mistake from passing unseen in the simulator.
+    """
+
+
+def _library_array(array: Any) -> Any:
+    """``array`` if it is a library buffer; TypeError for a kernel view."""
+    if isinstance(array, KernelView):
+        raise TypeError("a kernel view was passed to an array-library operation; pass the "
+                        "library buffer it was made from")
+    return array
 
 
 class Glue:
@@ -57,30 +74,31 @@ class Glue:
 
     def cumsum(self, array: Any) -> Any:
         """Inclusive scan as int64."""
-        return np.cumsum(array, dtype=np.int64)
+        return np.cumsum(_library_array(array), dtype=np.int64)
 
     def item(self, array: Any, index: int) -> int:
         """Read one element back to the host (the only device-to-host transfers)."""
-        return int(array[index])
+        return int(_library_array(array)[index])
 
     def max_item(self, array: Any) -> int:
-        return int(array.max())
+        return int(_library_array(array).max())
 
     def to_host(self, array: Any) -> np.ndarray:
         """Copy a small buffer back to a NumPy array (a synchronising read-back)."""
-        return np.array(array)
+        return np.array(_library_array(array))
 
     def stack_i64(self, *arrays: Any) -> Any:
         """The arrays end to end as one int64 buffer (so that one read-back fetches them)."""
-        return np.concatenate([np.asarray(a, dtype=np.int64) for a in arrays])
+        return np.concatenate([np.asarray(_library_array(a), dtype=np.int64)
+                               for a in arrays])
 
     def merged_flags(self, result: Any, size: int) -> Any:
         """int32 flags: 1 where a u64 pass result is not the all-ones "no merge" word."""
-        return (result[:size] != np.uint64(_ALL_ONES)).astype(np.int32)
+        return (_library_array(result)[:size] != np.uint64(_ALL_ONES)).astype(np.int32)
 
     def sort_u64(self, array: Any, start: int, stop: int) -> None:
         """Sort ``array[start:stop]`` of a u64 buffer in place (on the host in the simulator)."""
-        array[start:stop].sort()
+        _library_array(array)[start:stop].sort()
 
     def sort_rows_u64(self, array: Any, rows: int, stride: int, width: int,
                       counts: Any, pad: int) -> Any:
@@ -88,22 +106,22 @@ class Glue:
 
         Returns a contiguous (rows * width) buffer; entries past ``counts[r]`` hold ``pad``.
         """
-        view = array[: rows * stride].reshape(rows, stride)[:, :width]
+        view = _library_array(array)[: rows * stride].reshape(rows, stride)[:, :width]
         valid = np.arange(width)[None, :] < counts.astype(np.int64)[:, None]
         padded = np.where(valid, view, np.uint64(pad))
         return np.ascontiguousarray(np.sort(padded, axis=1)).reshape(-1)
 
     def argsort_rows(self, images: Any, rows: int, width: int) -> Any:
         """Stable argsort of each row of ``images`` viewed as (rows, width); int64."""
-        return np.argsort(images.reshape(rows, width), axis=1, kind="stable").astype(np.int64)
+        return np.argsort(_library_array(images).reshape(rows, width), axis=1, kind="stable").astype(np.int64)
 
     def float32_bits(self, images: Any) -> Any:
         """The raw bits of a float32 batch as a flat u32 kernel array."""
         return images.reshape(-1).view(np.uint32)
 
     def view(self, array: Any, kind: str) -> Any:
-        """Kernel-ready view of a buffer."""
-        return array
+        """Kernel-ready view of a buffer (marked, so that library steps refuse it)."""
+        return _library_array(array).view(KernelView)
 
     def launcher(self, kernel: Any, blocks: int, threads: int) -> Any:
         """``kernel[blocks, threads]`` on the library's current stream."""
