@@ -11,6 +11,9 @@ term ramps in over ``ramp_epochs`` after the warm-up, ``--tloss_start`` / ``--tl
 * ``bce+topo``: BCE + w * TopoLoss (the Wasserstein topological loss, no spatial factor);
 * ``bce+sat``: BCE + w * SATLoss (with the loss's one-pixel foreground frame, the default);
 * ``bce+sat-noframe``: BCE + w * SATLoss without the frame (``pad=False``);
+* ``bce+sat-predtie`` and ``bce+sat-noframe-predtie``: the same two with the target's
+  critical pixels chosen by the prediction among the target's ties
+  (``target_tiebreak="prediction"``) instead of by index;
 * ``bce+cldice``: BCE + w * soft clDice;
 
 then a sweep of the SATLoss weight under the same warm-up (one dataset, one seed). Test images
@@ -61,10 +64,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-LOSSES = ("bce", "bce+topo", "bce+sat", "bce+sat-noframe", "bce+cldice")
+LOSSES = ("bce", "bce+topo", "bce+sat", "bce+sat-noframe", "bce+sat-predtie",
+          "bce+sat-noframe-predtie", "bce+cldice")
 #: The training loss and the second term's keyword arguments of every arm.
 ARMS = {"bce": ("bce", {}), "bce+topo": ("bce+topo", {}), "bce+sat": ("bce+sat", {}),
-        "bce+sat-noframe": ("bce+sat", {"pad": False}), "bce+cldice": ("bce+cldice", {})}
+        "bce+sat-noframe": ("bce+sat", {"pad": False}),
+        "bce+sat-predtie": ("bce+sat", {"target_tiebreak": "prediction"}),
+        "bce+sat-noframe-predtie": ("bce+sat", {"pad": False, "target_tiebreak": "prediction"}),
+        "bce+cldice": ("bce+cldice", {})}
 METRICS = ("dice", "cldice", "betti0_error", "betti1_error", "betti0_signed", "betti1_signed",
            "betti0_error_framed", "betti1_error_framed", "betti_matching_error", "are", "voi")
 HEADERS = {"dice": "Dice", "cldice": "clDice", "betti0_error": "beta0 err",
@@ -103,7 +110,7 @@ class Plan:
     wd: float = 1e-4
     weights: Dict[str, float] = field(default_factory=lambda: {
         "bce": 0.0, "bce+topo": 1e-2, "bce+sat": 1e-2, "bce+sat-noframe": 1e-2,
-        "bce+cldice": 0.5})
+        "bce+sat-predtie": 1e-2, "bce+sat-noframe-predtie": 1e-2, "bce+cldice": 0.5})
     sweep_dataset: str = "vessels"
     sweep_weights: Tuple[float, ...] = (1e-3, 1e-2, 3e-2, 1e-1)
     figure_images: int = 2

@@ -14,11 +14,14 @@ from .._validation import (check_bool, check_choice, check_clamp, check_dims, ch
                            check_reduction)
 from ..persistence import BACKEND_NAMES, CONSTRUCTIONS
 
-__all__ = ["LossOptions", "LOSS_SOLVERS"]
+__all__ = ["LossOptions", "LOSS_SOLVERS", "TARGET_TIEBREAKS"]
 
 #: Matching solvers of the losses: the exact ones of :func:`satloss_gpu.matching.match_batch`
 #: and the approximate "sinkhorn".
 LOSS_SOLVERS = ("auto", "emd", "cpu", "cuda", "sinkhorn")
+
+#: How the target's critical pixels are chosen among its ties (see ``LossOptions``).
+TARGET_TIEBREAKS = ("index", "prediction")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,15 @@ class LossOptions:
     reduction : {"mean", "sum", "none"}
     backend : {"auto", "cpu", "cuda", "gudhi"}
         Persistence backend.
+    target_tiebreak : {"index", "prediction"}
+        How the critical pixels of the target are chosen among equal values (every value
+        of a binary target is a tie). "index": by pixel index, like the diagram of any
+        image (the reference's choice, arbitrary in the image). "prediction": by the
+        prediction's values, i.e. the target's filtration is ordered by (target,
+        prediction); each target feature is then located where the prediction creates or
+        destroys it (a loop's birth at the prediction's weakest pixel of the target's
+        loop, a component's at the prediction's strongest pixel of it). The target's
+        diagram values are the same; only its critical pixels (the spatial factor) change.
     solver_options : dict
         Keyword arguments of the "sinkhorn" solver; must be empty for the exact solvers.
     sigmoid : bool
@@ -73,6 +85,7 @@ class LossOptions:
     solver: str = "auto"
     reduction: str = "mean"
     backend: str = "auto"
+    target_tiebreak: str = "index"
     solver_options: Optional[dict] = field(default=None, compare=False)
     # the input side: how pred and target are read
     sigmoid: bool = False
@@ -90,6 +103,7 @@ class LossOptions:
         check_choice("solver", self.solver, LOSS_SOLVERS)
         check_reduction(self.reduction)
         check_choice("backend", self.backend, BACKEND_NAMES)
+        check_choice("target_tiebreak", self.target_tiebreak, TARGET_TIEBREAKS)
         options = self.solver_options
         if options is not None and not isinstance(options, dict):
             raise TypeError(f"`solver_options` must be a dict; got {type(options).__name__}")

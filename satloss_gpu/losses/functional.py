@@ -66,6 +66,7 @@ def sat_loss(
     keys: Optional[Sequence[Hashable]] = None,
     cache: Optional[MutableMapping] = None,
     solver_options: Optional[dict] = None,
+    target_tiebreak: str = "index",
 ) -> torch.Tensor:
     """Spatial-Aware Topological Loss (SATLoss) of a batch of predictions.
 
@@ -130,6 +131,16 @@ def sat_loss(
         Store of target diagrams (a plain dict), used only with ``keys``.
     solver_options : dict, optional
         Keyword arguments of the "sinkhorn" solver (``reg``, ``max_iter``, ``tol``).
+    target_tiebreak : {"index", "prediction"}, default "index"
+        How the target's critical pixels are chosen among its ties; every value of a binary
+        target is a tie. "index" takes the last pixel in index order (as for any image; the
+        reference is as arbitrary, through gudhi's order), so a target feature's birth pixel
+        can lie far from where the prediction would create it. "prediction" orders the
+        target's filtration by (target, prediction): a target loop is born at the
+        prediction's weakest pixel of that loop (e.g. the gap in a broken line), a target
+        component at the prediction's strongest pixel of it. Diagram values are unchanged;
+        the target cache (``keys``, ``cache``) is not used, since the pixels depend on the
+        prediction.
 
     Returns
     -------
@@ -189,7 +200,8 @@ def sat_loss(
                           spatial_clamp=spatial_clamp, solver=solver, reduction=reduction,
                           backend=backend, solver_options=solver_options, sigmoid=sigmoid,
                           softmax=softmax, num_classes=num_classes,
-                          include_background=include_background)
+                          include_background=include_background,
+                          target_tiebreak=target_tiebreak)
     return loss_with_options(pred, target, options, channel_weights, keys, cache, mask)
 
 
@@ -364,15 +376,18 @@ def _concat(tables: Sequence[_PairTable]) -> _PairTable:
 
 
 def _diagram_table(images: torch.Tensor, dims: tuple[int, ...], construction: str,
-                   backend: str) -> _PairTable:
+                   backend: str, order: Optional[torch.Tensor] = None) -> _PairTable:
     """Pairs of the sublevel filtrations of (P, H, W) ``images``, one persistence call.
 
     The birth and death values are gathered from ``images`` in one differentiable ``take``
     (the only place gradients enter). The essential class dies at the last pixel of the
     order (returned by the persistence backend); zero-persistence pairs are dropped.
+    ``order`` (P, H, W), optional, is a refinement of the order of ``images`` (equal where
+    ``images`` differ, finer among its ties) whose persistence is computed instead: the
+    same diagram values, with the critical pixels chosen by ``order``.
     """
     n_images, height, width = (int(s) for s in images.shape)
-    detached = images.detach()
+    detached = (images if order is None else order).detach()
     on_host = detached.device.type == "cpu"
     diagrams = cubical_persistence(detached.numpy() if on_host else detached,
                                    construction=construction, dims=dims, backend=backend)
@@ -437,6 +452,15 @@ def _pad_invert(images: torch.Tensor, pad: bool) -> torch.Tensor:
     return 1.0 - images
 
 
+def _by_prediction(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The target ``y`` (values 0 and 1) with its ties ordered by the prediction ``x``.
+
+    ``y + x / 2`` for ``x`` in [0, 1]: every pixel of value 0 stays below every pixel of
+    value 1, and within each value the prediction's order decides (then the index).
+    """
+    return y.detach() + 0.5 * x.detach()
+
+
 def _problem_of(table: _PairTable, dims: tuple[int, ...]) -> torch.Tensor:
     """(K,) problem ``image * len(dims) + position of the dimension`` of every pair."""
     position = torch.zeros(2, dtype=torch.int64, device=table.image.device)
@@ -476,8 +500,12 @@ def _build(pred: Any, target: Any, options: LossOptions,
     check_memory_for_images(pred4)
     x = _pad_invert(pred4, pad).reshape(batch * channels, height + 2 * pad, width + 2 * pad)
     y = _pad_invert(target4, pad).reshape(x.shape)
-    settings = (construction, pad, dims, (height, width), str(x.dtype), str(x.device))
-    target_table = _target_table(y, channels, dims, construction, backend, keys, cache, settings)
+    if options.target_tiebreak == "prediction":
+        target_table = _diagram_table(y, dims, construction, backend, _by_prediction(y, x))
+    else:
+        settings = (construction, pad, dims, (height, width), str(x.dtype), str(x.device))
+        target_table = _target_table(y, channels, dims, construction, backend, keys, cache,
+                                     settings)
     pred_table = _diagram_table(x, dims, construction, backend)
     padded_width = width + 2 * pad
     return _ProblemBatch(

@@ -57,6 +57,10 @@ class SATLoss(nn.Module):
         Persistence backend.
     solver_options : dict, optional
         Options of the "sinkhorn" solver.
+    target_tiebreak : {"index", "prediction"}, default "index"
+        How the target's critical pixels are chosen among its ties: by index, or by the
+        prediction (a target feature located where the prediction creates it; the target
+        cache is then unused).
 
     Shape
     -----
