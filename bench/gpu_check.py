@@ -36,7 +36,7 @@ the git-ignored ``.wheels/`` folder, for the GPU machine's Python (3.12 here)::
 
 then, on the GPU machine, from the repository root, with ``.wheels/`` next to it::
 
-    python3 bench/gpu_check.py --budget 420
+    python3 bench/gpu_check.py --budget 330
 
 The script installs ``.wheels/*.whl`` (``pip install --no-index --no-deps --target``) and,
 if ``satloss_gpu`` is not importable, the project itself from the working tree, into a
