@@ -55,7 +55,8 @@ def test_quick_writes_summary_json(quick_run):
             assert entry[f"{metric}_std"] >= 0.0
         assert 0.0 <= entry["dice_mean"] <= 1.0 and entry["betti0_error_mean"] >= 0.0
     assert {e["loss"] for e in saved["paired_vs_bce"]} == {
-        "bce+topo", "bce+sat", "bce+sat-noframe", "bce+cldice"}
+        "bce+topo", "bce+sat", "bce+sat-noframe", "bce+sat-predtie", "bce+sat-noframe-predtie",
+        "bce+cldice"}
     assert sorted(r["tloss_w"] for r in saved["sweep"]) == sorted(plan.sweep_weights)
     assert all(r["loss"] == "bce+sat" for r in saved["sweep"])
 
@@ -79,7 +80,9 @@ def test_quick_arms_share_the_warm_up_and_the_total_epochs(quick_run):
             config = json.loads((out / "exp" / exp / "config.json").read_text())
             assert config["checkpoint"].endswith(f"warmup_s0/last.pth")
             assert config["tloss_start"] == plan.warmup_epochs
-            assert config["tloss_kwargs"] == ({"pad": False} if loss == "bce+sat-noframe" else {})
+            assert config["tloss_kwargs"] == experiment.ARMS[loss][1]
+    assert experiment.ARMS["bce+sat-noframe"][1] == {"pad": False}
+    assert experiment.ARMS["bce+sat-predtie"][1] == {"target_tiebreak": "prediction"}
 
 
 def test_quick_test_images_are_larger_than_the_crops(quick_run):
