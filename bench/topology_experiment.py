@@ -36,12 +36,14 @@ and a figure ``topology_quality.png`` (the same test images segmented by each lo
 the ground truth) in ``--figure-dir`` (default ``bench/figures``; ``<out>/figures`` with
 ``--quick``).
 
-Sizes (``Plan``): the default CPU plan trains 3 datasets x 5 seeds x (20 warm-up epochs + 5
+Sizes (``Plan``): the default CPU plan trains 3 datasets x 5 seeds x (20 warm-up epochs + 7
 arms x 20 epochs) on 48 images of 96 x 96 (64 x 64 crops, test images 128 x 128), plus 3 sweep
-runs; it is sized for about 60 minutes on 2 CPU cores (an estimate from the per-epoch costs of
-the former 3-seed grid, to be confirmed by the run's recorded ``wall_s``). Examples::
+runs (15 warm-ups, 108 continued runs): 31 minutes on 2 CPU cores with one thread (measured 2026-11-26: 23.0 minutes
+for the first 5 arms and the sweep, 7.7 for the 2 tie-break arms added with ``--reuse``).
+Besides the comparisons with BCE it tests the SATLoss variants against each other
+(``VARIANT_PAIRS``: the tie-break with and without the frame, the frame itself). Examples::
 
-    NUMBA_NUM_THREADS=1 python bench/topology_experiment.py --threads 1   # CPU, ~60 min
+    NUMBA_NUM_THREADS=1 python bench/topology_experiment.py --threads 1   # CPU, ~31 min
     python bench/topology_experiment.py --reuse --no-sweep   # add missing runs, keep the others
     python bench/topology_experiment.py --quick         # a smoke run (< 1 min)
     python bench/topology_experiment.py --full --device cuda   # larger, for a GPU
@@ -288,28 +290,38 @@ def aggregate(rows: Sequence[Dict[str, Any]], plan: Plan) -> List[Dict[str, Any]
     return out
 
 
-def paired_tests(rows: Sequence[Dict[str, Any]], plan: Plan, root: Path) -> List[Dict[str, Any]]:
-    """Each loss against BCE on the same test images and seeds (Wilcoxon signed-rank).
+#: Pairs of SATLoss variants compared directly (reference arm, variant), per test image.
+VARIANT_PAIRS = (("bce+sat", "bce+sat-predtie"), ("bce+sat-noframe", "bce+sat-noframe-predtie"),
+                 ("bce+sat", "bce+sat-noframe"))
 
-    For every dataset, loss and metric: the mean per-image difference (loss - BCE) pooled over
-    seeds, the fraction of images where the loss is better / worse, and the two-sided
-    Wilcoxon p-value (None when all differences are zero).
+
+def paired_tests(rows: Sequence[Dict[str, Any]], plan: Plan, root: Path,
+                 pairs: Optional[Sequence[Tuple[str, str]]] = None) -> List[Dict[str, Any]]:
+    """Arms against a reference arm on the same test images and seeds (Wilcoxon signed-rank).
+
+    ``pairs`` lists (reference, arm); by default every loss against BCE. For every dataset,
+    pair and metric: the mean per-image difference (arm - reference) pooled over seeds, the
+    fraction of images where the arm is better / worse, and the two-sided Wilcoxon p-value
+    (None when fewer than two differences are non-zero).
     """
     from scipy.stats import wilcoxon
 
+    if pairs is None:
+        pairs = [("bce", loss) for loss in plan.losses if loss != "bce"]
     out = []
     for dataset in plan.datasets:
-        base = {r["seed"]: per_image(root, r["exp"]) for r in rows
-                if r["dataset"] == dataset and r["loss"] == "bce" and not r.get("sweep")}
-        for loss in plan.losses:
-            if loss == "bce":
+        for reference, loss in pairs:
+            if reference not in plan.losses or loss not in plan.losses:
                 continue
+            base = {r["seed"]: per_image(root, r["exp"]) for r in rows
+                    if r["dataset"] == dataset and r["loss"] == reference and not r.get("sweep")}
             other = {r["seed"]: per_image(root, r["exp"]) for r in rows
                      if r["dataset"] == dataset and r["loss"] == loss and not r.get("sweep")}
             seeds = sorted(set(base) & set(other))
             if not seeds:
                 continue
-            entry: Dict[str, Any] = {"dataset": dataset, "loss": loss, "n_pairs": 0}
+            entry: Dict[str, Any] = {"dataset": dataset, "reference": reference, "loss": loss,
+                                     "n_pairs": 0}
             for m in METRICS:
                 diff = np.array([other[s][name][m] - base[s][name][m] for s in seeds
                                  for name in base[s] if name in other[s]])
@@ -339,16 +351,17 @@ def format_table(summary: Sequence[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def format_paired(paired: Sequence[Dict[str, Any]]) -> str:
-    """Markdown table of the paired comparisons with BCE."""
-    lines = ["| dataset | loss vs BCE | images | " + " | ".join(
+def format_paired(paired: Sequence[Dict[str, Any]], against: str = "BCE") -> str:
+    """Markdown table of paired comparisons (``against``: the reference's name in the header)."""
+    lines = [f"| dataset | loss vs {against} | images | " + " | ".join(
         f"Δ {HEADERS[m]} (p)" for m in METRICS) + " |", "|" + "---|" * (len(METRICS) + 3)]
     for e in paired:
         cells = []
         for m in METRICS:
             p = e[f"{m}_p"]
             cells.append(f"{e[f'{m}_diff']:+.3f} ({'-' if p is None else f'{p:.2g}'})")
-        lines.append(f"| {e['dataset']} | {e['loss']} | {e['n_pairs']} | " + " | ".join(cells) + " |")
+        name = e["loss"] if against == "BCE" else f"{e['loss']} vs {e['reference']}"
+        lines.append(f"| {e['dataset']} | {name} | {e['n_pairs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -546,10 +559,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     grid = rows
     summary = aggregate(grid, plan)
     paired = paired_tests(grid, plan, root)
+    variants = paired_tests(grid, plan, root, VARIANT_PAIRS)
     sweep_rows = [r for r in grid if r["dataset"] == plan.sweep_dataset and r["loss"] == "bce+sat"
                   and r["seed"] == sweep_seed and (r["sweep"] or r["tloss_w"] in plan.sweep_weights)]
     figure = quality_figure(plan, root, grid, figure_dir / "topology_quality.png")
     table, paired_md, sweep_md = format_table(summary), format_paired(paired), format_sweep(sweep_rows)
+    variants_md = format_paired(variants, against="the other variant")
     wall = time.perf_counter() - start
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -557,15 +572,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                             + list(argv if argv is not None else sys.argv[1:])),
         "device": args.device, "machine": machine(), "plan": plan.__dict__, "dataset_sizes": sizes,
         "wall_s": wall, "load_average_before_after": [load_before, os.getloadavg()], "runs": rows,
-        "summary": summary, "paired_vs_bce": paired,
+        "summary": summary, "paired_vs_bce": paired, "paired_variants": variants,
         "sweep": sweep_rows, "figure": str(figure), "table_md": table, "paired_md": paired_md,
-        "sweep_md": sweep_md,
+        "variants_md": variants_md, "sweep_md": sweep_md,
     }
     (root / "summary.json").write_text(json.dumps(result, indent=2, default=str))
     write_csv(root / "summary.csv", summary)
-    (root / "table.md").write_text(f"{table}\n\n{paired_md}\n\n{sweep_md}\n")
+    (root / "table.md").write_text(f"{table}\n\n{paired_md}\n\n{variants_md}\n\n{sweep_md}\n")
     print(f"\nTest metrics, mean ± std over seeds {list(plan.seeds)} (last checkpoint):\n{table}")
     print(f"\nPaired with BCE, per test image (mean difference, Wilcoxon p):\n{paired_md}")
+    print(f"\nSATLoss variants against each other, per test image:\n{variants_md}")
     print(f"\nSATLoss weight sweep ({plan.sweep_dataset}, seed {sweep_seed}):\n{sweep_md}")
     print(f"\nfigure {figure}; wrote {root / 'summary.json'}; wall time {wall / 60:.1f} min")
     return result

@@ -41,7 +41,8 @@ def test_quick_writes_summary_json(quick_run):
     experiment, out, result = quick_run
     saved = json.loads((out / "summary.json").read_text())
     for key in ("date", "command", "machine", "plan", "dataset_sizes", "runs", "summary",
-                "paired_vs_bce", "sweep", "figure", "table_md", "wall_s"):
+                "paired_vs_bce", "paired_variants", "sweep", "figure", "table_md",
+                "variants_md", "wall_s"):
         assert key in saved, key
     plan = experiment.plan_for("quick")
     assert set(saved["dataset_sizes"]) == set(plan.datasets) == {"vessels", "retina"}
@@ -57,6 +58,10 @@ def test_quick_writes_summary_json(quick_run):
     assert {e["loss"] for e in saved["paired_vs_bce"]} == {
         "bce+topo", "bce+sat", "bce+sat-noframe", "bce+sat-predtie", "bce+sat-noframe-predtie",
         "bce+cldice"}
+    assert all(e["reference"] == "bce" for e in saved["paired_vs_bce"])
+    assert {(e["reference"], e["loss"]) for e in saved["paired_variants"]} == set(
+        experiment.VARIANT_PAIRS)
+    assert all(e["n_pairs"] > 0 for e in saved["paired_variants"])
     assert sorted(r["tloss_w"] for r in saved["sweep"]) == sorted(plan.sweep_weights)
     assert all(r["loss"] == "bce+sat" for r in saved["sweep"])
 
