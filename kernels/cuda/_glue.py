@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ._launch import quiet
 from .streams import numba_stream
 
 __all__ = ["Glue", "KernelView", "glue_for"]
@@ -124,8 +125,8 @@ class Glue:
         return _library_array(array).view(KernelView)
 
     def launcher(self, kernel: Any, blocks: int, threads: int) -> Any:
-        """``kernel[blocks, threads]`` on the library's current stream."""
-        return kernel[blocks, threads]
+        """``kernel[blocks, threads]`` on the library's current stream (no occupancy warning)."""
+        return quiet(kernel[blocks, threads])
 
     def sm_count(self) -> int:
         return 1
@@ -220,7 +221,7 @@ class TorchGlue(Glue):
         if getattr(self, "_stream", None) is None:
             # Launch on torch's current stream.
             self._stream = numba_stream(self.torch.cuda.current_stream(self.device).cuda_stream)
-        return kernel[blocks, threads, self._stream]
+        return quiet(kernel[blocks, threads, self._stream])
 
     def sm_count(self) -> int:
         return int(self.torch.cuda.get_device_properties(self.device).multi_processor_count)
@@ -291,7 +292,7 @@ class CupyGlue(Glue):
     def launcher(self, kernel, blocks, threads):
         if getattr(self, "_stream", None) is None:
             self._stream = numba_stream(self.cupy.cuda.get_current_stream().ptr)
-        return kernel[blocks, threads, self._stream]
+        return quiet(kernel[blocks, threads, self._stream])
 
     def sm_count(self):
         return int(self.cupy.cuda.Device().attributes["MultiProcessorCount"])

@@ -52,6 +52,7 @@ import numpy as np
 from numba import config, cuda, types
 
 from ..common import matching as _scalar
+from ._launch import quiet
 
 __all__ = ["sap_kernel", "KERNEL_OPTIONS", "MAX_THREADS", "SHARED_LIMIT", "threads_for",
            "shared_bytes", "launch"]
@@ -514,5 +515,6 @@ def launch(A, row_diag, col_diag, row_counts, col_counts, work, results, stream=
     if use_shared is None:
         use_shared = need <= SHARED_LIMIT
     dynamic = need if use_shared else 0
-    sap_kernel[batch, threads, stream, dynamic](A, row_diag, col_diag, row_counts, col_counts,
-                                                *work, *results, 1 if use_shared else 0)
+    quiet(sap_kernel[batch, threads, stream, dynamic])(A, row_diag, col_diag, row_counts,
+                                                       col_counts, *work, *results,
+                                                       1 if use_shared else 0)
