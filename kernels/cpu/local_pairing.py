@@ -235,9 +235,9 @@ def _decode(flat, height, width, table, corner_parent, square_parent):
                 keys = _grown(keys, 2 * keys.size + 3 * width)
                 payload = _grown(payload, keys.size)
             if flat.itemsize == 4:
-                j = _emit_row32(bits32, cur, base, width, keys, payload, j)
+                j = _emit_row(bits32, cur, base, width, keys, payload, j)
             else:
-                j = _emit_row64(bits64, cur, base, width, keys, payload, j)
+                j = _emit_row(bits64, cur, base, width, keys, payload, j)
         else:
             cur[:] = 0
         corners = corner_parent[row * stride : row * stride + stride]
@@ -258,32 +258,18 @@ def _decode(flat, height, width, table, corner_parent, square_parent):
 
 
 @njit(cache=True, nogil=True)
-def _emit_row32(bits, codes, base, width, keys, payload, j):
-    """Append the critical edges of one row (codes at ``codes[1:width+1]``); float32 bits.
+def _emit_row(bits, codes, base, width, keys, payload, j):
+    """Append the critical edges of one row (codes at ``codes[1:width+1]``).
 
-    Writes all four sides of a pixel with critical sides and advances past the critical ones
-    only: no branch per side. ``keys`` must have room for ``3 * width + 1`` more items.
+    ``bits`` are the image's float32 (uint32) or float64 (uint64) bits. Writes all four sides
+    of a pixel with critical sides and advances past the critical ones only: no branch per
+    side. ``keys`` must have room for ``3 * width + 1`` more items.
     """
     for col in range(width):
         sides = (codes[col + 1] >> 8) & 15
         if sides != 0:
             v = base + col
-            key = _ordered_bits32(bits[v])
-            for side in range(4):
-                keys[j] = key
-                payload[j] = np.uint32(4 * v + side)
-                j += (sides >> side) & 1
-    return j
-
-
-@njit(cache=True, nogil=True)
-def _emit_row64(bits, codes, base, width, keys, payload, j):
-    """:func:`_emit_row32` for float64 bits."""
-    for col in range(width):
-        sides = (codes[col + 1] >> 8) & 15
-        if sides != 0:
-            v = base + col
-            key = _ordered_bits64(bits[v])
+            key = _ordered_bits32(bits[v]) if bits.itemsize == 4 else _ordered_bits64(bits[v])
             for side in range(4):
                 keys[j] = key
                 payload[j] = np.uint32(4 * v + side)
