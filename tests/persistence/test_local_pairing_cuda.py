@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from satloss_gpu import cubical_persistence
+from test_persistence_cuda import _ReversedOrder, pair_tuples, run_cuda
 from test_persistence_cuda import assert_same_as_oracles as assert_matches
-from test_persistence_cuda import pair_tuples, run_cuda
 
 pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")
 
@@ -93,17 +93,6 @@ def test_larger_images(to_cuda):
     images = np.stack([RNG.random((48, 40)), np.round(RNG.random((48, 40)) * 3)])
     for construction in "TV":
         assert_matches(images.astype(np.float32), to_cuda, construction=construction)
-
-
-class _ReversedOrder:
-    """Stand-in for NumPy in the simulator's launcher: blocks and threads start in reverse."""
-
-    def __getattr__(self, name):
-        return getattr(np, name)
-
-    @staticmethod
-    def ndindex(*shape):
-        return reversed(list(np.ndindex(*shape)))
 
 
 @pytest.mark.parametrize("base_edges", [1, 4, 2 ** 20])
