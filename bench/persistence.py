@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Any, Callable, Dict
 
 import numpy as np
 
@@ -187,15 +187,8 @@ def thread_scaling(batch_size: int, repeats: int) -> list:
     A fresh process keeps worker threads that other libraries leave spinning (gudhi's, after
     the single-image table) from taking the cores being measured.
     """
-    code = (
-        "import json, sys, numba, numpy as np\n"
-        "from scipy.ndimage import gaussian_filter\n"
-        "sys.path.insert(0, %r)\n"
+    code = _smooth_batch_code(batch_size) + (
         "from persistence import median_time\n"
-        "from satloss_gpu import cubical_persistence\n"
-        "rng = np.random.default_rng(1)\n"
-        "batch = np.stack([gaussian_filter(rng.random((512, 512)), 2) for _ in range(%d)])\n"
-        "batch = batch.astype(np.float32)\n"
         "rows = []\n"
         "for threads in sorted({1, 2, numba.config.NUMBA_NUM_THREADS}):\n"
         "    numba.set_num_threads(threads)\n"
@@ -203,7 +196,26 @@ def thread_scaling(batch_size: int, repeats: int) -> list:
         "    rows.append({'threads': threads, 'batch': %d, 'seconds': seconds,\n"
         "                 'images_per_second': %d / seconds})\n"
         "print(json.dumps(rows))\n"
-    ) % (str(Path(__file__).resolve().parent), batch_size, repeats, batch_size, batch_size)
+    ) % (repeats, batch_size, batch_size)
+    return _json_of_fresh_process(code)
+
+
+def _smooth_batch_code(batch_size: int) -> str:
+    """Python source that imports the benchmark's tools and makes ``batch``: smooth 512 x 512
+    float32 images (for the fresh processes of the thread measurements)."""
+    return (
+        "import json, subprocess, sys, time, numba, numpy as np\n"
+        "from scipy.ndimage import gaussian_filter\n"
+        "sys.path.insert(0, %r)\n"
+        "from satloss_gpu import cubical_persistence\n"
+        "rng = np.random.default_rng(1)\n"
+        "batch = np.stack([gaussian_filter(rng.random((512, 512)), 2) for _ in range(%d)])\n"
+        "batch = batch.astype(np.float32)\n"
+    ) % (str(Path(__file__).resolve().parent), batch_size)
+
+
+def _json_of_fresh_process(code: str) -> Any:
+    """Run ``code`` in a fresh Python process; the JSON of its last line of output."""
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -215,15 +227,8 @@ def busy_core_threads(batch_size: int, repeats: int) -> dict:
     In a fresh process: a batch of smooth 512 x 512 images, the two settings interleaved, with
     a child process spinning on one core (as a data loader does), then without it.
     """
-    code = (
-        "import json, subprocess, sys, time, numba, numpy as np\n"
-        "from scipy.ndimage import gaussian_filter\n"
-        "sys.path.insert(0, %r)\n"
+    code = _smooth_batch_code(batch_size) + (
         "from persistence import interleaved_times\n"
-        "from satloss_gpu import cubical_persistence\n"
-        "rng = np.random.default_rng(1)\n"
-        "batch = np.stack([gaussian_filter(rng.random((512, 512)), 2) for _ in range(%d)])\n"
-        "batch = batch.astype(np.float32)\n"
         "default = numba.get_num_threads()\n"
         "def run(threads):\n"
         "    numba.set_num_threads(threads)\n"
@@ -238,10 +243,8 @@ def busy_core_threads(batch_size: int, repeats: int) -> dict:
         "    busy.kill(); busy.wait()\n"
         "result['idle'] = interleaved_times(runs, %d)\n"
         "print(json.dumps(result))\n"
-    ) % (str(Path(__file__).resolve().parent), batch_size, batch_size, repeats, repeats)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    ) % (batch_size, repeats, repeats)
+    return _json_of_fresh_process(code)
 
 
 def peak_memory_4096() -> dict:
