@@ -308,15 +308,23 @@ def paired_tests(rows: Sequence[Dict[str, Any]], plan: Plan, root: Path,
 
     if pairs is None:
         pairs = [("bce", loss) for loss in plan.losses if loss != "bce"]
+    read: Dict[str, Dict[str, Dict[str, float]]] = {}
+
+    def by_seed(dataset: str, loss: str) -> Dict[int, Dict[str, Dict[str, float]]]:
+        """Per-image metrics of one arm by seed; each run's file is read once."""
+        runs = [r for r in rows
+                if r["dataset"] == dataset and r["loss"] == loss and not r.get("sweep")]
+        for r in runs:
+            if r["exp"] not in read:
+                read[r["exp"]] = per_image(root, r["exp"])
+        return {r["seed"]: read[r["exp"]] for r in runs}
+
     out = []
     for dataset in plan.datasets:
         for reference, loss in pairs:
             if reference not in plan.losses or loss not in plan.losses:
                 continue
-            base = {r["seed"]: per_image(root, r["exp"]) for r in rows
-                    if r["dataset"] == dataset and r["loss"] == reference and not r.get("sweep")}
-            other = {r["seed"]: per_image(root, r["exp"]) for r in rows
-                     if r["dataset"] == dataset and r["loss"] == loss and not r.get("sweep")}
+            base, other = by_seed(dataset, reference), by_seed(dataset, loss)
             seeds = sorted(set(base) & set(other))
             if not seeds:
                 continue
