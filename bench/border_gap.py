@@ -129,16 +129,20 @@ def optimise(setting: Dict, targets: np.ndarray, preds: np.ndarray, gaps: np.nda
     return {"closed_since": closed_since, "final": final}
 
 
-def run(scenario: str, cases: int, size: int, steps: int, lr: float, seed: int) -> List[dict]:
-    """One row per setting for one scenario."""
+def run(scenario: str, cases: int, size: int, steps: int, lr: float, seed: int
+        ) -> Tuple[List[dict], Dict]:
+    """One row per setting for one scenario, and its first case before and after each setting
+    (``target``, ``pred``, ``gap`` and ``after``: setting -> (final prediction, gap closed))."""
     rng = np.random.default_rng(seed)
     made = [make_case(scenario, size, rng) for _ in range(cases)]
     targets, preds, gaps = (np.stack(a) for a in zip(*made))
     rows = []
+    example = {"target": targets[0], "pred": preds[0], "gap": gaps[0], "after": {}}
     for name, setting in SETTINGS.items():
         started = time.process_time()
         result = optimise(setting, targets, preds, gaps, steps, lr)
         closed = result["closed_since"] >= 0
+        example["after"][name] = (result["final"][0], bool(closed[0]))
         binary = result["final"] > 0.5
         errors = {frame: np.array([betti_errors(binary[i], targets[i], frame)
                                    for i in range(cases)]) for frame in (False, True)}
@@ -155,7 +159,7 @@ def run(scenario: str, cases: int, size: int, steps: int, lr: float, seed: int) 
             "closed_per_case": closed.astype(int).tolist(),
         })
         print(f"  {scenario:6s} {name:22s} closed {closed.mean():5.0%}", flush=True)
-    return rows
+    return rows, example
 
 
 def format_table(rows: List[dict]) -> str:
@@ -170,19 +174,20 @@ def format_table(rows: List[dict]) -> str:
     return "\n".join(lines)
 
 
-def draw(path: str, size: int, steps: int, lr: float, seed: int) -> None:
-    """One border case: the prediction before, and after each setting."""
+def draw(path: str, example: Dict, steps: int) -> None:
+    """One border case (from :func:`run`): the prediction before, and after each setting.
+
+    The cases of a batch are optimised independently (the loss is a sum over images and Adam
+    acts per pixel), so the first case of the batch is what this case alone would give.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rng = np.random.default_rng(seed)
-    target, pred, gap = make_case("border", size, rng)
-    panels = [("target", target), ("prediction before", pred)]
-    for name, setting in SETTINGS.items():
-        result = optimise(setting, target[None], pred[None], gap[None], steps, lr)
-        panels.append((f"{name}\n(gap {'closed' if result['closed_since'][0] >= 0 else 'open'})",
-                       result["final"][0]))
+    gap = example["gap"]
+    panels = [("target", example["target"]), ("prediction before", example["pred"])]
+    for name, (final, closed) in example["after"].items():
+        panels.append((f"{name}\n(gap {'closed' if closed else 'open'})", final))
     fig, axes = plt.subplots(1, len(panels), figsize=(1.9 * len(panels), 2.5))
     for ax, (title, image) in zip(axes, panels):
         ax.imshow(image, cmap="gray", vmin=0, vmax=1)
@@ -214,9 +219,11 @@ def main() -> None:
     if args.size < 16:
         parser.error(f"--size must be at least 16; got {args.size}")
     started = time.time()
-    rows = []
+    rows, examples = [], {}
     for scenario in ("border", "ring"):
-        rows += run(scenario, args.cases, args.size, args.steps, args.lr, args.seed)
+        scenario_rows, examples[scenario] = run(scenario, args.cases, args.size, args.steps,
+                                                args.lr, args.seed)
+        rows += scenario_rows
     table = format_table(rows)
     print(table)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -225,7 +232,7 @@ def main() -> None:
                    "table_md": table, "wall_s": time.time() - started}, f, indent=2)
     print(f"wrote {args.out} ({time.time() - started:.0f} s)")
     if args.figure:
-        draw(args.figure, args.size, args.steps, args.lr, args.seed)
+        draw(args.figure, examples["border"], args.steps)
         print(f"figure {args.figure}")
 
 
