@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from .config import QUICK_START, REFERENCE
 
@@ -27,39 +28,77 @@ __all__ = ["main", "run_main", "build_parser", "build_run_parser", "QUICK_START"
 TEST_MODELS_HELP = "best_dice, best_acc, last, epoch_NNNN, or a .pth path"
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text}")
-    return value
+def _number(convert: Callable[[str], Any], accept: Callable[[Any], bool], requirement: str,
+            name: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``convert(text)`` if it is finite and ``accept`` holds, else an
+    error "must be <requirement>; got '<text>'" (argparse prefixes the flag)."""
+
+    def check(text: str) -> Any:
+        try:
+            value = convert(str(text).strip())
+        except (TypeError, ValueError):
+            value = None
+        if value is None or (isinstance(value, float) and not math.isfinite(value)) \
+                or not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}; got {str(text)!r}")
+        return value
+
+    check.__name__ = name
+    return check
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0; got {text}")
-    return value
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer", "positive integer")
+_non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0", "integer >= 0")
+_positive_float = _number(float, lambda v: v > 0, "a number > 0", "number > 0")
+_non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0", "number >= 0")
+_fraction = _number(float, lambda v: 0.0 < v < 1.0, "a number in (0, 1)", "number in (0, 1)")
+_unit_interval = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)", "number in [0, 1)")
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0; got {text}")
-    return value
+def _optional_positive_int(words: Sequence[str], name: str) -> Callable[[str], Optional[int]]:
+    """An argparse ``type``: None for one of ``words`` (any case), else a positive integer."""
+
+    def check(text: str) -> Optional[int]:
+        if str(text).strip().lower() in words:
+            return None
+        try:
+            return _positive_int(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"must be a positive integer or {' or '.join(words)}; got {str(text)!r}") from None
+
+    check.__name__ = name
+    return check
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0; got {text}")
-    return value
+_tile = _optional_positive_int(("none", "off"), "positive integer or none")
+_crop = _optional_positive_int(("none", "0", "off"), "positive integer or none")
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1); got {text}")
-    return value
+def _name_error(text: str, requirement: str) -> argparse.ArgumentTypeError:
+    return argparse.ArgumentTypeError(f"must be {requirement}; got {str(text)!r}")
+
+
+def _folder_name(text: str) -> str:
+    """A plain folder name (a dataset): not empty, no path separator, not . or .."""
+    name = str(text).strip()
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise _name_error(text, "a folder name (not empty, no '/', not '.' or '..')")
+    return name
+
+
+def _run_name(text: str) -> str:
+    """A run folder relative to ``--exp_root`` (subfolders allowed): not empty, not absolute,
+    no '..'."""
+    path = Path(str(text).strip())
+    if not str(text).strip() or path.is_absolute() or ".." in path.parts or path == Path("."):
+        raise _name_error(text, "a folder name relative to --exp_root (not empty, not absolute, "
+                          "no '..')")
+    return str(text).strip()
+
+
+_folder_name.__name__ = "folder name"
+_run_name.__name__ = "run name"
 
 
 def _model(text: str) -> str:
@@ -89,25 +128,6 @@ def _model_kwargs(text: str) -> Dict[str, Any]:
         raise argparse.ArgumentTypeError(str(exc).replace("`model_kwargs` must be", "must be"))
 
 
-def _overlap(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1); got {text}")
-    return value
-
-
-def _tile(text: str) -> Optional[int]:
-    if text.lower() in ("none", "off"):
-        return None
-    return _positive_int(text)
-
-
-def _crop(text: str) -> Optional[int]:
-    if text.lower() in ("none", "0", "off"):
-        return None
-    return _positive_int(text)
-
-
 def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
                       expmode: bool, settings: Optional[Dict[str, Any]] = None,
                       settings_file: str = "") -> None:
@@ -120,10 +140,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
     from .config import LOSSES
 
     g = parser.add_argument_group("reference flags")
-    g.add_argument("--dataset", default=defaults["dataset"],
+    g.add_argument("--dataset", type=_folder_name, default=defaults["dataset"],
                    help="dataset name: <dataroot>/<dataset>/{train,val,test}[_labels] (%(default)s)")
     g.add_argument("--dataroot", default=defaults["dataroot"], help="data folder (%(default)s)")
-    g.add_argument("--exp", default=defaults["exp"], help="run name: outputs in <exp_root>/<exp> (%(default)s)")
+    g.add_argument("--exp", type=_run_name, default=defaults["exp"], help="run name: outputs in <exp_root>/<exp> (%(default)s)")
     if expmode:
         g.add_argument("--expmode", choices=("train", "test"), default="train", help="(%(default)s)")
     g.add_argument("--model", type=_model, default=defaults["model"],
@@ -140,13 +160,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
                    help="multiply the learning rate by --lr_decay_rate every this many epochs (%(default)s)")
     g.add_argument("--lr_decay_rate", type=_positive_float, default=defaults["lr_decay_rate"],
                    help="(%(default)s)")
-    g.add_argument("--wd", type=float, default=defaults["wd"], help="weight decay (%(default)s)")
+    g.add_argument("--wd", type=_non_negative_float, default=defaults["wd"], help="weight decay (%(default)s)")
     g.add_argument("--tloss_w", type=_non_negative_float, default=defaults["tloss_w"],
                    help="weight of the second loss term, >= 0 (%(default)s)")
     g.add_argument("--test_model", default="best_dice", help=f"checkpoint to test: {TEST_MODELS_HELP} (%(default)s)")
     g.add_argument("--checkpoint", default=None,
                    help="checkpoint to resume from (train) or to test (test): a path or a name in the run")
-    g.add_argument("--seed", type=int, default=0, help="(%(default)s)")
+    g.add_argument("--seed", type=_non_negative_int, default=0, help="(%(default)s)")
     g.add_argument("--num_workers", type=_non_negative_int, default=0, help="data loader workers (%(default)s)")
     g.add_argument("--gpu_id", type=_non_negative_int, default=None, help="GPU index with --device cuda")
     o = parser.add_argument_group("satloss-gpu flags")
@@ -184,7 +204,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
                    help="also keep epoch_NNNN.pth every N epochs; 0: never (%(default)s)")
     o.add_argument("--split", choices=("train", "val", "test"), default="test",
                    help="split evaluated in test mode (%(default)s)")
-    o.add_argument("--threshold", type=float, default=0.5, help="binarisation of predictions (%(default)s)")
+    o.add_argument("--threshold", type=_unit_interval, default=0.5, help="binarisation of predictions (%(default)s)")
     o.add_argument("--make_data", action=argparse.BooleanOptionalAction, default=defaults["make_data"],
                    help="generate the synthetic dataset if <dataroot>/<dataset> is missing (%(default)s)")
     o.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
@@ -201,7 +221,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
     o.add_argument("--tile", type=_tile, default=None,
                    help="predict validation and test images larger than this by sliding windows "
                    "of this side, blended; none: whole images (%(default)s)")
-    o.add_argument("--tile_overlap", type=_overlap, default=0.25,
+    o.add_argument("--tile_overlap", type=_unit_interval, default=0.25,
                    help="overlap of neighbouring windows, in [0, 1) (%(default)s)")
     if settings:
         _apply_settings(parser, settings, settings_file)
@@ -286,13 +306,13 @@ def build_parser(config: Optional[str] = None) -> argparse.ArgumentParser:
     data.add_argument("--kind", choices=("mixed",) + KINDS + ("retina",), default="mixed",
                       help="(%(default)s)")
     data.add_argument("--dataroot", default="./data", help="(%(default)s)")
-    data.add_argument("--name", default=None, help="dataset name (default: synthetic, or the kind)")
+    data.add_argument("--name", type=_folder_name, default=None, help="dataset name (default: synthetic, or the kind)")
     data.add_argument("--n_train", type=_positive_int, default=32, help="(%(default)s)")
     data.add_argument("--n_val", type=_non_negative_int, default=8, help="(%(default)s)")
     data.add_argument("--n_test", type=_non_negative_int, default=8, help="(%(default)s)")
     data.add_argument("--size", type=_positive_int, default=None,
                       help="image side (96), or tile side for retina (128)")
-    data.add_argument("--seed", type=int, default=0, help="(%(default)s)")
+    data.add_argument("--seed", type=_non_negative_int, default=0, help="(%(default)s)")
 
     pers = sub.add_parser("persistence", help="plot the persistence diagram of an image",
                           description="Persistence diagram (H0, H1) of a grey image with the "
