@@ -8,17 +8,24 @@ image and its label have the same file name up to the extension (``a.jpg`` pairs
 Images become float32 RGB in [0, 1]: grey images are repeated over three channels, alpha
 is dropped; 8-bit values are divided by 255, 16-bit by 65535, floats are clipped to [0, 1].
 
-Labels are binarised by this rule:
+Labels are binarised by this rule, which never guesses between encodings:
 
 - bool: as is;
-- integer labels whose values are all 0 or 1: 1 is foreground;
-- other 8-bit labels: ``> 127``; 16-bit: ``> 32767``;
-- floats: ``> 0.5``;
+- at most two distinct values, one of them 0: every nonzero pixel is foreground (0/1, 0/255,
+  class ids 0/2, 16-bit 0/255 or 0/65535, floats 0/1 all read the same way; a label of one
+  value is all background if that value is 0, else all foreground);
+- otherwise (more than two values, or two values neither of them 0): read as a 0 /
+  full-scale mask with compression noise (JPEG) and thresholded at half the full scale
+  (255 for 8-bit, 65535 for 16-bit, 1 for floats).
+  It is rejected when more than 1% of its pixels lie strictly between a quarter and three
+  quarters of the full scale (a grey image, or classes such as 0/128/255), when no pixel
+  reaches three quarters of it (class ids such as 0/1/2: not binary), when values lie
+  outside [0, full scale], or for other pixel types (32-bit integers);
 - colour labels: the maximum over the colour channels first.
 
-A label is "not binary", and rejected, when more than 1% of its pixels lie strictly between
-a quarter and three quarters of the full scale (JPEG noise around 0 and 255 is tolerated).
-Every problem with the files raises :class:`DataError` naming the path.
+:meth:`SegmentationDataset.check` warns (or, for a training set, refuses) when every label of
+a split is empty: a dataset whose labels were all read as background trains nothing.
+``.npy`` labels are not read (convert them to PNG or TIFF). Every problem with the files raises :class:`DataError` naming the path.
 """
 from __future__ import annotations
 
@@ -115,7 +122,15 @@ def read_label(path: str | Path) -> np.ndarray:
     Raises
     ------
     DataError
-        If the file cannot be read or the label is not binary.
+        If the file cannot be read or its encoding is not a binary one of the module's rule.
+
+    Examples
+    --------
+    >>> import imageio.v3 as iio, numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "ids.png")
+    >>> iio.imwrite(path, np.array([[0, 2], [2, 0]], np.uint8))   # class ids 0/2
+    >>> read_label(path).astype(int).tolist()
+    [[0, 1], [1, 0]]
     """
     path = Path(path)
     array = _imread(path)
@@ -125,21 +140,37 @@ def read_label(path: str | Path) -> np.ndarray:
         raise DataError(f"label {path} must be a 2D mask; got shape {array.shape}")
     if array.dtype == bool:
         return array
-    if array.dtype.kind in "iu":
-        values_max = int(array.max()) if array.size else 0
-        if values_max <= 1 and int(array.min()) >= 0:
-            return array.astype(bool)
-        full = 255.0 if array.dtype.itemsize == 1 else 65535.0
-        scaled = array.astype(np.float32) / full
-    elif array.dtype.kind == "f":
-        scaled = array.astype(np.float32)
-    else:
+    if array.dtype.kind not in "iuf":
         raise DataError(f"label {path} has unsupported pixel type {array.dtype}")
+    values = np.unique(array)
+    if np.isnan(values).any() or values[0] < 0:
+        raise DataError(f"label {path} has negative or NaN values (min {values[0]}); expected "
+                        f"0 for background and one positive value for foreground")
+    if len(values) == 1 or (len(values) == 2 and values[0] == 0):
+        return array != 0
+    return _threshold_noisy_mask(array, values, path)
+
+
+def _threshold_noisy_mask(array: np.ndarray, values: np.ndarray, path: Path) -> np.ndarray:
+    """A label with values other than 0 and one foreground value, read as a 0 / full-scale
+    mask with compression noise."""
+    full = {("u", 1): 255.0, ("u", 2): 65535.0, ("f", 2): 1.0, ("f", 4): 1.0,
+            ("f", 8): 1.0}.get((array.dtype.kind, array.dtype.itemsize))
+    shown = ", ".join(f"{v:g}" for v in values[:4]) + (", ..." if len(values) > 4 else "")
+    if full is None or values[-1] > full:
+        raise DataError(f"label {path} has {len(values)} distinct values ({shown}) of type "
+                        f"{array.dtype}: expected two (0 and the foreground value), or 8-bit, "
+                        f"16-bit or float [0, 1] masks with compression noise")
+    scaled = array.astype(np.float32) / full
     middle = np.count_nonzero((scaled > 0.25) & (scaled < 0.75))
     if middle > _NOT_BINARY_FRACTION * scaled.size:
         raise DataError(
             f"label {path} is not binary: {100.0 * middle / scaled.size:.1f}% of its pixels are "
             f"grey (expected 0/255, 0/1 or bool)")
+    if values[-1] < 0.75 * full:
+        raise DataError(f"label {path} is not binary: {len(values)} distinct values ({shown}), "
+                        f"none near the full scale {full:g}: class ids? Binary labels need 0 "
+                        f"for background and one foreground value")
     return scaled > 0.5
 
 
@@ -248,19 +279,40 @@ class SegmentationDataset:
                             f"{image_path} has {image.shape[:2]}")
         return image, label
 
-    def check(self) -> List[Tuple[int, int]]:
+    def check(self, require_foreground: bool = False) -> List[Tuple[int, int]]:
         """Read every pair once, raising :class:`DataError` on the first bad file.
 
-        Returns the (H, W) of every item; caches the arrays when they fit ``cache_bytes``.
+        Parameters
+        ----------
+        require_foreground : bool, default False
+            When every label is empty (no foreground pixel): raise :class:`DataError` if
+            True (a training set), else warn (an empty test set can be meant).
+
+        Returns
+        -------
+        list of (H, W)
+            The size of every item. The arrays are cached while they fit ``cache_bytes``.
         """
-        shapes, used = [], 0
+        shapes, used, with_foreground = [], 0, 0
         for i in range(len(self)):
             image, label = self.load(i)
             shapes.append(label.shape)
+            with_foreground += bool(label.any())
             used += image.nbytes + label.nbytes
             if used <= self.cache_bytes:
                 self._cache[i] = (image, label)
+        if len(self) and not with_foreground:
+            self._empty_labels(require_foreground)
         return shapes
+
+    def _empty_labels(self, refuse: bool) -> None:
+        message = (f"every label of the {len(self)} in {self.label_dir} is empty (no foreground "
+                   f"pixel): check their encoding (0 background, one nonzero foreground value)")
+        if refuse:
+            raise DataError(message)
+        import warnings
+
+        warnings.warn(message, UserWarning, stacklevel=3)
 
     def _augment(self, image: np.ndarray, label: np.ndarray, i: int) -> Tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng((self.seed, self.epoch, i))

@@ -105,6 +105,48 @@ def test_read_label_tolerates_jpeg_noise_but_rejects_grey_images(tmp_path):
         read_label(tmp_path / "grey.png")
 
 
+@pytest.mark.parametrize("array", [
+    np.array([[0, 2], [2, 0]], np.uint8),             # class ids 0/2
+    np.array([[0, 255], [255, 0]], np.uint16),        # 16-bit 0/255
+    np.array([[0, 1], [1, 0]], np.uint16),
+    np.array([[0, 7], [7, 0]], np.int32),
+    np.array([[0.0, 255.0], [255.0, 0.0]], np.float32),
+])
+def test_read_label_two_values_with_zero_nonzero_is_foreground(tmp_path, array):
+    path = tmp_path / ("label.tif" if array.dtype.kind in "fi" else "label.png")
+    iio.imwrite(path, array)
+    np.testing.assert_array_equal(read_label(path), [[0, 1], [1, 0]])
+
+
+@pytest.mark.parametrize("array, fragment", [
+    (np.array([[0, 1], [2, 1]], np.uint8), "none near the full scale"),           # class ids 0/1/2
+    (np.array([[0, 1], [2, 3]], np.uint16), "none near the full scale"),
+    (np.array([[1, 2], [2, 1]], np.uint8), "none near the full scale"),       # class ids 1/2
+    (np.array([[0, 1], [2, 3]], np.int32), "distinct values"),
+    (np.array([[0.0, 0.5], [2.0, 1.0]], np.float32), "distinct values"),
+    (np.array([[0.0, -1.0], [1.0, 1.0]], np.float32), "negative"),
+])
+def test_read_label_refuses_ambiguous_encodings(tmp_path, array, fragment):
+    path = tmp_path / ("label.tif" if array.dtype.kind in "fi" else "label.png")
+    iio.imwrite(path, array)
+    with pytest.raises(DataError, match=fragment):
+        read_label(path)
+
+
+def test_empty_label_sets_are_refused_for_training_and_warned_otherwise(tmp_path):
+    for name in "ab":
+        _write_pair(tmp_path / "ds", name, np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8))
+    ds = SegmentationDataset(tmp_path, "ds", "train")
+    with pytest.raises(DataError, match=r"every label of the 2 in .*train_labels is empty"):
+        ds.check(require_foreground=True)
+    with pytest.warns(UserWarning, match="is empty"):
+        ds.check()
+    label = np.zeros((8, 8), np.uint8)
+    label[2, 3] = 2
+    _write_pair(tmp_path / "ds", "b", np.zeros((8, 8), np.uint8), label)
+    assert SegmentationDataset(tmp_path, "ds", "train").check(require_foreground=True) == [(8, 8)] * 2
+
+
 def test_read_image_converts_to_rgb_float(tmp_path):
     iio.imwrite(tmp_path / "g.png", np.full((5, 6), 255, np.uint8))
     image = read_image(tmp_path / "g.png")
