@@ -36,7 +36,8 @@ class Config:
     ``tloss_start`` and ``tloss_ramp`` schedule the second loss term (see
     :meth:`tloss_weight`): BCE alone for ``tloss_start`` epochs (None: half of ``epoch``), then a linear ramp of
     ``tloss_ramp`` epochs up to ``tloss_w``; both 0 (the reference) keep ``tloss_w`` from
-    the first epoch. ``overwrite`` allows a new run in a folder that holds one.
+    the first epoch. ``overwrite`` allows a new run in a folder that holds one; ``resume``
+    continues the run of the folder where it stopped (every arm of a baseline run).
     ``baseline`` (train mode, a loss with a second term and 0 < :meth:`warmup` < ``epoch``) also trains
 the BCE control from the end of the warm-up
 (:func:`satloss_gpu.training.recipe.train_with_baseline`).
@@ -83,6 +84,7 @@ the BCE control from the end of the warm-up
     tloss_start: Optional[int] = 0
     tloss_ramp: int = 0
     overwrite: bool = False
+    resume: bool = False
     baseline: bool = False
     tloss_kwargs: Dict[str, Any] = field(default_factory=dict)
     val_fraction: float = 0.125
