@@ -313,6 +313,9 @@ def build_parser(config: Optional[str] = None) -> argparse.ArgumentParser:
     data.add_argument("--size", type=_positive_int, default=None,
                       help="image side (96), or tile side for retina (128)")
     data.add_argument("--seed", type=_non_negative_int, default=0, help="(%(default)s)")
+    data.add_argument("--overwrite", action="store_true",
+                      help="replace a dataset that make-data wrote there before (only the files "
+                      "its dataset.json lists are removed; any other file stops it)")
 
     pers = sub.add_parser("persistence", help="plot the persistence diagram of an image",
                           description="Persistence diagram (H0, H1) of a grey image with the "
@@ -367,12 +370,12 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
 
     if args.kind == "retina":
         path = make_retina_dataset(args.dataroot, args.name or "retina", tile=args.size or 128,
-                                   seed=args.seed)
+                                   seed=args.seed, overwrite=args.overwrite)
     else:
         name = args.name or ("synthetic" if args.kind == "mixed" else args.kind)
         size = args.size or 96
         path = make_dataset(args.dataroot, name, args.kind, args.n_train, args.n_val, args.n_test,
-                            (size, size), args.seed)
+                            (size, size), args.seed, overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0
 

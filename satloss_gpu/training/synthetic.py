@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -284,20 +284,79 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
-def _split_dirs(root: Path, name: str) -> Dict[str, Path]:
-    base = Path(root) / name
-    dirs = {}
+#: The record of a dataset written here: its parameters and the files written.
+DATASET_RECORD = "dataset.json"
+
+
+def _written_files(base: Path) -> set:
+    """The files (relative paths) that :data:`DATASET_RECORD` of ``base`` says were written
+    here, the record included; empty without a readable record."""
+    try:
+        files = json.loads((base / DATASET_RECORD).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return set()
+    if not isinstance(files, list):
+        return set()
+    return {Path(f) for f in files if isinstance(f, str)} | {Path(DATASET_RECORD)}
+
+
+def _clear_target(base: Path, overwrite: bool) -> None:
+    """Make ``base`` ready for a new dataset without losing anything a user wrote.
+
+    An empty or missing folder is used as is. A non-empty one is refused unless
+    ``overwrite``; with it, the files its record lists are removed (then the empty split
+    folders), and only if the folder holds nothing else.
+    """
+    present = {p.relative_to(base) for p in base.rglob("*") if not p.is_dir()} \
+        if base.is_dir() else set()
+    if not present:
+        return
+    if not overwrite:
+        raise ValueError(f"dataset folder {base} is not empty ({len(present)} files); pass "
+                         f"overwrite=True (make-data --overwrite) to replace a dataset written "
+                         f"here, or choose another name or root")
+    foreign = sorted(str(p) for p in present - _written_files(base))
+    if foreign:
+        raise ValueError(f"dataset folder {base} holds {len(foreign)} file(s) that its "
+                         f"{DATASET_RECORD} does not list as written by make-data ("
+                         f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): not "
+                         f"replacing it; move them away or choose another name or root")
+    for relative in present:
+        (base / relative).unlink()
     for split in SPLITS:
+        for folder in (base / split, base / f"{split}_labels"):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def _write_dataset(base: Path, items: Sequence[Tuple[str, str]],
+                   draw: Callable[[int], Tuple[np.ndarray, np.ndarray]], info: Dict[str, Any],
+                   overwrite: bool) -> Path:
+    """Write the pairs ``draw(k)`` = (uint8 image, bool label) of ``items[k]`` = (split, file
+    name) under ``base``, after :func:`_clear_target`.
+
+    The record (``info`` and the list of files) is written first, so that a run cut short
+    can be replaced with ``overwrite``. Only the folders of splits with items are created.
+    """
+    from .paths import output_dir
+
+    output_dir(base.parent, "the dataset root (--dataroot)")
+    _clear_target(base, overwrite)
+    files = [f"{split}{suffix}/{file}" for split, file in items for suffix in ("", "_labels")]
+    for split in dict.fromkeys(split for split, _ in items):
         for suffix in ("", "_labels"):
-            d = base / f"{split}{suffix}"
-            d.mkdir(parents=True, exist_ok=True)
-            dirs[split + suffix] = d
-    return dirs
+            output_dir(base / f"{split}{suffix}", "the dataset folder (--dataroot, --name)")
+    (base / DATASET_RECORD).write_text(json.dumps({**info, "files": files}, indent=2))
+    for k, (split, file) in enumerate(items):
+        image, label = draw(k)
+        _write_png(base / split / file, image)
+        _write_png(base / f"{split}_labels" / file, label.astype(np.uint8) * 255)
+    return base
 
 
 def make_dataset(root: str | Path = "data", name: str = "synthetic", kind: str = "mixed",
                  n_train: int = 32, n_val: int = 8, n_test: int = 8,
-                 size: Tuple[int, int] = (96, 96), seed: int = 0) -> Path:
+                 size: Tuple[int, int] = (96, 96), seed: int = 0, overwrite: bool = False) -> Path:
     """Write a synthetic dataset in the reference layout.
 
     Parameters
@@ -309,15 +368,25 @@ def make_dataset(root: str | Path = "data", name: str = "synthetic", kind: str =
     kind : {"mixed", "vessels", "roads", "cracks", "membranes"}, default "mixed"
         "mixed" cycles through the four kinds.
     n_train, n_val, n_test : int
-        Images per split.
+        Images per split; a split of 0 images gets no folder (training then holds out
+        validation images from ``train``).
     size : tuple of int, default (96, 96)
     seed : int, default 0
         Image ``i`` of split ``s`` uses the seed ``(seed, s, i)``.
+    overwrite : bool, default False
+        Replace a dataset that make-data wrote in ``root/name`` before. Without it a
+        non-empty ``root/name`` is refused; with it, only the files its ``dataset.json``
+        lists are removed, and a folder holding any other file is refused.
 
     Returns
     -------
     Path
-        ``root/name``; a ``dataset.json`` there records the parameters.
+        ``root/name``; a ``dataset.json`` there records the parameters and the files.
+
+    Raises
+    ------
+    ValueError
+        Bad counts, a non-empty target (see ``overwrite``), or an output path through a file.
     """
     from .._validation import check_choice
 
@@ -325,17 +394,18 @@ def make_dataset(root: str | Path = "data", name: str = "synthetic", kind: str =
     counts = {"train": int(n_train), "val": int(n_val), "test": int(n_test)}
     if min(counts.values()) < 0 or counts["train"] < 1:
         raise ValueError(f"image counts must be >= 0 (train >= 1); got {counts}")
-    dirs = _split_dirs(Path(root), name)
-    for split, count in counts.items():
-        for i in range(count):
-            this_kind = KINDS[i % len(KINDS)] if kind == "mixed" else kind
-            image, label = generate(this_kind, size, seed=(int(seed), _SPLIT_CODES[split], i))
-            _write_png(dirs[split] / f"{i:04d}.png", _to_uint8(image))
-            _write_png(dirs[split + "_labels"] / f"{i:04d}.png", label.astype(np.uint8) * 255)
+    plan = [(split, i) for split, count in counts.items() for i in range(count)]
+
+    def draw(k: int) -> Tuple[np.ndarray, np.ndarray]:
+        split, i = plan[k]
+        this_kind = KINDS[i % len(KINDS)] if kind == "mixed" else kind
+        image, label = generate(this_kind, size, seed=(int(seed), _SPLIT_CODES[split], i))
+        return _to_uint8(image), label
+
     info = {"kind": kind, "size": list(size), "seed": int(seed), **{f"n_{k}": v for k, v in counts.items()},
             "labels": "exact; 0 background, 255 foreground"}
-    (Path(root) / name / "dataset.json").write_text(json.dumps(info, indent=2))
-    return Path(root) / name
+    items = [(split, f"{i:04d}.png") for split, i in plan]
+    return _write_dataset(Path(root) / name, items, draw, info, overwrite)
 
 
 def retina_pseudo_labels(scale: float = 0.5, low: float = 0.15, high: float = 0.35,
@@ -370,13 +440,14 @@ def retina_pseudo_labels(scale: float = 0.5, low: float = 0.15, high: float = 0.
 
 def make_retina_dataset(root: str | Path = "data", name: str = "retina", tile: int = 128,
                         scale: float = 0.5, seed: int = 0,
-                        fractions: Tuple[float, float] = (0.7, 0.15)) -> Path:
+                        fractions: Tuple[float, float] = (0.7, 0.15), overwrite: bool = False) -> Path:
     """Tiles of ``skimage.data.retina()`` with vesselness pseudo-labels, in the reference layout.
 
     The photograph (1411 x 1411) is resized by ``scale``, cut into non-overlapping
     ``tile`` x ``tile`` tiles whose centre lies inside the field of view, and the tiles are
     shuffled with ``seed`` and split ``fractions`` (train, val; the rest is test). Labels
     come from :func:`retina_pseudo_labels` (documented there): they are pseudo-labels.
+    ``overwrite``: as in :func:`make_dataset`.
 
     Returns
     -------
@@ -395,14 +466,15 @@ def make_retina_dataset(root: str | Path = "data", name: str = "retina", tile: i
     order = np.random.default_rng(seed).permutation(len(tiles))
     n_train = max(1, int(round(fractions[0] * len(tiles))))
     n_val = max(1, int(round(fractions[1] * len(tiles))))
-    dirs = _split_dirs(Path(root), name)
-    for rank, k in enumerate(order):
-        split = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
-        r, c = tiles[k]
-        stem = f"retina_r{r:04d}_c{c:04d}.png"
-        _write_png(dirs[split] / stem, rgb[r:r + tile, c:c + tile])
-        _write_png(dirs[split + "_labels"] / stem, label[r:r + tile, c:c + tile].astype(np.uint8) * 255)
+    splits = ["train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+              for rank in range(len(tiles))]
+    corners = [tiles[k] for k in order]
+    items = [(split, f"retina_r{r:04d}_c{c:04d}.png") for split, (r, c) in zip(splits, corners)]
+
+    def draw(k: int) -> Tuple[np.ndarray, np.ndarray]:
+        r, c = corners[k]
+        return rgb[r:r + tile, c:c + tile], label[r:r + tile, c:c + tile]
+
     info = {"source": "skimage.data.retina()", "scale": scale, "tile": tile, "seed": seed,
             "labels": "pseudo-labels: sato vesselness + hysteresis threshold (not expert annotations)"}
-    (Path(root) / name / "dataset.json").write_text(json.dumps(info, indent=2))
-    return Path(root) / name
+    return _write_dataset(Path(root) / name, items, draw, info, overwrite)

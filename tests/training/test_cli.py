@@ -110,6 +110,18 @@ def test_make_data_command(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_make_data_without_val_then_train(tmp_path, capsys):
+    make = ["make-data", "--dataroot", str(tmp_path), "--name", "tiny", "--n_train", "3",
+            "--n_val", "0", "--n_test", "0", "--size", "16"]
+    assert main(make) == 0
+    assert not (tmp_path / "tiny" / "val").exists() and not (tmp_path / "tiny" / "test").exists()
+    assert main(["train", *_args(tmp_path)]) == 0         # validation held out of train
+    assert main(make) == 2
+    _one_error_line(capsys, "is not empty", "make-data --overwrite")
+    assert main([*make, "--n_train", "2", "--overwrite"]) == 0
+    assert sorted(p.name for p in (tmp_path / "tiny" / "train").iterdir()) == ["0000.png", "0001.png"]
+
+
 def test_persistence_command(tmp_path, capsys):
     image = (np.random.default_rng(0).random((20, 30)) * 255).astype(np.uint8)
     iio.imwrite(tmp_path / "noise.png", image)

@@ -1,5 +1,6 @@
 """Synthetic data, the retina demo set, reading, binarisation, pairing and augmentation."""
 import hashlib
+import json
 
 import imageio.v3 as iio
 import numpy as np
@@ -57,6 +58,33 @@ def test_make_dataset_layout_and_reproducibility(tmp_path):
         _digest(again / "train")
     other = synthetic.make_dataset(tmp_path / "c", "syn", "mixed", 2, 1, 1, (32, 32), seed=6)
     assert _digest(other / "train") != _digest(again / "train")
+
+
+def test_make_dataset_writes_no_folder_for_an_empty_split(tmp_path):
+    root = synthetic.make_dataset(tmp_path, "d", n_train=2, n_val=0, n_test=0, size=(16, 16))
+    assert sorted(p.name for p in root.iterdir()) == ["dataset.json", "train", "train_labels"]
+    assert json.loads((root / "dataset.json").read_text())["files"] == [
+        "train/0000.png", "train_labels/0000.png", "train/0001.png", "train_labels/0001.png"]
+
+
+def test_make_dataset_never_replaces_files_it_did_not_write(tmp_path):
+    root = synthetic.make_dataset(tmp_path, "d", n_train=3, n_val=1, n_test=1, size=(16, 16))
+    with pytest.raises(ValueError, match=r"is not empty \(11 files\); pass overwrite=True"):
+        synthetic.make_dataset(tmp_path, "d", n_train=1, n_val=0, n_test=0, size=(16, 16))
+    synthetic.make_dataset(tmp_path, "d", n_train=1, n_val=0, n_test=1, size=(16, 16), overwrite=True)
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert files == ["dataset.json", "test/0000.png", "test_labels/0000.png", "train/0000.png",
+                     "train_labels/0000.png"]            # no stale images, no empty val folder
+    (root / "train" / "mine.png").write_bytes(b"user data")
+    with pytest.raises(ValueError, match=r"1 file\(s\) that its dataset.json does not list.*mine\.png"):
+        synthetic.make_dataset(tmp_path, "d", n_train=2, size=(16, 16), overwrite=True)
+    assert (root / "train" / "mine.png").read_bytes() == b"user data"
+    assert (root / "train" / "0000.png").is_file()      # nothing removed when refused
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="does not list"):
+        synthetic.make_dataset(tmp_path, "user", n_train=1, size=(16, 16), overwrite=True)
+    assert (tmp_path / "user" / "notes.txt").read_text() == "mine"
 
 
 def test_retina_dataset_has_pseudo_labels(tmp_path):
