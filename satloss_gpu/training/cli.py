@@ -383,6 +383,7 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
 def _cmd_persistence(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .paths import output_file
     from .plotting import plot_persistence
 
     if args.image is None:
@@ -401,11 +402,12 @@ def _cmd_persistence(args: argparse.Namespace) -> int:
         rgb = read_image(path)
         image = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         name = path.stem
+    out = output_file(args.out or Path("exp") / "persistence" / f"{name}.png",
+                      "--out" if args.out else "the default --out (exp/persistence)")
     if max(image.shape) > args.max_size:
         from skimage.transform import rescale
 
         image = rescale(image, args.max_size / max(image.shape), anti_aliasing=True).astype(np.float32)
-    out = Path(args.out) if args.out else Path("exp") / "persistence" / f"{name}.png"
     plot_persistence(image, out, title=f"{name} ({image.shape[0]} x {image.shape[1]})", top=args.top,
                      superlevel=args.superlevel, construction=args.construction)
     print(f"wrote {out}")
@@ -416,6 +418,11 @@ def _raise(exc: Exception) -> int:
     raise exc
 
 
+#: Operating-system errors about a path the user gave (one line naming it, status 2).
+_PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+                PermissionError)
+
+
 def _guarded(func, *args) -> int:
     """Run a command; known input errors become one line on stderr and exit status 2."""
     from .data import DataError
@@ -423,7 +430,7 @@ def _guarded(func, *args) -> int:
 
     try:
         return func(*args)
-    except (DataError, CheckpointError, ValueError, FileNotFoundError) as exc:
+    except (DataError, CheckpointError, ValueError, *_PATH_ERRORS) as exc:
         if os.environ.get("SATLOSS_DEBUG"):
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -33,8 +33,13 @@ def _plt():
 
 
 def _finish(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .paths import output_file
+
+    try:
+        path = output_file(path, "`path`")
+    except ValueError:
+        _plt().close(fig)
+        raise
     fig.savefig(path, dpi=110, bbox_inches="tight")
     _plt().close(fig)
     return path
@@ -44,8 +49,9 @@ def save_png(path: str | Path, array: np.ndarray) -> Path:
     """Write a uint8 (H, W) or (H, W, 3) array as PNG."""
     import imageio.v3 as iio
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .paths import output_file
+
+    path = output_file(path, "`path`")
     iio.imwrite(path, np.asarray(array, dtype=np.uint8))
     return path
 

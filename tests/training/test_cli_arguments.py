@@ -5,6 +5,7 @@ import json
 import pytest
 
 from satloss_gpu.training.cli import build_parser, main
+from satloss_gpu.training.synthetic import make_dataset
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -43,3 +44,55 @@ def test_good_flags_are_converted():
                                       "--seed", "7", "--exp", "group/run", "--threshold", "0"])
     assert (args.crop, args.tile, args.lr, args.seed, args.exp, args.threshold) == \
         (None, None, 0.01, 7, "group/run", 0.0)
+
+
+# --------------------------------------------------------------------------- output paths
+def _one_error_line(capsys, *fragments):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("satloss: error: "), err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    make_dataset(tmp_path, "tiny", "mixed", 2, 1, 1, (16, 16), seed=0)
+    (tmp_path / "afile").write_text("mine")
+    return tmp_path
+
+
+def _train_args(root, *extra):
+    return ["--dataroot", str(root), "--dataset", "tiny", "--epoch", "1", "--batch_size", "2",
+            "--loss", "bce", "--no-progress", "--no-figures", "--crop", "none",
+            "--no-make_data", *extra]
+
+
+@pytest.mark.parametrize("extra", [["--exp_root", "afile"], ["--exp_root", "afile/runs"],
+                                   ["--exp_root", ".", "--exp", "afile"]])
+def test_run_folders_through_a_file_give_one_line(tiny, capsys, monkeypatch, extra):
+    monkeypatch.chdir(tiny)
+    assert main(["train", *_train_args(tiny, *extra)]) == 2
+    _one_error_line(capsys, "afile")
+    assert (tiny / "afile").read_text() == "mine"
+
+
+def test_test_output_folder_that_is_a_file_gives_one_line(tiny, capsys):
+    args = _train_args(tiny, "--exp_root", str(tiny / "exp"), "--exp", "run")
+    assert main(["train", *args]) == 0
+    (tiny / "exp" / "run" / "test_last").write_text("mine")
+    assert main(["test", *args, "--test_model", "last"]) == 2
+    _one_error_line(capsys, "test_last")
+
+
+def test_make_data_root_that_is_a_file_names_the_option(tiny, capsys):
+    assert main(["make-data", "--dataroot", str(tiny / "afile"), "--n_train", "1",
+                 "--size", "16"]) == 2
+    _one_error_line(capsys, "--dataroot", "afile is a file, not a folder")
+
+
+def test_persistence_out_that_cannot_be_written_names_the_option(tiny, capsys):
+    image = str(tiny / "tiny" / "train" / "0000.png")
+    assert main(["persistence", image, "--out", str(tiny / "afile" / "pd.png")]) == 2
+    _one_error_line(capsys, "--out", "afile is a file, not a folder")
+    assert main(["persistence", image, "--out", str(tiny)]) == 2
+    _one_error_line(capsys, "--out", "is a folder; expected the path of a file")
