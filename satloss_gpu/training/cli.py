@@ -101,6 +101,16 @@ _folder_name.__name__ = "folder name"
 _run_name.__name__ = "run name"
 
 
+def _device(text: str) -> str:
+    """auto, cpu, cuda, cuda:K or mps."""
+    from .config import check_device_name
+
+    try:
+        return check_device_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("`device` must be", "must be"))
+
+
 def _model(text: str) -> str:
     """A built-in model name or ``package.module:ClassName`` (its form only: it is imported
     when the run starts)."""
@@ -172,7 +182,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
     o = parser.add_argument_group("satloss-gpu flags")
     o.add_argument("--loss", choices=LOSSES, default=defaults["loss"],
                    help="training loss; bce+X = BCE + tloss_w * X (%(default)s)")
-    o.add_argument("--device", default="auto",
+    o.add_argument("--device", type=_device, default="auto",
                    help="auto, cpu, cuda, cuda:K or mps (%(default)s)")
     o.add_argument("--tloss_start", type=_non_negative_int, default=defaults["tloss_start"],
                    help="epochs of BCE alone (warm-up) before the second loss term starts; "
@@ -229,28 +239,40 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
 
 def _apply_settings(parser: argparse.ArgumentParser, settings: Dict[str, Any],
                     settings_file: str) -> None:
-    """Make the settings of a config file the parser's defaults, each checked like its flag."""
+    """Make the settings of a config file the parser's defaults, each checked and converted
+    like its flag (settings without a flag: like their :class:`Config` field)."""
     actions = {a.dest: a for a in parser._actions}
+    checked = {}
     for key, value in settings.items():
-        if key in actions:
-            _check_setting(settings_file, key, value, actions[key])
-    parser.set_defaults(**settings)
+        try:
+            checked[key] = _setting_value(key, value, actions.get(key))
+        except ValueError as exc:
+            raise ValueError(f"config file {settings_file}: {exc}") from None
+    parser.set_defaults(**checked)
 
 
-def _check_setting(file: str, key: str, value: Any, action: argparse.Action) -> None:
-    """Check one setting of a config file with the type and the choices of its flag."""
+def _setting_value(key: str, value: Any, action: Optional[argparse.Action]) -> Any:
+    """``value`` of a config file as its flag ``action`` would give it (``--crop 0``: None).
+
+    Raises
+    ------
+    ValueError
+        "`key` must be ...; got ..." when the value does not fit the field or the flag.
+    """
+    from .config import check_setting
+
+    value = check_setting(key, value)
+    if action is None or value is None or isinstance(value, bool):
+        return value
     try:
-        if isinstance(action, argparse.BooleanOptionalAction) and not isinstance(value, bool):
-            raise argparse.ArgumentTypeError(f"must be true or false; got {value!r}")
-        if isinstance(action.default, dict) and not isinstance(value, dict):
-            raise argparse.ArgumentTypeError(f"must be a JSON object; got {value!r}")
-        if value is not None and action.type is not None and not isinstance(value, dict):
-            action.type(str(value))
+        if action.type is not None:
+            value = action.type(json.dumps(value) if isinstance(value, dict) else str(value))
         if action.choices is not None and value not in action.choices:
             raise argparse.ArgumentTypeError(
-                f"must be one of {', '.join(map(str, action.choices))}; got {value!r}")
-    except (argparse.ArgumentTypeError, ValueError) as exc:
-        raise ValueError(f"config file {file}: `{key}` {exc}") from None
+                f"must be one of {', '.join(map(str, action.choices))}; got {json.dumps(value)}")
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"`{key}` {exc}") from None
+    return value
 
 
 def _settings(config: Optional[str]) -> Dict[str, Any]:

@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple, get_args, get_origin, get_type_hints
 
-__all__ = ["check_device_name", "Config", "LOSSES", "REFERENCE", "QUICK_START", "read_config_file"]
+__all__ = ["check_device_name", "check_setting", "Config", "LOSSES", "REFERENCE", "QUICK_START",
+           "read_config_file"]
 
 #: Training losses: BCE alone, BCE + a topological or clDice term, or the soft Dice loss.
 LOSSES = ("bce", "bce+sat", "bce+topo", "bce+cldice", "dice")
@@ -129,6 +131,60 @@ the BCE control from the end of the warm-up
     def from_dict(cls, values: Dict[str, Any]) -> "Config":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+#: JSON types of the :class:`Config` fields, as a message says them.
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               dict: "a JSON object"}
+#: Rules of the settings that have no command-line flag (those with one follow its flag).
+_RULES = {"max_figures": (lambda v: v >= 0, "an integer >= 0")}
+
+
+def _field_type(name: str) -> Tuple[type, bool]:
+    """(JSON type, whether None is allowed) of the :class:`Config` field ``name``."""
+    hint = get_type_hints(Config)[name]
+    args = get_args(hint)
+    optional = type(None) in args
+    if optional:
+        hint = next(a for a in args if a is not type(None))
+    return get_origin(hint) or hint, optional
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """Return ``value`` if it fits the :class:`Config` field ``name``, else a ValueError.
+
+    The type is the field's (an integer is also a number; None only where the field is
+    optional); settings without a command-line flag also follow :data:`_RULES`.
+
+    Raises
+    ------
+    ValueError
+        "`name` must be <what>; got <value as JSON>".
+    """
+    kind, optional = _field_type(name)
+    if value is None and optional:
+        return value
+    what = _TYPE_NAMES.get(kind, kind.__name__) + (" or null" if optional else "")
+    accept, rule = _RULES.get(name, (lambda v: True, what))
+    if value is None or not _is_a(value, kind) or not accept(value):
+        raise ValueError(f"`{name}` must be {rule}; got {_as_json(value)}")
+    return value
+
+
+def _as_json(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def read_config_file(path: str | Path) -> Dict[str, Any]:
