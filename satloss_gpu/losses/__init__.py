@@ -5,9 +5,10 @@ The functional (:mod:`satloss_gpu.losses.functional`: :func:`sat_loss`, :func:`t
 settings and forward to it. :mod:`satloss_gpu.losses.costs` builds the cost matrices of a batch,
 :mod:`satloss_gpu.losses.cldice` holds the soft clDice and Dice baselines.
 """
+from ._cache import TargetCache
 from ._options import LossOptions
 from .functional import DiagramMatching, sat_loss, sat_matching, topo_loss
 from .modules import SATLoss, TopoLoss
 
 __all__ = ["SATLoss", "TopoLoss", "sat_loss", "topo_loss", "sat_matching", "DiagramMatching",
-           "LossOptions"]
+           "LossOptions", "TargetCache"]

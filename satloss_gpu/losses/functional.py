@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Hashable, MutableMapping, Optional, Sequence
+from typing import Any, Hashable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -35,11 +35,15 @@ from .._validation import (check_channel_weights, check_memory_for_images,
                            check_memory_for_lists, check_pred_target)
 from ._graph import outside_compiled_graph
 from ._inputs import needs_preparation, prepare_inputs
+from ._cache import TargetCache, as_target_cache, cached_per_sample
 from ._options import LossOptions
 from .costs import PaddedDiagrams, cost_matrices, diagonal_costs, pack_pairs, pair_costs
 from ..persistence import cubical_persistence
 
 __all__ = ["sat_loss", "topo_loss", "sat_matching", "DiagramMatching", "LossOptions"]
+
+#: Sample ids of a batch: hashable ids, or a 1-D integer tensor of indices.
+SampleIds = Union[Sequence[Hashable], torch.Tensor, np.ndarray]
 
 
 # ----------------------------------------------------------------------------- public API
@@ -63,8 +67,8 @@ def sat_loss(
     reduction: str = "mean",
     channel_weights: Optional[Any] = None,
     backend: str = "auto",
-    keys: Optional[Sequence[Hashable]] = None,
-    cache: Optional[MutableMapping] = None,
+    keys: Optional[SampleIds] = None,
+    cache: Optional[Union[TargetCache, dict]] = None,
     solver_options: Optional[dict] = None,
     target_tiebreak: str = "index",
 ) -> torch.Tensor:
@@ -124,11 +128,18 @@ def sat_loss(
         1/C' (the mean over channels).
     backend : {"auto", "cpu", "cuda", "gudhi"}, default "auto"
         Persistence backend.
-    keys : sequence of hashable, length B, optional
-        Sample identifiers. With ``cache``, the target diagrams of a key are computed once
-        and reused: the (masked) target of a key must not change.
-    cache : mutable mapping, optional
-        Store of target diagrams (a plain dict), used only with ``keys``.
+    keys : sequence of hashable, or integer tensor of shape (B,), optional
+        Sample ids, one per image (ints, strings, tuples; or the 1-D integer tensor of
+        indices a DataLoader collates); floats and bools are refused. With ``cache``, the
+        target diagrams of a sample are computed once and reused while its (masked) target
+        stays the same: each entry is checked against a fingerprint of the target, so a
+        changed target (a random crop, another mask) is computed again, and two images
+        with one id each get their own target's diagram.
+    cache : TargetCache or dict, optional
+        Store of target diagrams, used only with ``keys``: a
+        :class:`~satloss_gpu.losses.TargetCache` (least recently used entries forgotten
+        beyond its ``max_entries``), or a plain dict used as the storage of one with the
+        default bound.
     solver_options : dict, optional
         Keyword arguments of the "sinkhorn" solver (``reg``, ``max_iter``, ``tol``).
     target_tiebreak : {"index", "prediction"}, default "index"
@@ -151,7 +162,8 @@ def sat_loss(
     Raises
     ------
     TypeError
-        ``pred`` not a floating-point tensor; ``keys`` not a sequence.
+        ``pred`` not a floating-point tensor; ``keys`` not a sequence of hashable ids (or
+        an integer tensor); ``cache`` neither a TargetCache nor a dict.
     ValueError
         Wrong ranks or shapes, ``pred`` outside [0, 1], NaN or inf, non-binary ``target``,
         invalid options.
@@ -211,8 +223,8 @@ def loss_with_options(
     target: Any,
     options: LossOptions,
     channel_weights: Optional[Any] = None,
-    keys: Optional[Sequence[Hashable]] = None,
-    cache: Optional[MutableMapping] = None,
+    keys: Optional[SampleIds] = None,
+    cache: Optional[Union[TargetCache, dict]] = None,
     mask: Optional[Any] = None,
 ) -> torch.Tensor:
     """:func:`sat_loss` with its settings given as one validated :class:`LossOptions`.
@@ -234,8 +246,8 @@ def _autocast_off(pred: Any) -> torch.autocast:
 
 
 def _loss_of_probabilities(pred: Any, target: Any, options: LossOptions,
-                           channel_weights: Optional[Any], keys: Optional[Sequence[Hashable]],
-                           cache: Optional[MutableMapping]) -> torch.Tensor:
+                           channel_weights: Optional[Any], keys: Optional[SampleIds],
+                           cache: Optional[Union[TargetCache, dict]]) -> torch.Tensor:
     """The loss of probabilities and binary targets of one shape (the pipeline)."""
     state = _build(pred, target, options, keys, cache)
     weights = check_channel_weights(channel_weights, state.channels, state.pred_padded)
@@ -409,21 +421,23 @@ def _diagram_table(images: torch.Tensor, dims: tuple[int, ...], construction: st
 
 
 def _target_table(images: torch.Tensor, channels: int, dims: tuple[int, ...], construction: str,
-                  backend: str, keys: Optional[Sequence[Hashable]],
-                  cache: Optional[MutableMapping], settings: tuple) -> _PairTable:
-    """The target's pairs, from ``cache`` where ``keys`` are known, computed (batched) otherwise."""
+                  backend: str, keys: Optional[list], cache: Optional[TargetCache],
+                  settings: tuple) -> _PairTable:
+    """The target's pairs, from ``cache`` where it holds a sample's key and target, computed
+    (in one batched call for the rest) otherwise."""
     if keys is None or cache is None:
         return _diagram_table(images, dims, construction, backend)
     per_sample = images.reshape(len(keys), channels, *images.shape[1:])
-    missing = [b for b, key in enumerate(keys) if (key, settings) not in cache]
-    if missing:
+
+    def compute(missing: list[int]) -> list[_PairTable]:
         fresh = _diagram_table(per_sample[missing].reshape(-1, *images.shape[1:]), dims,
                                construction, backend)
         sample_of = fresh.image // channels
-        for i, b in enumerate(missing):
-            rows = sample_of == i
-            cache[(keys[b], settings)] = fresh.select(rows, image_offset=-i * channels)
-    return _concat([cache[(key, settings)].shifted(b * channels) for b, key in enumerate(keys)])
+        return [fresh.select(sample_of == i, image_offset=-i * channels)
+                for i in range(len(missing))]
+
+    tables = cached_per_sample(cache, [(key, settings) for key in keys], per_sample, compute)
+    return _concat([table.shifted(b * channels) for b, table in enumerate(tables)])
 
 
 @dataclass(frozen=True)
@@ -480,23 +494,65 @@ def _pack(table: _PairTable, n_channels_images: int, dims: tuple[int, ...], widt
                       pixels(table.death_index))
 
 
-def _check_keys(keys: Optional[Sequence[Hashable]], batch: int) -> None:
+def _sample_ids(keys: Any, batch: int) -> Optional[list]:
+    """``keys`` as a list of B hashable sample ids (None stays None).
+
+    Accepted: a sequence of hashable ids (ints, strings, tuples...), or a 1-D integer tensor
+    or array (the indices a DataLoader collates). Floats and bools are refused: ``1.0``,
+    ``True`` and ``1`` would name one sample.
+    """
     if keys is None:
-        return
+        return None
+    if isinstance(keys, (torch.Tensor, np.ndarray)):
+        return _ids_of_array(keys, batch)
     if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence):
-        raise TypeError(f"`keys` must be a sequence of sample ids; got {type(keys).__name__}")
+        raise TypeError(f"`keys` must be a sequence of sample ids or a 1-D integer tensor; got "
+                        f"{type(keys).__name__}")
     if len(keys) != batch:
         raise ValueError(f"`keys` must hold one id per image ({batch}); got {len(keys)}")
+    return [_sample_id(key) for key in keys]
 
 
-def _build(pred: Any, target: Any, options: LossOptions,
-           keys: Optional[Sequence[Hashable]], cache: Optional[MutableMapping]) -> _ProblemBatch:
+def _ids_of_array(keys: Any, batch: int) -> list[int]:
+    """The ids of a 1-D integer tensor or NumPy array of length B."""
+    is_integer = (not keys.dtype.is_floating_point and not keys.dtype.is_complex
+                  and keys.dtype != torch.bool) if isinstance(keys, torch.Tensor) else (
+        keys.dtype.kind in "iu")
+    if not is_integer:
+        raise TypeError(f"`keys` given as an array must hold integer sample ids; got dtype "
+                        f"{keys.dtype}")
+    if tuple(keys.shape) != (batch,):
+        raise ValueError(f"`keys` must hold one id per image, shape ({batch},); got shape "
+                         f"{tuple(keys.shape)}")
+    return [int(key) for key in keys.tolist()]
+
+
+def _sample_id(key: Any) -> Hashable:
+    """One sample id: hashable, not a float or a bool; integer scalars become ints."""
+    if isinstance(key, (torch.Tensor, np.ndarray, np.generic)) and np.ndim(key) == 0:
+        if isinstance(key, torch.Tensor):
+            key = _ids_of_array(key.reshape(1), 1)[0]
+        elif np.asarray(key).dtype.kind in "iu":
+            key = int(key)
+    if isinstance(key, (bool, float, np.bool_, np.floating, complex)):
+        raise TypeError(f"`keys` must hold sample ids that are not floats or bools (1.0, True "
+                        f"and 1 would name one sample); got {type(key).__name__} {key!r}")
+    try:
+        hash(key)
+    except TypeError:
+        raise TypeError(f"`keys` must hold hashable sample ids (int, str, tuple...); got "
+                        f"{type(key).__name__} {key!r}") from None
+    return key
+
+
+def _build(pred: Any, target: Any, options: LossOptions, keys: Any, cache: Any) -> _ProblemBatch:
     """Validate the inputs and compute both sides' diagrams (no cost matrix)."""
     dims, pad, construction, backend = (options.dims, options.pad, options.construction,
                                         options.backend)
     pred4, target4 = check_pred_target(pred, target)
     batch, channels, height, width = (int(s) for s in pred4.shape)
-    _check_keys(keys, batch)
+    keys = _sample_ids(keys, batch)
+    cache = as_target_cache(cache)
     check_memory_for_images(pred4)
     x = _pad_invert(pred4, pad).reshape(batch * channels, height + 2 * pad, width + 2 * pad)
     y = _pad_invert(target4, pad).reshape(x.shape)

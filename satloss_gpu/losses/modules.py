@@ -6,14 +6,15 @@ target diagrams.
 """
 from __future__ import annotations
 
-from typing import Any, Hashable, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from .._validation import check_channel_weight_values
+from ._cache import DEFAULT_MAX_ENTRIES, TargetCache, check_max_entries
 from ._options import LossOptions
-from .functional import DiagramMatching, loss_with_options, matching_with_options
+from .functional import DiagramMatching, SampleIds, loss_with_options, matching_with_options
 
 __all__ = ["SATLoss", "TopoLoss"]
 
@@ -28,8 +29,12 @@ class SATLoss(nn.Module):
     Parameters
     ----------
     channel_weights : array_like, shape (C',), optional
-        Finite, non-negative weight of each channel the loss is computed on (default: mean
-        over channels); a buffer, so it follows ``.to(device)``.
+        Finite, non-negative weight of each channel the loss is computed on; an image's
+        loss is the weighted mean ``mean_c(w_c * loss_c)`` (MONAI's convention: unit weights
+        give the default, the plain mean). A buffer, so it follows ``.to(device)``.
+    cache_max_entries : int, default 10000
+        Most target diagrams kept by the cache that calls with ``keys`` fill (least
+        recently used forgotten first); see :class:`~satloss_gpu.losses.TargetCache`.
     **settings
         The fields of :class:`~satloss_gpu.losses.LossOptions`, validated once here:
 
@@ -87,18 +92,29 @@ class SATLoss(nn.Module):
 
     channel_weights: Optional[torch.Tensor]
 
-    def __init__(self, *, channel_weights: Optional[Any] = None, **settings: Any) -> None:
+    def __init__(self, *, channel_weights: Optional[Any] = None,
+                 cache_max_entries: int = DEFAULT_MAX_ENTRIES, **settings: Any) -> None:
         super().__init__()
         self.options = LossOptions(**settings)
         weights = check_channel_weight_values(channel_weights, self.options.loss_channels)
         self.register_buffer("channel_weights", weights)
-        self._target_cache: dict = {}
+        self._target_cache = TargetCache(check_max_entries(cache_max_entries,
+                                                           "cache_max_entries"))
 
-    def forward(self, pred: torch.Tensor, target: Any,
-                keys: Optional[Sequence[Hashable]] = None,
+    @property
+    def target_cache(self) -> TargetCache:
+        """The cache of target diagrams filled by calls with ``keys``."""
+        return self._target_cache
+
+    def forward(self, pred: torch.Tensor, target: Any, keys: Optional[SampleIds] = None,
                 mask: Optional[Any] = None) -> torch.Tensor:
-        """Loss of a batch; with ``keys`` (one id per image), target diagrams are cached;
-        ``mask``: region of interest (outside it, prediction and target count as background)."""
+        """Loss of a batch.
+
+        ``keys`` (one sample id per image, or the (B,) integer tensor of indices a
+        DataLoader gives): the target diagrams are cached per id, and served again while
+        the id's target is unchanged. ``mask``: region of interest (outside it, prediction
+        and target count as background).
+        """
         return loss_with_options(pred, target, self.options, self.channel_weights, keys,
                                  self._target_cache if keys is not None else None, mask)
 

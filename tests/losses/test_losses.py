@@ -296,15 +296,16 @@ def test_target_cache():
     first = crit(pred, target, keys=["a", "b", "c"])
     np.testing.assert_allclose(first.numpy(), plain.numpy(), rtol=1e-12)
     assert len(crit._target_cache) == 3
-    # cached keys ignore the target passed; the new key "d" is computed
+    # known keys in another order with their targets, and a new key "d"
     other = _target(np.random.default_rng(99), (3, 2, 9, 9))
-    mixed = crit(pred[[1, 0, 2]], other.clone().index_copy_(0, torch.tensor([0, 1]),
-                                                            target[[1, 0]]),
-                 keys=["b", "a", "d"])
-    expected = crit(pred[[1, 0, 2]], torch.cat([target[[1, 0]], other[2:]]))
-    np.testing.assert_allclose(mixed.numpy(), expected.numpy(), rtol=1e-12)
-    stale = crit(pred, other, keys=["a", "b", "c"])
-    np.testing.assert_allclose(stale.numpy(), plain.numpy(), rtol=1e-12)
+    batch = torch.cat([target[[1, 0]], other[2:]])
+    mixed = crit(pred[[1, 0, 2]], batch, keys=["b", "a", "d"])
+    np.testing.assert_allclose(mixed.numpy(), crit(pred[[1, 0, 2]], batch).numpy(), rtol=1e-12)
+    # a key whose target changed is computed again, never served its old diagram
+    changed = crit(pred, other, keys=["a", "b", "c"])
+    np.testing.assert_allclose(changed.numpy(), crit(pred, other).numpy(), rtol=1e-12)
+    assert not np.allclose(changed.numpy(), plain.numpy())
+    assert len(crit._target_cache) == 4
     crit.clear_cache()
     assert not crit._target_cache
 
