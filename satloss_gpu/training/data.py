@@ -35,7 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = ["DataError", "IMAGE_EXTENSIONS", "read_image", "read_label", "pair_files",
-           "SegmentationDataset", "split_dirs", "same_size"]
+           "SegmentationDataset", "split_dirs", "same_size", "missing_dataset_error"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm", ".webp")
 _NOT_BINARY_FRACTION = 0.01
@@ -180,6 +180,24 @@ def split_dirs(dataroot: str | Path, dataset: str, split: str) -> Tuple[Path, Pa
     return base / split, base / f"{split}_labels"
 
 
+def missing_dataset_error(dataroot: str | Path, dataset: str, split: str = "train",
+                          hint: str = "see `satloss make-data`") -> DataError:
+    """The error for a dataset folder ``<dataroot>/<dataset>`` that does not exist.
+
+    The one-line message names ``--dataroot`` and ``--dataset``, the folders looked for, the
+    datasets that ``dataroot`` does hold (or that it is missing or a file), and ``hint``.
+    """
+    root = Path(dataroot)
+    image_dir, label_dir = split_dirs(root, dataset, split)
+    if root.is_dir():
+        held = sorted(p.name for p in root.iterdir() if (p / split).is_dir())
+        found = f"datasets in {root}: {', '.join(held)}" if held else f"no dataset in {root}"
+    else:
+        found = f"{root} is a file" if root.exists() else f"{root} does not exist"
+    return DataError(f"dataset folder not found: {image_dir} (--dataroot {root}, --dataset "
+                     f"{dataset}; looked for {image_dir} and {label_dir}; {found}); {hint}")
+
+
 def _listing(folder: Path) -> Dict[str, Path]:
     if not folder.is_dir():
         raise DataError(f"dataset folder not found: {folder}")
@@ -247,6 +265,8 @@ class SegmentationDataset:
     def __init__(self, dataroot: str | Path, dataset: str, split: str, crop: Optional[int] = None,
                  augment: bool = False, seed: int = 0, cache_bytes: int = 1 << 30) -> None:
         self.image_dir, self.label_dir = split_dirs(dataroot, dataset, split)
+        if not self.image_dir.parent.is_dir():
+            raise missing_dataset_error(dataroot, dataset, split)
         self.items = pair_files(self.image_dir, self.label_dir)
         if crop is not None and int(crop) < 1:
             raise ValueError(f"`crop` must be a positive int or None; got {crop}")

@@ -32,11 +32,15 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["KINDS", "SPLITS", "MIN_HOLE_AREA", "fill_small_holes", "generate", "make_dataset", "make_retina_dataset", "retina_pseudo_labels"]
+__all__ = ["KINDS", "SPLITS", "BUILTIN_DATASETS", "MIN_HOLE_AREA", "fill_small_holes", "generate",
+           "make_dataset", "make_retina_dataset", "retina_pseudo_labels", "dataset_to_generate"]
 
 KINDS = ("vessels", "roads", "cracks", "membranes")
 SPLITS = ("train", "val", "test")
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+#: The dataset names a training run may generate when their folder is missing, and the kind
+#: each one holds (see :func:`dataset_to_generate`).
+BUILTIN_DATASETS = {"synthetic": "mixed", **{kind: kind for kind in KINDS}}
 
 
 # --------------------------------------------------------------------------- drawing helpers
@@ -406,6 +410,31 @@ def make_dataset(root: str | Path = "data", name: str = "synthetic", kind: str =
             "labels": "exact; 0 background, 255 foreground"}
     items = [(split, f"{i:04d}.png") for split, i in plan]
     return _write_dataset(Path(root) / name, items, draw, info, overwrite)
+
+
+def dataset_to_generate(root: str | Path, name: str, make_data: bool) -> Optional[str]:
+    """The kind of synthetic dataset to generate for ``root/name``, or None if it exists.
+
+    A missing folder is generated only when ``make_data`` and ``name`` is one of
+    :data:`BUILTIN_DATASETS`: a mistyped ``--dataroot`` or ``--dataset`` is an error, never
+    a run on data nobody asked for.
+
+    Raises
+    ------
+    DataError
+        ``root/name`` is missing and may not be generated; the message names ``--dataroot``
+        and ``--dataset`` and what was looked for.
+    """
+    from .data import missing_dataset_error
+
+    if (Path(root) / name).is_dir():
+        return None
+    if make_data and name in BUILTIN_DATASETS:
+        return BUILTIN_DATASETS[name]
+    builtin = ", ".join(BUILTIN_DATASETS)
+    hint = (f"with --make_data a missing dataset is generated only for the names {builtin}"
+            if make_data else f"pass --make_data to generate one of {builtin}")
+    raise missing_dataset_error(root, name, hint=f"{hint}; write others with `satloss make-data`")
 
 
 def retina_pseudo_labels(scale: float = 0.5, low: float = 0.15, high: float = 0.35,

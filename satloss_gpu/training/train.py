@@ -47,6 +47,7 @@ from .checkpoints import (
 )
 from .config import LOSSES, Config
 from .data import DataError, SegmentationDataset, same_size, split_dirs
+from .paths import output_dir
 from .models import build_model, model_logits, pad_to_multiple, size_divisor
 
 __all__ = ["Config", "LOSSES", "train", "test", "evaluate", "predict", "build_criterion",
@@ -250,12 +251,13 @@ def _dataset(cfg: Config, split: str, train: bool) -> SegmentationDataset:
 
 
 def _ensure_data(cfg: Config, log: _Log, info: dist.DistInfo) -> None:
-    """Generate the synthetic dataset when asked to and it is missing (rank 0 only)."""
-    image_dir, _ = split_dirs(cfg.dataroot, cfg.dataset, "train")
-    if cfg.make_data and not image_dir.exists() and info.is_main:
-        from .synthetic import make_dataset
+    """Generate a missing built-in synthetic dataset when asked to (rank 0 only); any other
+    missing dataset is a :class:`DataError` (on every rank)."""
+    from .synthetic import dataset_to_generate, make_dataset
 
-        params = dict(kind="mixed", n_train=64, n_val=8, n_test=8, size=(96, 96), seed=cfg.seed)
+    kind = dataset_to_generate(cfg.dataroot, cfg.dataset, cfg.make_data)
+    if kind is not None and info.is_main:
+        params = dict(kind=kind, n_train=64, n_val=8, n_test=8, size=(96, 96), seed=cfg.seed)
         params.update(cfg.extra.get("make_data", {}))
         log(f"generating the synthetic dataset {Path(cfg.dataroot) / cfg.dataset} ({params})")
         make_dataset(cfg.dataroot, cfg.dataset, **params)
@@ -367,7 +369,7 @@ def _start_run(cfg: Config, info: dist.DistInfo) -> _Log:
     # stops all processes instead of leaving the others waiting for rank 0.
     _check_run_folder(cfg)
     if info.is_main:
-        (cfg.exp_dir / "figures").mkdir(parents=True, exist_ok=True)
+        output_dir(cfg.exp_dir / "figures", "--exp_root/--exp")
         (cfg.exp_dir / "config.json").write_text(cfg.to_json())
     log = _Log(cfg.exp_dir / "train.log" if info.is_main else None, info.is_main)
     if info.distributed and info.device.type == "cpu":
@@ -388,7 +390,7 @@ def _training_sets(cfg: Config) -> Tuple[SegmentationDataset, SegmentationDatase
         val_set = _dataset(cfg, "val", False)
     else:
         val_set = _held_out(cfg, train_set)
-    shapes = train_set.check()
+    shapes = train_set.check(require_foreground=True)
     val_set.check()
     if cfg.crop is None and not same_size(shapes):
         raise DataError(f"training images in {train_set.image_dir} have different sizes; "
@@ -647,7 +649,7 @@ def _test(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
     tag = Path(path).stem if cfg.checkpoint else cfg.test_model
     out = cfg.exp_dir / f"{cfg.split}_{tag}" if cfg.split != "test" else cfg.exp_dir / f"test_{tag}"
     for sub in ("pred_bin", "pred_grey", "figures"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+        output_dir(out / sub, "--exp_root/--exp")
     (cfg.exp_dir / "config_test.json").write_text(cfg.to_json())
     log = _Log(cfg.exp_dir / "test.log", True)
     log(f"testing {path} (epoch {state.get('epoch', '?')}) on {len(dataset)} images of "

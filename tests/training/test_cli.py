@@ -62,7 +62,23 @@ def _args(data, *extra):
 
 def test_missing_dataset_folder(data, capsys):
     assert run_main(_args(data, "--dataset", "ROADS")) == 2
-    _one_error_line(capsys, "dataset folder not found", str(data / "ROADS" / "train"))
+    _one_error_line(capsys, "dataset folder not found", str(data / "ROADS" / "train"),
+                    f"--dataroot {data}", "--dataset ROADS", f"datasets in {data}: tiny")
+
+
+def test_a_mistyped_dataset_is_never_generated(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for argv in (["--dataroot", "nodata", "--dataset", "mydata"], ["--dataset", "mydata"],
+                 ["--dataroot", "nodata", "--dataset", "synthetic", "--no-make_data"]):
+        assert main(["train", *argv, "--epoch", "1", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "dataset folder not found" in err and "--dataroot" in err and "--dataset" in err
+    assert not (tmp_path / "nodata").exists() and not (tmp_path / "data").exists()
+
+
+def test_test_mode_names_the_missing_dataset(data, capsys):
+    assert main(["test", *_args(data, "--dataset", "tiyn")]) == 2
+    _one_error_line(capsys, str(data / "tiyn" / "test"), "--dataset tiyn", "tiny")
 
 
 def test_unpaired_names(data, capsys):
@@ -142,4 +158,7 @@ def test_entry_points_run_as_scripts(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "run.py"), "--dataroot", str(tmp_path),
                            "--no-progress"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"satloss: error: dataset folder not found: {tmp_path / 'ROADS' / 'train'}"
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"satloss: error: dataset folder not found: {tmp_path / 'ROADS' / 'train'} "
+                          f"(--dataroot {tmp_path}, --dataset ROADS"), err

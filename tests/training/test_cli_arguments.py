@@ -72,7 +72,7 @@ def _train_args(root, *extra):
 def test_run_folders_through_a_file_give_one_line(tiny, capsys, monkeypatch, extra):
     monkeypatch.chdir(tiny)
     assert main(["train", *_train_args(tiny, *extra)]) == 2
-    _one_error_line(capsys, "afile")
+    _one_error_line(capsys, "--exp_root/--exp: cannot create the folder", "afile is a file")
     assert (tiny / "afile").read_text() == "mine"
 
 
@@ -81,7 +81,17 @@ def test_test_output_folder_that_is_a_file_gives_one_line(tiny, capsys):
     assert main(["train", *args]) == 0
     (tiny / "exp" / "run" / "test_last").write_text("mine")
     assert main(["test", *args, "--test_model", "last"]) == 2
-    _one_error_line(capsys, "test_last")
+    _one_error_line(capsys, "--exp_root/--exp", "test_last is a file")
+
+
+def test_training_on_labels_that_are_all_empty_is_refused(tiny, capsys):
+    import imageio.v3 as iio
+    import numpy as np
+
+    for label in (tiny / "tiny" / "train_labels").iterdir():
+        iio.imwrite(label, np.zeros((16, 16), np.uint8))
+    assert main(["train", *_train_args(tiny, "--exp_root", str(tiny / "exp"))]) == 2
+    _one_error_line(capsys, "every label of the 2 in", "train_labels is empty")
 
 
 def test_make_data_root_that_is_a_file_names_the_option(tiny, capsys):

@@ -87,6 +87,18 @@ def test_make_dataset_never_replaces_files_it_did_not_write(tmp_path):
     assert (tmp_path / "user" / "notes.txt").read_text() == "mine"
 
 
+def test_only_missing_builtin_datasets_are_generated(tmp_path):
+    assert synthetic.dataset_to_generate(tmp_path, "synthetic", True) == "mixed"
+    assert synthetic.dataset_to_generate(tmp_path, "vessels", True) == "vessels"
+    with pytest.raises(DataError, match=r"--dataset mydata; looked for .*mydata.train and "
+                                        r".*mydata.train_labels; no dataset in"):
+        synthetic.dataset_to_generate(tmp_path, "mydata", True)
+    with pytest.raises(DataError, match="pass --make_data"):
+        synthetic.dataset_to_generate(tmp_path, "synthetic", False)
+    (tmp_path / "mydata").mkdir()
+    assert synthetic.dataset_to_generate(tmp_path, "mydata", False) is None   # exists: read it
+
+
 def test_retina_dataset_has_pseudo_labels(tmp_path):
     root = synthetic.make_retina_dataset(tmp_path, "retina", tile=64, scale=0.25)
     names = [p.name for split in ("train", "val", "test") for p in (root / split).iterdir()]
