@@ -1,11 +1,13 @@
 """Command line: ``satloss {train,test,make-data,persistence}`` and the reference's ``run.py``.
 
 ``satloss train`` with no arguments is the quick start: it generates a small synthetic
-dataset into ``./data/synthetic`` if missing and trains UNet_small on 64 x 64 crops for a
-few epochs on the CPU, writing ``./exp/quickstart``. ``run.py`` takes the reference's flags
+dataset into ``./data/synthetic`` if missing (only the built-in synthetic names are ever
+generated: a mistyped ``--dataroot`` or ``--dataset`` is an error) and trains UNet_small on
+64 x 64 crops for a few epochs on the CPU, writing ``./exp/quickstart``. ``run.py`` takes the reference's flags
 with the reference's defaults (``--expmode train|test``). Bad input (missing folders,
-unpaired or unreadable files, non-binary labels, unknown checkpoints) ends with one line on
-stderr naming the path and exit status 2; set ``SATLOSS_DEBUG=1`` for the traceback.
+unpaired or unreadable files, non-binary labels, unknown checkpoints, output folders through
+a file, bad config-file values) ends with one line on stderr naming the path or the option
+and exit status 2; set ``SATLOSS_DEBUG=1`` for the traceback.
 
 ``--model package.module:ClassName`` (with ``--model_kwargs`` as JSON) trains any
 ``nn.Module`` returning logits; ``--config FILE`` reruns from a saved ``config.json`` (its
@@ -216,7 +218,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
                    help="split evaluated in test mode (%(default)s)")
     o.add_argument("--threshold", type=_unit_interval, default=0.5, help="binarisation of predictions (%(default)s)")
     o.add_argument("--make_data", action=argparse.BooleanOptionalAction, default=defaults["make_data"],
-                   help="generate the synthetic dataset if <dataroot>/<dataset> is missing (%(default)s)")
+                   help="generate <dataroot>/<dataset> when it is missing and --dataset is a "
+                   "built-in synthetic name (synthetic, vessels, roads, cracks, membranes); any "
+                   "other missing dataset is an error (%(default)s)")
     o.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
                    help="write figures (%(default)s)")
     o.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
