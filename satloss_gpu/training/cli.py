@@ -103,16 +103,6 @@ _folder_name.__name__ = "folder name"
 _run_name.__name__ = "run name"
 
 
-def _device(text: str) -> str:
-    """auto, cpu, cuda, cuda:K or mps."""
-    from .config import check_device_name
-
-    try:
-        return check_device_name(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).replace("`device` must be", "must be"))
-
-
 def _model(text: str) -> str:
     """A built-in model name or ``package.module:ClassName`` (its form only: it is imported
     when the run starts)."""
@@ -184,7 +174,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
     o = parser.add_argument_group("satloss-gpu flags")
     o.add_argument("--loss", choices=LOSSES, default=defaults["loss"],
                    help="training loss; bce+X = BCE + tloss_w * X (%(default)s)")
-    o.add_argument("--device", type=_device, default="auto",
+    o.add_argument("--device", default="auto",
                    help="auto, cpu, cuda, cuda:K or mps (%(default)s)")
     o.add_argument("--tloss_start", type=_non_negative_int, default=defaults["tloss_start"],
                    help="epochs of BCE alone (warm-up) before the second loss term starts; "

@@ -136,8 +136,18 @@ the BCE control from the end of the warm-up
 #: JSON types of the :class:`Config` fields, as a message says them.
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
                dict: "a JSON object"}
-#: Rules of the settings that have no command-line flag (those with one follow its flag).
-_RULES = {"max_figures": (lambda v: v >= 0, "an integer >= 0")}
+def _is_device_name(value: str) -> bool:
+    try:
+        check_device_name(value)
+    except ValueError:
+        return False
+    return True
+
+
+#: Rules of the settings whose flag does not check them (a setting whose flag has a type or
+#: choices follows them too).
+_RULES = {"max_figures": (lambda v: v >= 0, "an integer >= 0"),
+          "device": (_is_device_name, "auto, cpu, cuda, cuda:K or mps")}
 
 
 def _field_type(name: str) -> Tuple[type, bool]:

@@ -119,7 +119,7 @@ def test_persistence_out_that_cannot_be_written_names_the_option(tiny, capsys):
     ({"epoch": 2.5}, "`epoch` must be an integer; got 2.5"),
     ({"lr": "fast"}, "`lr` must be a number; got \"fast\""),
     ({"crop": -1}, "`crop` must be a positive integer or none or 0 or off; got '-1'"),
-    ({"device": "gpu"}, "`device` must be auto, cpu, cuda, cuda:K or mps; got 'gpu'"),
+    ({"device": "gpu"}, '`device` must be auto, cpu, cuda, cuda:K or mps; got "gpu"'),
     ({"extra": [1]}, "`extra` must be a JSON object; got [1]"),
     ({"split": "dev"}, "`split` must be one of train, val, test; got \"dev\""),
 ])
@@ -135,7 +135,7 @@ def test_config_values_are_checked_like_their_flags(tmp_path, capsys, setting, m
 def test_config_values_are_converted_like_their_flags(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"crop": 0, "tile": None, "lr": 1, "seed": 3, "max_figures": 0,
-                                "device": "CPU", "model_kwargs": {"width": 8}}))
+                                "device": "cpu", "model_kwargs": {"width": 8}}))
     args = build_parser(str(path)).parse_args(["train", "--config", str(path)])
     assert (args.crop, args.tile, args.lr, args.seed, args.max_figures, args.device,
             args.model_kwargs) == (None, None, 1.0, 3, 0, "cpu", {"width": 8})
