@@ -16,9 +16,11 @@ import also loads tqdm when it is installed).
 """
 from typing import Any
 
+from ._numba_cache import install_cache_locator
 from ._threads import prefer_passive_openmp
 
 prefer_passive_openmp()
+install_cache_locator()  # before any kernel module: Numba picks the cache folder then
 
 from .matching import match_batch  # noqa: E402
 from .persistence import PersistenceDiagrams, cubical_persistence  # noqa: E402
