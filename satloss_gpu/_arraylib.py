@@ -43,6 +43,10 @@ class ArrayNamespace:
         """Whether ``array`` lives in GPU memory."""
         return False
 
+    def device_type(self, array: Any) -> str:
+        """``"cpu"``, ``"cuda"``, or another device type (torch's ``"meta"``, ``"mps"``...)."""
+        return "cpu"
+
     def to_numpy(self, array: Any) -> np.ndarray:
         """A host NumPy copy of ``array`` (no copy for NumPy input; gradients detached)."""
         return np.asarray(array)
@@ -105,6 +109,9 @@ class TorchNamespace(ArrayNamespace):
     def is_cuda(self, array: Any) -> bool:
         return bool(array.is_cuda)
 
+    def device_type(self, array: Any) -> str:
+        return str(array.device.type)
+
     def to_numpy(self, array: Any) -> np.ndarray:
         return array.detach().cpu().numpy()
 
@@ -163,6 +170,9 @@ class CupyNamespace(ArrayNamespace):
 
     def is_cuda(self, array: Any) -> bool:
         return True
+
+    def device_type(self, array: Any) -> str:
+        return "cuda"
 
     def to_numpy(self, array: Any) -> np.ndarray:
         return array.get()

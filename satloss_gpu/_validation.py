@@ -5,7 +5,9 @@ says what was expected and what was found. Checks never use ``assert``.
 """
 from __future__ import annotations
 
+import collections.abc
 import math
+import numbers
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
@@ -18,7 +20,8 @@ __all__ = [
     "check_memory_for_images", "check_memory_for_lists", "available_memory",
     "check_bool", "check_reduction", "REDUCTIONS", "as_float_array", "as_numpy_batch",
     "check_input_options", "check_channel_weight_values", "check_loss_pred", "check_label_map",
-    "check_target_like", "check_mask", "check_channels",
+    "check_target_like", "check_mask", "check_channels", "check_device", "check_int",
+    "SPATIAL_CLAMP_MAX",
 ]
 
 _FLOAT_KINDS = "f"
@@ -43,14 +46,48 @@ def check_reduction(reduction: Any) -> str:
 
 
 def check_dims(dims: Iterable[int], allowed: Sequence[int] = (0, 1)) -> tuple[int, ...]:
-    """Normalise the homology dimensions ``dims`` to a sorted tuple of distinct ints."""
-    try:
-        values = tuple(sorted({int(d) for d in dims}))
-    except (TypeError, ValueError):
-        raise TypeError(f"`dims` must be an iterable of ints from {tuple(allowed)}; got {dims!r}")
+    """Normalise the homology dimensions ``dims`` to a sorted tuple of distinct ints.
+
+    ``dims`` must be an iterable of ints (not a string; no floats or bools).
+    """
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, collections.abc.Iterable):
+        raise TypeError(f"`dims` must be a sequence of ints from {tuple(allowed)}; got "
+                        f"{type(dims).__name__} {dims!r}")
+    values = tuple(dims)
+    for d in values:
+        if not _is_integer(d):
+            raise TypeError(f"`dims` must hold ints from {tuple(allowed)}; got "
+                            f"{type(d).__name__} {d!r} in {dims!r}")
+    values = tuple(sorted({int(d) for d in values}))
     if not values or any(d not in allowed for d in values):
         raise ValueError(f"`dims` must be a non-empty subset of {tuple(allowed)}; got {dims!r}")
     return values
+
+
+def _is_integer(value: Any) -> bool:
+    """Whether ``value`` is a Python or NumPy integer (bools are not)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(name: str, value: Any) -> int:
+    """``value`` as an int, else ``TypeError`` naming ``name`` (floats and bools refused)."""
+    if not _is_integer(value):
+        raise TypeError(f"`{name}` must be an int; got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def _is_real(value: Any) -> bool:
+    """Whether ``value`` is a Python or NumPy real number (bools are not)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def check_device(array: Any, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``array`` lives on the CPU or a CUDA device."""
+    device = get_namespace(array).device_type(array)
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"`{name}` must be on the CPU or a CUDA device; got a tensor on "
+                         f"device {device!r}" + (" (a meta tensor holds no values)"
+                                                 if device == "meta" else ""))
 
 
 def check_rank(array: Any, name: str, ranks: Sequence[int], shapes: str) -> None:
@@ -97,6 +134,7 @@ def check_images(images: Any, name: str = "images") -> tuple[Any, bool]:
     library = array_library(images)
     if library == "numpy":
         images = np.asarray(images)
+    check_device(images, name)
     kind, dtype_name = _dtype_kind(images)
     if kind not in _CONVERTIBLE_KINDS:
         raise TypeError(
@@ -131,6 +169,7 @@ def as_float_array(array: Any, name: str) -> Any:
         raise TypeError(f"`{name}` must be a torch tensor or a NumPy array; got a CuPy array")
     if library == "numpy":
         array = np.asarray(array)
+    check_device(array, name)
     kind = _dtype_kind(array)[0]
     if kind not in "biuf":
         raise TypeError(f"`{name}` must hold real numbers; got dtype {array.dtype}")
@@ -209,7 +248,7 @@ def check_finite_valid(array: Any, name: str, sizes: tuple[np.ndarray, ...],
         n_inf = int((bad & xp.isinf(array)).sum())
         if limit is not None and n_nan + n_inf < nbad:
             raise ValueError(
-                f"`{name}` values must have magnitude at most {limit:.3g} inside its valid region "
+                f"`{name}` values must have magnitude at most {limit!r} inside its valid region "
                 f"(larger values make sums of the matching overflow float64); found "
                 f"{nbad - n_nan - n_inf} larger finite, {n_nan} NaN and {n_inf} inf values"
             )
@@ -278,6 +317,7 @@ def check_pred_target(pred: Any, target: Any) -> tuple["torch.Tensor", "torch.Te
 
     if not isinstance(pred, torch.Tensor):
         raise TypeError(f"`pred` must be a torch.Tensor; got {type(pred).__name__}")
+    check_device(pred, "pred")
     if not pred.dtype.is_floating_point:
         raise TypeError(
             f"`pred` must be a floating-point tensor of probabilities; got dtype {pred.dtype}"
@@ -295,6 +335,7 @@ def check_pred_target(pred: Any, target: Any) -> tuple["torch.Tensor", "torch.Te
         )
     if target.dtype.is_complex:
         raise TypeError(f"`target` must hold real numbers; got dtype {target.dtype}")
+    check_device(target, "target")
     if pred.dtype not in (torch.float32, torch.float64):
         pred = pred.float()
     # One pass over each array: aminmax of `pred` (NaN fails the range test), one comparison
@@ -315,7 +356,7 @@ def _raise_pred_error(pred: "torch.Tensor") -> None:
     check_finite(pred, "pred")
     low, high = float(pred.min()), float(pred.max())
     raise ValueError(
-        f"`pred` must hold probabilities in [0, 1]; found values in [{low:g}, {high:g}] "
+        f"`pred` must hold probabilities in [0, 1]; found values in [{low!r}, {high!r}] "
         "(for logits pass sigmoid=True or softmax=True)"
     )
 
@@ -326,40 +367,54 @@ def _raise_target_error(target: "torch.Tensor") -> None:
 
     check_finite(target, "target")
     non_binary = (target != 0) & (target != 1)
-    found = torch.unique(target[non_binary])[:5].tolist()
-    raise ValueError(f"`target` must be binary (0/1 or bool); found other values {found}")
+    raise ValueError(f"`target` must be binary (0/1 or bool); found other values "
+                     f"{_describe_values(target[non_binary])}")
+
+
+def _describe_values(values: "torch.Tensor", limit: int = 5) -> str:
+    """``values`` (1-D, the offending ones) in words: up to ``limit`` distinct finite values
+    at full precision, then the NaN and inf values counted (not listed one by one)."""
+    import torch
+
+    finite = torch.isfinite(values)
+    distinct = torch.unique(values[finite])
+    shown = ", ".join(repr(v) for v in distinct[:limit].tolist())
+    more = f" and {len(distinct) - limit} more" if len(distinct) > limit else ""
+    parts = [f"[{shown}]{more}"] if len(distinct) else []
+    n_nan = int(torch.isnan(values).sum())
+    n_inf = int((~finite).sum()) - n_nan
+    parts += [f"{n} {what} values" for n, what in ((n_nan, "NaN"), (n_inf, "inf")) if n]
+    return " and ".join(parts)
+
+
+#: Largest bound of the spatial factor: the factor is a distance in units of the image size
+#: (at most about 1.5); far larger values make the float32 costs overflow.
+SPATIAL_CLAMP_MAX = 1e6
 
 
 def check_clamp(spatial_clamp: Any) -> tuple[float, float]:
-    """Return ``spatial_clamp`` as a pair of floats ``0 <= low <= high < inf``."""
-    try:
-        low, high = (float(v) for v in spatial_clamp)
-    except (TypeError, ValueError):
-        raise TypeError(f"`spatial_clamp` must be a pair of floats; got {spatial_clamp!r}")
-    if not (0.0 <= low <= high) or not math.isfinite(high):
-        raise ValueError(
-            f"`spatial_clamp` must satisfy 0 <= low <= high < inf; got {spatial_clamp!r}"
-        )
+    """Return ``spatial_clamp`` as a pair of floats ``0 <= low <= high <= SPATIAL_CLAMP_MAX``."""
+    if isinstance(spatial_clamp, (str, bytes)) or not isinstance(spatial_clamp, collections.abc.Iterable):
+        raise TypeError(f"`spatial_clamp` must be a pair of numbers (low, high); got "
+                        f"{type(spatial_clamp).__name__} {spatial_clamp!r}")
+    values = [v.item() if getattr(v, "ndim", None) == 0 else v for v in spatial_clamp]
+    if len(values) != 2 or not all(_is_real(v) for v in values):
+        raise TypeError(f"`spatial_clamp` must be a pair of numbers (low, high), not bools or "
+                        f"strings; got {spatial_clamp!r}")
+    low, high = (float(v) for v in values)
+    if not 0.0 <= low <= high <= SPATIAL_CLAMP_MAX:
+        raise ValueError(f"`spatial_clamp` must satisfy 0 <= low <= high <= "
+                         f"{SPATIAL_CLAMP_MAX:.0e} (finite); got ({low!r}, {high!r})")
     return low, high
 
 
 def check_channel_weights(
     weights: Any, channels: int, like: "torch.Tensor"
 ) -> Optional["torch.Tensor"]:
-    """Return ``weights`` as a (C,) tensor like ``like`` (or None), one finite weight >= 0 per channel."""
-    import torch
-
-    if weights is None:
-        return None
-    weights = torch.as_tensor(weights, dtype=like.dtype, device=like.device).reshape(-1)
-    if weights.numel() != channels:
-        raise ValueError(
-            f"`channel_weights` must have one weight per channel ({channels}); "
-            f"got {weights.numel()}"
-        )
-    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
-        raise ValueError(f"`channel_weights` must be finite and non-negative; got {weights.tolist()}")
-    return weights
+    """``weights`` (see :func:`check_channel_weight_values`) as a (C,) tensor in the dtype and
+    on the device of ``like``, or None; a tensor that requires grad stays differentiable."""
+    values = check_channel_weight_values(weights, channels, allow_grad=True)
+    return None if values is None else values.to(dtype=like.dtype, device=like.device)
 
 
 def check_bool(name: str, value: Any) -> bool:
@@ -446,27 +501,60 @@ def check_input_options(sigmoid: Any, softmax: Any, num_classes: Any,
     return sigmoid, softmax, num_classes, include_background
 
 
-def check_channel_weight_values(weights: Any, channels: Optional[int]) -> Optional["torch.Tensor"]:
-    """``weights`` as a float32 (C,) tensor of finite values >= 0, or None.
+def check_channel_weight_values(weights: Any, channels: Optional[int],
+                                allow_grad: bool = False) -> Optional["torch.Tensor"]:
+    """``weights`` as a (C,) tensor of finite values >= 0, or None.
 
-    ``channels``: the number of weights required, when the settings fix it (else None).
+    Parameters
+    ----------
+    weights : array_like or torch.Tensor, shape (C,), real numbers, or None
+        Not a string, not bools. A tensor keeps its device (and float64 dtype); anything
+        else becomes float32.
+    channels : int or None
+        The number of weights required, when the settings fix it.
+    allow_grad : bool
+        Whether a tensor that requires grad is accepted (the functional loss: the weights
+        then get gradients) or refused (a Module's weights are a fixed buffer).
     """
     import torch
 
     if weights is None:
         return None
-    try:
-        values = torch.as_tensor(np.asarray(weights, dtype=np.float64)).reshape(-1).float()
-    except (TypeError, ValueError):
-        raise TypeError(f"`channel_weights` must be a sequence of numbers; got {weights!r}")
-    if values.numel() == 0:
-        raise ValueError("`channel_weights` must not be empty")
+    values = _weights_tensor(weights)
+    if values.ndim != 1 or values.numel() == 0:
+        raise ValueError(f"`channel_weights` must have shape (C,), one weight per channel; got "
+                         f"shape {tuple(values.shape)}")
     if channels is not None and values.numel() != channels:
         raise ValueError(f"`channel_weights` must have one weight per channel ({channels}); "
                          f"got {values.numel()}")
-    if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
-        raise ValueError(f"`channel_weights` must be finite and non-negative; got {values.tolist()}")
+    if values.requires_grad and not allow_grad:
+        raise TypeError("`channel_weights` must not require grad: the loss keeps them as a "
+                        "fixed buffer (pass weights.detach(), or use the functional sat_loss "
+                        "for learnable weights)")
+    detached = values.detach()
+    if not bool(torch.isfinite(detached).all()) or bool((detached < 0).any()):
+        raise ValueError(f"`channel_weights` must be finite and non-negative; got "
+                         f"{detached.tolist()}")
     return values
+
+
+def _weights_tensor(weights: Any) -> "torch.Tensor":
+    """``weights`` as a float tensor, refusing strings, bools and non-numbers (TypeError)."""
+    import torch
+
+    if isinstance(weights, torch.Tensor):
+        check_device(weights, "channel_weights")
+        if weights.dtype == torch.bool or weights.dtype.is_complex:
+            raise TypeError(f"`channel_weights` must hold real numbers; got dtype {weights.dtype}")
+        return weights if weights.dtype in (torch.float32, torch.float64) else weights.float()
+    if isinstance(weights, (str, bytes)):
+        raise TypeError(f"`channel_weights` must be a sequence of numbers; got a string "
+                        f"{weights!r}")
+    array = np.asarray(weights) if array_library(weights) == "numpy" else to_numpy(weights)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"`channel_weights` must be a sequence of real numbers (not bools or "
+                        f"strings); got {weights!r}")
+    return torch.as_tensor(array.astype(np.float32))
 
 
 def check_loss_pred(pred: Any, logits: bool) -> "torch.Tensor":
@@ -475,6 +563,7 @@ def check_loss_pred(pred: Any, logits: bool) -> "torch.Tensor":
 
     if not isinstance(pred, torch.Tensor):
         raise TypeError(f"`pred` must be a torch.Tensor; got {type(pred).__name__}")
+    check_device(pred, "pred")
     if not pred.dtype.is_floating_point:
         kind = "logits" if logits else "probabilities"
         raise TypeError(f"`pred` must be a floating-point tensor of {kind}; got dtype {pred.dtype}")
@@ -519,6 +608,7 @@ def _as_tensor(value: Any, name: str) -> "torch.Tensor":
     import torch
 
     if isinstance(value, torch.Tensor):
+        check_device(value, name)
         return value
     try:
         return torch.as_tensor(np.asarray(value))
@@ -544,12 +634,12 @@ def check_label_map(labels: Any, pred: "torch.Tensor", num_classes: int) -> "tor
         odd = ~torch.isfinite(labels) | (labels != labels.round())
         if bool(odd.any()):
             raise ValueError(f"`target` must hold integer class indices in [0, {num_classes}); "
-                             f"found {torch.unique(labels[odd])[:5].tolist()}")
+                             f"found {_describe_values(labels[odd])}")
     labels = labels.long()
     outside = (labels < 0) | (labels >= num_classes)
     if bool(outside.any()):
         raise ValueError(f"`target` must hold class indices in [0, {num_classes}); found "
-                         f"{torch.unique(labels[outside])[:5].tolist()}")
+                         f"{_describe_values(labels[outside])}")
     return labels
 
 
@@ -575,10 +665,11 @@ def check_mask(mask: Any, shape: tuple[int, ...], like: "torch.Tensor") -> "torc
 
     mask = _as_tensor(mask, "mask")
     batch, channels, height, width = shape
-    allowed = [(batch, height, width), (batch, 1, height, width), (batch, channels, height, width)]
+    allowed = list(dict.fromkeys([(batch, height, width), (batch, 1, height, width),
+                                  (batch, channels, height, width)]))
     if tuple(mask.shape) not in allowed:
-        raise ValueError(f"`mask` must have shape {allowed[0]}, {allowed[1]} or {allowed[2]}; "
-                         f"got {tuple(mask.shape)}")
+        shapes = ", ".join(str(a) for a in allowed[:-1]) + f" or {allowed[-1]}"
+        raise ValueError(f"`mask` must have shape {shapes}; got {tuple(mask.shape)}")
     if mask.dtype.is_complex:
         raise TypeError(f"`mask` must be bool or hold 0/1 values; got dtype {mask.dtype}")
     mask = mask.detach().to(device=like.device)
@@ -586,6 +677,6 @@ def check_mask(mask: Any, shape: tuple[int, ...], like: "torch.Tensor") -> "torc
         odd = (mask != 0) & (mask != 1)
         if bool(odd.any()):
             raise ValueError(f"`mask` must be bool or hold 0/1 values; found "
-                             f"{torch.unique(mask[odd])[:5].tolist()}")
+                             f"{_describe_values(mask[odd])}")
     mask = mask.to(like.dtype)
     return mask[:, None] if mask.ndim == 3 else mask

@@ -7,14 +7,15 @@ build a :class:`LossOptions` and pass it down; its defaults are the defaults of 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from .._validation import (check_bool, check_choice, check_clamp, check_dims, check_input_options,
                            check_reduction)
 from ..persistence import BACKEND_NAMES, CONSTRUCTIONS
 
-__all__ = ["LossOptions", "LOSS_SOLVERS", "TARGET_TIEBREAKS"]
+__all__ = ["LossOptions", "LOSS_SOLVERS", "TARGET_TIEBREAKS", "check_keywords"]
 
 #: Matching solvers of the losses: the exact ones of :func:`satloss_gpu.matching.match_batch`
 #: and the approximate "sinkhorn".
@@ -115,6 +116,21 @@ class LossOptions:
         for name, value in zip(("sigmoid", "softmax", "num_classes", "include_background"), inputs):
             set_field(self, name, value)
 
+    @classmethod
+    def of(cls, owner: str, settings: dict) -> "LossOptions":
+        """The options of ``settings``, an unknown name refused as a call of ``owner`` would.
+
+        Raises ``TypeError`` "``owner``() got an unexpected keyword argument 'name'" (with the
+        closest known name, if any) instead of naming ``LossOptions.__init__``.
+        """
+        check_keywords(owner, settings, cls.field_names())
+        return cls(**settings)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The names of the settings, in order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
     @property
     def loss_channels(self) -> Optional[int]:
         """Channels the loss is computed on when the settings fix them (``num_classes``
@@ -131,3 +147,13 @@ class LossOptions:
         """The settings as ``name=value`` pairs, for ``repr``."""
         return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
                          if f.name != "solver_options")
+
+
+def check_keywords(owner: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """Raise ``TypeError`` as Python does for a call of ``owner`` with an unknown keyword."""
+    known = list(known)
+    for name in given:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}{hint}")

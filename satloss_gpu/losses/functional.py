@@ -23,6 +23,7 @@ Threads: the compiled matching passes run in a pool of waiting Python threads
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Hashable, Optional, Sequence, Union
@@ -36,7 +37,7 @@ from .._validation import (check_channel_weights, check_memory_for_images,
 from ._graph import outside_compiled_graph
 from ._inputs import needs_preparation, prepare_inputs
 from ._cache import TargetCache, as_target_cache, cached_per_sample
-from ._options import LossOptions
+from ._options import LossOptions, check_keywords
 from .costs import PaddedDiagrams, cost_matrices, diagonal_costs, pack_pairs, pair_costs
 from ..persistence import cubical_persistence
 
@@ -122,10 +123,13 @@ def sat_loss(
         :mod:`satloss_gpu.matching.sinkhorn` for its accuracy).
     reduction : {"mean", "sum", "none"}, default "mean"
         Over the images of the batch; "none" returns one value per image.
-    channel_weights : array_like, shape (C',), optional
-        Non-negative weight of each channel in an image's loss, one per channel the loss is
-        computed on (C' = C, or C - 1 with ``include_background=False``); the default is
-        1/C' (the mean over channels).
+    channel_weights : array_like or torch.Tensor, shape (C',), optional
+        Finite, non-negative weight of each channel the loss is computed on (C' = C, or
+        C - 1 with ``include_background=False``). An image's loss is the weighted mean
+        ``mean_c(w_c * loss_c)``, MONAI's convention (as in ``monai.losses.DiceLoss``'s
+        ``weight``): unit weights give the default, the plain mean over channels. (Until
+        0.1.0 the weighted channels were summed, ``sum_c(w_c * loss_c)``; weights ``w`` of
+        that meaning are ``C' * w`` now.) A tensor that requires grad gets gradients.
     backend : {"auto", "cpu", "cuda", "gudhi"}, default "auto"
         Persistence backend.
     keys : sequence of hashable, or integer tensor of shape (B,), optional
@@ -240,9 +244,13 @@ def loss_with_options(
 
 
 def _autocast_off(pred: Any) -> torch.autocast:
-    """A context in which autocast is off for the device of ``pred`` (inputs in float32)."""
-    device_type = pred.device.type if isinstance(pred, torch.Tensor) else "cpu"
-    return torch.autocast(device_type=device_type, enabled=False)
+    """A context in which autocast is off for the device of ``pred`` (inputs in float32).
+
+    Any tensor not on a CUDA device counts as a CPU one here; the input checks refuse the
+    devices the loss does not run on (``meta``, ``mps``...) with a clear message.
+    """
+    on_cuda = isinstance(pred, torch.Tensor) and pred.is_cuda
+    return torch.autocast(device_type="cuda" if on_cuda else "cpu", enabled=False)
 
 
 def _loss_of_probabilities(pred: Any, target: Any, options: LossOptions,
@@ -254,10 +262,7 @@ def _loss_of_probabilities(pred: Any, target: Any, options: LossOptions,
     assignment = _solve(state, options)
     per_problem = _loss_from_assignment(state, assignment)
     per_channel = per_problem.reshape(state.batch, state.channels, len(options.dims)).sum(-1)
-    if weights is None:
-        per_image = per_channel.mean(-1)
-    else:
-        per_image = (per_channel * weights).sum(-1)
+    per_image = (per_channel if weights is None else per_channel * weights).mean(-1)
     if options.reduction == "mean":
         return per_image.mean()
     if options.reduction == "sum":
@@ -274,10 +279,13 @@ def topo_loss(pred: torch.Tensor, target: Any, **kwargs: Any) -> torch.Tensor:
 
     Shape: ``pred`` and ``target`` (B, C, H, W) or (B, H, W); output scalar or (B,).
     """
-    for name in ("spatial", "spatial_clamp"):
-        if name in kwargs:
-            raise TypeError(f"topo_loss() got an unexpected keyword argument {name!r}")
+    check_keywords("topo_loss", kwargs, _TOPO_LOSS_KEYWORDS)
     return sat_loss(pred, target, spatial=False, **kwargs)
+
+
+#: The keywords of :func:`topo_loss`: those of :func:`sat_loss` but the spatial ones.
+_TOPO_LOSS_KEYWORDS = tuple(name for name in inspect.signature(sat_loss).parameters
+                            if name not in ("pred", "target", "spatial", "spatial_clamp"))
 
 
 @dataclass(frozen=True)
@@ -345,7 +353,7 @@ def sat_matching(pred: torch.Tensor, target: Any, *, mask: Optional[Any] = None,
     list of DiagramMatching
         One per image, channel and dimension, in that (C) order.
     """
-    return matching_with_options(pred, target, LossOptions(**settings), mask)
+    return matching_with_options(pred, target, LossOptions.of("sat_matching", settings), mask)
 
 
 def matching_with_options(pred: torch.Tensor, target: Any, options: LossOptions,

@@ -13,7 +13,7 @@ from torch import nn
 
 from .._validation import check_channel_weight_values
 from ._cache import DEFAULT_MAX_ENTRIES, TargetCache, check_max_entries
-from ._options import LossOptions
+from ._options import LossOptions, check_keywords
 from .functional import DiagramMatching, SampleIds, loss_with_options, matching_with_options
 
 __all__ = ["SATLoss", "TopoLoss"]
@@ -95,7 +95,7 @@ class SATLoss(nn.Module):
     def __init__(self, *, channel_weights: Optional[Any] = None,
                  cache_max_entries: int = DEFAULT_MAX_ENTRIES, **settings: Any) -> None:
         super().__init__()
-        self.options = LossOptions(**settings)
+        self.options = LossOptions.of(type(self).__name__, settings)
         weights = check_channel_weight_values(channel_weights, self.options.loss_channels)
         self.register_buffer("channel_weights", weights)
         self._target_cache = TargetCache(check_max_entries(cache_max_entries,
@@ -128,7 +128,9 @@ class SATLoss(nn.Module):
         self._target_cache.clear()
 
     def extra_repr(self) -> str:
-        return self.options.describe()
+        weights = self.channel_weights
+        shown = "" if weights is None else f", channel_weights={weights.tolist()!r}"
+        return self.options.describe() + shown
 
 
 class TopoLoss(SATLoss):
@@ -142,7 +144,6 @@ class TopoLoss(SATLoss):
     """
 
     def __init__(self, *, channel_weights: Optional[Any] = None, **settings: Any) -> None:
-        for name in ("spatial", "spatial_clamp"):
-            if name in settings:
-                raise TypeError(f"TopoLoss() got an unexpected keyword argument {name!r}")
+        known = [n for n in LossOptions.field_names() if n not in ("spatial", "spatial_clamp")]
+        check_keywords("TopoLoss", settings, known + ["cache_max_entries"])
         super().__init__(channel_weights=channel_weights, spatial=False, **settings)

@@ -117,13 +117,14 @@ def test_include_background_false_drops_channel_zero_after_the_softmax():
 
 
 def test_topology_is_computed_per_class():
-    """With weight 1 on class k alone, the loss is the binary loss of class k's channel."""
+    """With weight C on class k alone (a weighted mean over the C channels), the loss is
+    the binary loss of class k's channel."""
     classes = 3
     z = _logits((2, classes, 10, 12), 11)
     labels = _labels((2, 10, 12), classes, 12)
     probs = torch.softmax(z, 1)
     for k in range(classes):
-        weights = [1.0 if c == k else 0.0 for c in range(classes)]
+        weights = [float(classes) if c == k else 0.0 for c in range(classes)]
         per_image = sat_loss(z, labels, softmax=True, num_classes=classes,
                              channel_weights=weights, reduction="none")
         binary = sat_loss(probs[:, k], (labels == k).double(), reduction="none")

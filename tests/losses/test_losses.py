@@ -269,7 +269,10 @@ def test_reductions_and_channel_weights():
     np.testing.assert_allclose(none.numpy(), per_channel.mean(1).numpy(), rtol=1e-12)
     weighted = sat_loss(pred, target, reduction="none", channel_weights=[0.25, 2.0])
     np.testing.assert_allclose(weighted.numpy(), (per_channel @ torch.tensor(
-        [0.25, 2.0], dtype=torch.float64)).numpy(), rtol=1e-12)
+        [0.25, 2.0], dtype=torch.float64)).numpy() / 2, rtol=1e-12)
+    # MONAI's convention: a weighted mean over channels, so unit weights change nothing
+    unit = sat_loss(pred, target, reduction="none", channel_weights=[1.0, 1.0])
+    np.testing.assert_allclose(unit.numpy(), none.numpy(), rtol=1e-12)
 
 
 def test_modules_forward_to_functional():
