@@ -1,8 +1,10 @@
 """Segmentation and topology metrics for binary masks: NumPy in, Python floats out.
 
 Every function takes a prediction and a target of the same shape (H, W). Predictions may
-be binary or probabilities (thresholded at ``threshold``, default 0.5); targets must be
-binary (bool, or values in {0, 1}).
+be binary or probabilities in [0, 1] (thresholded at ``threshold``, default 0.5); targets
+must be binary (bool, or values in {0, 1}). Anything else raises a ``ValueError`` that
+names the argument: NaN or inf values, floats outside [0, 1], a non-binary target, an empty
+mask, a tensor without data (``meta`` device).
 
 Conventions
 -----------
@@ -30,6 +32,7 @@ Conventions
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, Dict, Iterable, Sequence
 
 import numpy as np
@@ -47,42 +50,85 @@ METRIC_NAMES = ("accuracy", "dice", "cldice", "precision", "recall", "f1",
                 "are", "voi")
 
 
-def binarize(mask: Any, threshold: float = 0.5, name: str = "pred") -> np.ndarray:
+def binarize(mask: Any, threshold: float = 0.5, name: str = "pred",
+             binary: bool = False) -> np.ndarray:
     """A 2D boolean mask from a binary or probability array (``> threshold`` for floats).
 
     Parameters
     ----------
     mask : array_like, shape (H, W)
-        bool, integer in {0, 1}, or float.
+        bool, integer in {0, 1}, or float: probabilities in [0, 1] (or, with ``binary``,
+        values in {0, 1}). NumPy, torch (CPU or CUDA) or CuPy.
     threshold : float, default 0.5
-        Foreground is ``mask > threshold`` for float input.
+        Foreground is ``mask > threshold`` for float input; a finite number in [0, 1].
     name : str
         Argument name for error messages.
+    binary : bool, default False
+        Float input must hold 0 and 1 only (a target), not probabilities.
 
     Returns
     -------
     (H, W) bool ndarray
+
+    Raises
+    ------
+    TypeError
+        A dtype other than bool, integer or float; a threshold that is not a number.
+    ValueError
+        A shape other than (H, W), an empty mask, NaN or inf, integers other than 0 and 1,
+        floats outside [0, 1] (or, with ``binary``, other than 0 and 1), a threshold
+        outside [0, 1].
     """
     from ._arraylib import to_numpy
+    from ._validation import check_device, check_finite, check_rank
 
+    threshold = check_threshold(threshold)
+    check_device(mask, name)
     array = to_numpy(mask)
-    if array.ndim != 2:
-        raise ValueError(f"`{name}` must have shape (H, W); got {array.shape}")
+    check_rank(array, name, (2,), "(H, W)")
     if array.dtype == bool:
         return array
     if array.dtype.kind in "iu":
-        if array.size and (array.min() < 0 or array.max() > 1):
+        if array.min() < 0 or array.max() > 1:
             raise ValueError(f"`{name}` must be binary (values 0 and 1) when it holds integers; "
                              f"got values in [{array.min()}, {array.max()}]")
         return array.astype(bool)
     if array.dtype.kind == "f":
-        return array > threshold
+        check_finite(array, name)
+        return _threshold_floats(array, threshold, name, binary)
     raise TypeError(f"`{name}` must be a bool, integer or float array; got dtype {array.dtype}")
+
+
+def _threshold_floats(array: np.ndarray, threshold: float, name: str,
+                      binary: bool) -> np.ndarray:
+    """``array > threshold`` for finite floats, after checking their range."""
+    if binary:
+        odd = (array != 0) & (array != 1)
+        if odd.any():
+            raise ValueError(f"`{name}` must be binary (values 0 and 1, or bool); found other "
+                             f"values {np.unique(array[odd])[:5].tolist()}")
+        return array > threshold
+    low, high = float(array.min()), float(array.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"`{name}` must hold probabilities in [0, 1] when it holds floats; "
+                         f"found values in [{low!r}, {high!r}] (for logits apply a sigmoid "
+                         f"first)")
+    return array > threshold
+
+
+def check_threshold(threshold: Any) -> float:
+    """``threshold`` as a float in [0, 1], else ``TypeError``/``ValueError`` naming it."""
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"`threshold` must be a number in [0, 1]; got "
+                        f"{type(threshold).__name__} {threshold!r}")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"`threshold` must be a number in [0, 1]; got {threshold!r}")
+    return float(threshold)
 
 
 def _pair(pred: Any, target: Any, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     p = binarize(pred, threshold, "pred")
-    t = binarize(target, 0.5, "target")
+    t = binarize(target, 0.5, "target", binary=True)
     if p.shape != t.shape:
         raise ValueError(f"`pred` and `target` must have the same shape; got {p.shape} and {t.shape}")
     return p, t
@@ -197,7 +243,10 @@ def betti_numbers(masks: Any, threshold: float = 0.5, pad: bool = False) -> np.n
     [1, 1]
     """
     from ._arraylib import to_numpy
+    from ._validation import check_bool, check_device
 
+    check_bool("pad", pad)
+    check_device(masks, "masks")
     array = to_numpy(masks)
     single = array.ndim == 2
     if array.ndim not in (2, 3):
@@ -329,8 +378,10 @@ def betti_matching_error(pred: Any, target: Any, threshold: float = 0.5,
     -------
     float, or (int, int) with ``per_dimension``
     """
+    from ._validation import check_bool
+
+    check_bool("per_dimension", per_dimension)
     p, t = _pair(pred, target, threshold)
-    p, t = p.astype(bool), t.astype(bool)
     n0 = _components(p, 2)[1] + _components(t, 2)[1]
     n1 = _holes(p)[1] + _holes(t)[1]
     error0 = n0 - 2 * _matched_components(p, t)
@@ -386,6 +437,10 @@ def segmentation_metrics(pred: Any, target: Any, threshold: float = 0.5, pad: bo
     -------
     dict of str to float
     """
+    from ._validation import check_bool
+
+    check_bool("pad", pad)
+    check_bool("topology", topology)
     p, t = _pair(pred, target, threshold)
     tp, fp, fn, _ = _counts(p, t)
     prec, rec = _ratio(tp, tp + fp), _ratio(tp, tp + fn)

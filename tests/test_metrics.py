@@ -140,6 +140,66 @@ def test_metric_errors_name_the_argument():
         M.betti_numbers(np.zeros(5))
 
 
+ALL_METRICS = [M.accuracy, M.precision, M.recall, M.f1_score, M.dice, M.cldice, M.betti_errors,
+               M.signed_betti_differences, M.betti_matching_error, M.adapted_rand_error,
+               M.variation_of_information, M.segmentation_metrics]
+
+
+@pytest.mark.parametrize("metric", ALL_METRICS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("bad, found", [(np.nan, "1 NaN and 0 inf"), (np.inf, "0 NaN and 1 inf")])
+def test_every_metric_refuses_nan_and_inf(metric, bad, found):
+    pred = np.full((4, 4), 0.9)
+    pred[1, 2] = bad
+    target = np.zeros((4, 4))
+    with pytest.raises(ValueError, match=f"`pred` must be finite; found {found} values"):
+        metric(pred, target)
+    with pytest.raises(ValueError, match=f"`target` must be finite; found {found} values"):
+        metric(target, pred)
+
+
+def test_a_nan_prediction_does_not_score_as_empty():
+    """dice used to return 0.0 (NaN > 0.5 is False): a silent score for a broken model."""
+    with pytest.raises(ValueError, match="`pred` must be finite"):
+        M.dice(np.full((3, 3), np.nan), np.ones((3, 3)))
+    with pytest.raises(ValueError, match="`masks` must be finite"):
+        M.betti_numbers(np.full((2, 3, 3), np.nan))
+
+
+@pytest.mark.parametrize("metric", ALL_METRICS, ids=lambda f: f.__name__)
+def test_every_metric_refuses_bad_masks(metric):
+    target = np.zeros((4, 4))
+    with pytest.raises(ValueError, match=r"`pred` must hold probabilities in \[0, 1\] when it "
+                                         r"holds floats; found values in \[-3.0, 2.5\]"):
+        metric(np.array([[-3.0, 2.5], [0.0, 0.0]]), target[:2, :2])
+    with pytest.raises(ValueError, match=r"`target` must be binary .*found other values \[0.3\]"):
+        metric(target, np.full((4, 4), 0.3))
+    with pytest.raises(ValueError, match=r"`pred` must not be empty; got shape \(0, 4\)"):
+        metric(np.zeros((0, 4)), np.zeros((0, 4)))
+    with pytest.raises(ValueError, match="`pred` must be on the CPU or a CUDA device; got a "
+                                         "tensor on device 'meta'"):
+        metric(torch.zeros(4, 4, device="meta"), target)
+    for threshold, error in ((float("nan"), ValueError), (1.5, ValueError), (True, TypeError),
+                             ("0.5", TypeError)):
+        with pytest.raises(error, match="`threshold` must be a number in \\[0, 1\\]"):
+            metric(target, target, threshold=threshold)
+
+
+def test_metric_flags_must_be_bools():
+    mask = np.zeros((4, 4), bool)
+    with pytest.raises(TypeError, match="`pad` must be a bool; got int"):
+        M.betti_numbers(mask, pad=1)
+    with pytest.raises(TypeError, match="`topology` must be a bool; got str"):
+        M.segmentation_metrics(mask, mask, topology="no")
+    with pytest.raises(TypeError, match="`per_dimension` must be a bool; got int"):
+        M.betti_matching_error(mask, mask, per_dimension=1)
+
+
+def test_float_targets_of_zeros_and_ones_and_half_precision_are_accepted():
+    pred = torch.tensor([[0.9, 0.2], [0.7, 0.1]], dtype=torch.float16)
+    assert M.dice(pred, np.array([[1.0, 0.0], [1.0, 0.0]])) == 1.0
+    assert M.dice(pred.numpy(), np.array([[1, 0], [0, 0]], np.uint8)) == pytest.approx(2 / 3)
+
+
 # --------------------------------------------------------------------------- soft (clDice) losses
 def test_soft_cldice_loss_is_zero_for_a_perfect_prediction_and_differentiable():
     target = torch.zeros(2, 1, 24, 24)

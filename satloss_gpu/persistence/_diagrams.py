@@ -7,6 +7,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .._arraylib import array_library, to_numpy
+from .._validation import check_int
 
 __all__ = ["PersistenceDiagrams"]
 
@@ -104,18 +105,33 @@ class PersistenceDiagrams:
         i : int
             Image index, ``-batch_size <= i < batch_size``.
         dim : int, optional
-            Homology dimension to keep; all if None.
+            Homology dimension to keep, 0 or 1 for 2D images; all if None.
 
         Returns
         -------
         PersistenceDiagrams
             Same fields and batch size; ``image`` still holds the original index ``i``.
+
+        Raises
+        ------
+        TypeError
+            ``i`` or ``dim`` not an int (floats and bools are refused).
+        IndexError
+            ``i`` out of range.
+        ValueError
+            ``dim`` not a homology dimension of images of this rank.
         """
-        if not -self.batch_size <= int(i) < self.batch_size:
+        i = check_int("i", i)
+        if not -self.batch_size <= i < self.batch_size:
             raise IndexError(f"`i` must be in [-{self.batch_size}, {self.batch_size}); got {i}")
-        mask = self.image == (int(i) % self.batch_size)
+        mask = self.image == (i % self.batch_size)
         if dim is not None:
-            mask = mask & (self.dim == int(dim))
+            dims = tuple(range(len(self.image_shape)))
+            dim = check_int("dim", dim)
+            if dim not in dims:
+                raise ValueError(f"`dim` must be one of {dims} (or None) for "
+                                 f"{len(self.image_shape)}D images; got {dim}")
+            mask = mask & (self.dim == dim)
         return self.select(mask)
 
     def to_numpy(self) -> "PersistenceDiagrams":
@@ -147,3 +163,4 @@ class PersistenceDiagrams:
             f"pairs={len(self)} (H0: {int(counts[:, 0].sum())}, H1: {int(counts[:, 1].sum())}), "
             f"{filtration}, library={self.library}{device}, dtype={self.birth.dtype})"
         )
+

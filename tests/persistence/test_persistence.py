@@ -220,6 +220,28 @@ def test_for_image_and_to_numpy():
     assert isinstance(dg.to_numpy().birth, np.ndarray)
 
 
+def test_for_image_refuses_what_it_cannot_select():
+    """dim=2 of a 2D result used to give an empty diagram; floats were truncated."""
+    dg = cubical_persistence(np.random.default_rng(0).random((2, 8, 8)))
+    with pytest.raises(ValueError, match=r"`dim` must be one of \(0, 1\) \(or None\) for 2D "
+                                         "images; got 2"):
+        dg.for_image(0, dim=2)
+    with pytest.raises(TypeError, match="`dim` must be an int; got float 0.5"):
+        dg.for_image(0, dim=0.5)
+    with pytest.raises(TypeError, match="`i` must be an int; got bool True"):
+        dg.for_image(True)
+    with pytest.raises(TypeError, match="`i` must be an int; got float 1.0"):
+        dg.for_image(1.0)
+    same = dg.for_image(np.int64(1), dim=np.int32(1))
+    assert set(same.image.tolist()) == {1} and set(same.dim.tolist()) == {1}
+
+
+def test_a_meta_tensor_is_refused_by_name():
+    with pytest.raises(ValueError, match="`images` must be on the CPU or a CUDA device; got a "
+                                         "tensor on device 'meta'"):
+        cubical_persistence(torch.zeros(4, 4, device="meta"))
+
+
 def test_docstring_example():
     image = np.array([[0.0, 1.0, 0.0]])
     dg = cubical_persistence(image)
