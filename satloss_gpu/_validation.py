@@ -20,7 +20,7 @@ __all__ = [
     "check_memory_for_images", "check_memory_for_lists", "available_memory",
     "check_bool", "check_reduction", "REDUCTIONS", "as_float_array", "as_numpy_batch",
     "check_input_options", "check_channel_weight_values", "check_loss_pred", "check_label_map",
-    "check_target_like", "check_mask", "check_channels", "check_device", "check_int",
+    "check_target_like", "check_mask", "check_channels", "check_device", "check_int", "check_nonnegative",
     "SPATIAL_CLAMP_MAX",
 ]
 
@@ -69,11 +69,23 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def check_int(name: str, value: Any) -> int:
-    """``value`` as an int, else ``TypeError`` naming ``name`` (floats and bools refused)."""
+def check_int(name: str, value: Any, minimum: Optional[int] = None) -> int:
+    """``value`` as an int (>= ``minimum``), else ``TypeError``/``ValueError`` naming ``name``
+    (floats and bools refused)."""
     if not _is_integer(value):
         raise TypeError(f"`{name}` must be an int; got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}; got {value}")
     return int(value)
+
+
+def check_nonnegative(name: str, value: Any) -> float:
+    """``value`` as a finite float >= 0, else ``TypeError``/``ValueError`` naming ``name``."""
+    if not _is_real(value):
+        raise TypeError(f"`{name}` must be a number; got {type(value).__name__} {value!r}")
+    if not 0.0 <= float(value) < math.inf:
+        raise ValueError(f"`{name}` must be finite and >= 0; got {value!r}")
+    return float(value)
 
 
 def _is_real(value: Any) -> bool:
@@ -311,8 +323,13 @@ def check_matching_problem(cost, diag_pred, diag_target, n, m):
 # ----------------------------------------------------------------------------- losses
 
 
-def check_pred_target(pred: Any, target: Any) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """Validate ``pred`` and ``target``; return both as (B, C, H, W) in the compute dtype."""
+def check_pred_target(pred: Any, target: Any,
+                      logits_hint: str = "for logits pass sigmoid=True or softmax=True"
+                      ) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Validate ``pred`` and ``target``; return both as (B, C, H, W) in the compute dtype.
+
+    ``logits_hint`` ends the message of a ``pred`` outside [0, 1].
+    """
     import torch
 
     if not isinstance(pred, torch.Tensor):
@@ -342,7 +359,7 @@ def check_pred_target(pred: Any, target: Any) -> tuple["torch.Tensor", "torch.Te
     # of `target`; a failing check reads the array again only to word its message.
     low, high = (float(v) for v in torch.aminmax(pred.detach()))
     if not (0.0 <= low and high <= 1.0):
-        _raise_pred_error(pred.detach())
+        _raise_pred_error(pred.detach(), logits_hint)
     target = target.detach().to(device=pred.device, dtype=pred.dtype)
     if not bool(((target == 0) | (target == 1)).all()):
         _raise_target_error(target)
@@ -351,13 +368,13 @@ def check_pred_target(pred: Any, target: Any) -> tuple["torch.Tensor", "torch.Te
     return pred, target
 
 
-def _raise_pred_error(pred: "torch.Tensor") -> None:
+def _raise_pred_error(pred: "torch.Tensor", logits_hint: str) -> None:
     """Raise the ValueError that says what is wrong with ``pred`` (not finite, or range)."""
     check_finite(pred, "pred")
     low, high = float(pred.min()), float(pred.max())
     raise ValueError(
         f"`pred` must hold probabilities in [0, 1]; found values in [{low!r}, {high!r}] "
-        "(for logits pass sigmoid=True or softmax=True)"
+        f"({logits_hint})"
     )
 
 

@@ -321,3 +321,25 @@ def test_betti_matching_error_counts_agree_with_the_persistence_betti_numbers():
         # against an empty target nothing is matched: the error is every feature of the mask
         assert betti_matching_error(mask, np.zeros_like(mask), per_dimension=True) == (b0, b1)
         assert betti_matching_error(mask, mask) == 0.0
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda p, t: soft_dice_loss(p * float("nan"), t), ValueError, "`pred` must be finite"),
+    (lambda p, t: soft_cldice_loss(p + 1.5, t), ValueError,
+     r"`pred` must hold probabilities in \[0, 1\].*apply torch.sigmoid first"),
+    (lambda p, t: soft_cldice_loss(p, t * 0.5), ValueError, "`target` must be binary"),
+    (lambda p, t: soft_cldice_loss(p, t, iterations=2.7), TypeError,
+     "`iterations` must be an int; got float 2.7"),
+    (lambda p, t: soft_cldice_loss(p, t, iterations=-1), ValueError,
+     "`iterations` must be an int >= 0; got -1"),
+    (lambda p, t: soft_dice_loss(p, t, smooth="1"), TypeError, "`smooth` must be a number"),
+    (lambda p, t: soft_dice_loss(p, t, smooth=float("nan")), ValueError,
+     "`smooth` must be finite and >= 0"),
+    (lambda p, t: SoftClDiceLoss(iterations=True), TypeError, "`iterations` must be an int"),
+])
+def test_soft_losses_refuse_bad_input(call, error, match):
+    """NaN predictions used to give a NaN loss, and 2.7 iterations silently became 2."""
+    target = torch.zeros(2, 1, 8, 8)
+    target[..., 4, :] = 1
+    with pytest.raises(error, match=match):
+        call(torch.full_like(target, 0.5), target)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_reduction
+from .._validation import check_int, check_nonnegative, check_pred_target, check_reduction
 
 __all__ = ["soft_erode", "soft_dilate", "soft_skeleton", "soft_dice_loss", "soft_cldice_loss",
            "SoftDiceLoss", "SoftClDiceLoss"]
@@ -43,8 +43,9 @@ def soft_skeleton(x: torch.Tensor, iterations: int = 10) -> torch.Tensor:
     -------
     (B, C, H, W) tensor in [0, 1]
     """
+    iterations = check_int("iterations", iterations, minimum=0)
     skeleton = F.relu(x - soft_dilate(soft_erode(x)))
-    for _ in range(int(iterations)):
+    for _ in range(iterations):
         x = soft_erode(x)
         delta = F.relu(x - soft_dilate(soft_erode(x)))
         skeleton = skeleton + F.relu(delta - skeleton * delta)
@@ -58,7 +59,7 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor,
     if pred.ndim != 4 or pred.shape != target.shape:
         raise ValueError(f"`pred` and `target` must have the same shape (B, C, H, W); got "
                          f"{tuple(pred.shape)} and {tuple(target.shape)}")
-    return pred, target.to(pred.dtype)
+    return check_pred_target(pred, target, logits_hint="for logits apply torch.sigmoid first")
 
 
 def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -77,9 +78,9 @@ def soft_dice_loss(pred: torch.Tensor, target: torch.Tensor, smooth: float = 1.0
     Parameters
     ----------
     pred : (B, C, H, W) float tensor
-        Probabilities in [0, 1].
+        Probabilities in [0, 1] (NaN, inf and values outside raise ``ValueError``).
     target : (B, C, H, W) tensor
-        Binary target (any dtype).
+        Binary target (any dtype; values other than 0 and 1 raise ``ValueError``).
     smooth : float, default 1.0
         Added to numerator and denominator (empty images give loss 0).
     reduction : {"mean", "sum", "none"}
@@ -89,6 +90,7 @@ def soft_dice_loss(pred: torch.Tensor, target: torch.Tensor, smooth: float = 1.0
     Scalar tensor, or (B,) for ``reduction="none"``.
     """
     pred, target = _check_pair(pred, target)
+    smooth = check_nonnegative("smooth", smooth)
     inter = (pred * target).flatten(1).sum(1)
     total = pred.flatten(1).sum(1) + target.flatten(1).sum(1)
     return _reduce(1.0 - (2.0 * inter + smooth) / (total + smooth), reduction)
@@ -122,6 +124,7 @@ def soft_cldice_loss(pred: torch.Tensor, target: torch.Tensor, iterations: int =
     0.0
     """
     pred, target = _check_pair(pred, target)
+    smooth = check_nonnegative("smooth", smooth)
     skel_pred = soft_skeleton(pred, iterations)
     skel_true = soft_skeleton(target, iterations)
     precision = ((skel_pred * target).flatten(1).sum(1) + smooth) / (
@@ -137,7 +140,7 @@ class SoftDiceLoss(nn.Module):
 
     def __init__(self, smooth: float = 1.0, reduction: str = "mean") -> None:
         super().__init__()
-        self.smooth = float(smooth)
+        self.smooth = check_nonnegative("smooth", smooth)
         self.reduction = check_reduction(reduction)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -155,8 +158,8 @@ class SoftClDiceLoss(nn.Module):
 
     def __init__(self, iterations: int = 10, smooth: float = 1.0, reduction: str = "mean") -> None:
         super().__init__()
-        self.iterations = int(iterations)
-        self.smooth = float(smooth)
+        self.iterations = check_int("iterations", iterations, minimum=0)
+        self.smooth = check_nonnegative("smooth", smooth)
         self.reduction = check_reduction(reduction)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
