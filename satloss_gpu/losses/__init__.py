@@ -3,7 +3,8 @@
 The functional (:mod:`satloss_gpu.losses.functional`: :func:`sat_loss`, :func:`topo_loss`,
 :func:`sat_matching`) does the work; the Modules (:class:`SATLoss`, :class:`TopoLoss`) store
 settings and forward to it. :mod:`satloss_gpu.losses.costs` builds the cost matrices of a batch,
-:mod:`satloss_gpu.losses.cldice` holds the soft clDice and Dice baselines.
+:mod:`satloss_gpu.losses.cldice` holds the soft clDice and Dice baselines;
+:class:`TargetCache` keeps target diagrams per sample id (``keys=``), checked against the target.
 """
 from ._cache import TargetCache
 from ._options import LossOptions

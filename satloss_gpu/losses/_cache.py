@@ -14,7 +14,8 @@ columns of random integers below ``2 ** bits``, ``bits = 53 - n.bit_length()``, 
 is an exact integer in float64 (the same result in any summation order, on any device).
 Two different targets give the same column with probability at most ``2 ** -bits`` (they
 differ at some pixel, whose random weight is then determined by the others): below
-``2 ** -52`` for both columns for any sample under 134 million pixels.
+``2 ** -52`` for both columns for any sample under 134 million pixels. The random columns
+(16 bytes per pixel of a sample) are kept for the last 4 sample sizes and devices.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ _FINGERPRINT_COLUMNS = 2
 _FINGERPRINT_SEED = 0x5A7
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)
 def _projection(n_values: int, device: str) -> torch.Tensor:
     """(n, 2) float64 random integers below ``2 ** (53 - n.bit_length())``, fixed per n."""
     bits = 53 - n_values.bit_length()
