@@ -235,7 +235,7 @@ def check_finite_valid(array: Any, name: str, sizes: tuple[np.ndarray, ...],
             idx = torch.arange(array.shape[axis], device=device)
             lim = torch.as_tensor(size, device=device)
             shape = [1] * array.ndim
-            shape[0], shape[axis] = -1, array.shape[axis]
+            shape[0], shape[axis] = array.shape[0], array.shape[axis]
             mask &= (idx[None, :] < lim[:, None]).reshape(shape)
         ok = torch.isfinite(array)
         if limit is not None and limit < torch.finfo(array.dtype).max:
@@ -247,7 +247,7 @@ def check_finite_valid(array: Any, name: str, sizes: tuple[np.ndarray, ...],
         mask = np.ones(array.shape, dtype=bool)
         for axis, size in enumerate(sizes, start=1):
             shape = [1] * array.ndim
-            shape[0], shape[axis] = -1, array.shape[axis]
+            shape[0], shape[axis] = array.shape[0], array.shape[axis]
             mask &= (np.arange(array.shape[axis])[None, :] < size[:, None]).reshape(shape)
         with np.errstate(invalid="ignore"):
             ok = np.isfinite(array)

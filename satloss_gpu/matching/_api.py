@@ -192,49 +192,101 @@ def assignment_cost(
     diag_target : torch.Tensor or numpy.ndarray, shape (B, M), float
     n, m : array_like, shape (B,), int
         As in :func:`match_batch`.
-    assignment : array, shape (B, N), int
-        ``MatchResult.assignment`` (or any partial matching in the same form).
+    assignment : array_like or torch.Tensor, shape (B, N), int
+        ``MatchResult.assignment`` (or any partial matching in the same form): for ``i < n[b]``
+        a target index in ``[0, m[b])`` or -1 (the diagonal), each target index at most once
+        per problem; -1 for the padding entries ``i >= n[b]``.
 
     Returns
     -------
     array, shape (B,)
         ``sum`` of matched costs plus the diagonal costs of the unmatched points, in the
         library, dtype and device of ``cost``. With torch inputs this is built from
-        differentiable gathers: the gradient with respect to the costs is the optimal plan
+        differentiable indexing: the gradient with respect to the costs is the optimal plan
         when ``assignment`` is optimal (the matching itself is held fixed).
+
+    Raises
+    ------
+    TypeError, ValueError
+        The arguments of :func:`match_batch` as there; an ``assignment`` that is not an
+        integer array of shape (B, N), holds an index out of range, a non-(-1) padding entry
+        or a target point matched twice (the message names the problem and the entries).
+
+    Notes
+    -----
+    The check reads ``assignment`` on the host (one device synchronisation for CUDA tensors).
     """
-    library = array_library(cost)
-    if library == "torch":
+    checked = check_matching_problem(cost, diag_pred, diag_target, n, m)
+    cost, diag_pred, diag_target = (_differentiable(original, converted) for original, converted
+                                    in zip((cost, diag_pred, diag_target), checked[:3]))
+    n_host, m_host = checked[3:]
+    host = _check_assignment(assignment, n_host, m_host, cost.shape[1])
+    b_idx, i_idx = np.nonzero(host >= 0)
+    j_idx = host[b_idx, i_idx]
+    batch, big_n, big_m = cost.shape
+    rows = np.arange(big_n)[None, :] < n_host[:, None]
+    cols = np.arange(big_m)[None, :] < m_host[:, None]
+    free_pred = rows & (host < 0)
+    free_target = cols.copy()
+    free_target[b_idx, j_idx] = False
+    if array_library(cost) == "torch":
         import torch
 
-        xp = torch
-        device = cost.device
-        assignment = torch.as_tensor(assignment, device=device).long()
-        n_t = torch.as_tensor(np.asarray(to_numpy(n)), device=device).long()
-        m_t = torch.as_tensor(np.asarray(to_numpy(m)), device=device).long()
-        rows = torch.arange(cost.shape[1], device=device)[None, :] < n_t[:, None]
-        cols = torch.arange(cost.shape[2], device=device)[None, :] < m_t[:, None]
-    else:
-        xp = np
-        cost, diag_pred, diag_target = (np.asarray(a) for a in (cost, diag_pred, diag_target))
-        assignment = np.asarray(assignment).astype(np.int64)
-        rows = np.arange(cost.shape[1])[None, :] < np.asarray(n)[:, None]
-        cols = np.arange(cost.shape[2])[None, :] < np.asarray(m)[:, None]
-    matched = (assignment >= 0) & rows
-    safe = xp.where(matched, assignment, xp.zeros_like(assignment))
-    if library == "torch":
-        picked = torch.gather(cost, 2, safe[:, :, None])[:, :, 0]
-        spill = torch.where(matched, assignment, torch.full_like(assignment, cost.shape[2]))
-        used = torch.zeros((cols.shape[0], cols.shape[1] + 1), dtype=torch.bool, device=device)
-        used.scatter_(1, spill, torch.ones_like(matched))
-        used = used[:, :-1]
-        zero = torch.zeros((), dtype=cost.dtype, device=device)
-    else:
-        picked = np.take_along_axis(cost, safe[:, :, None], axis=2)[:, :, 0]
-        used = np.zeros(cols.shape, dtype=bool)
-        b_idx = np.nonzero(matched)
-        used[b_idx[0], safe[b_idx]] = True
-        zero = np.zeros((), dtype=cost.dtype)
-    pred_part = xp.where(matched, picked, xp.where(rows, diag_pred, zero)).sum(1)
-    target_part = xp.where(cols & ~used, diag_target, zero).sum(1)
-    return pred_part + target_part
+        def index(array):
+            return torch.as_tensor(array, device=cost.device)
+
+        zero = torch.zeros((), dtype=cost.dtype, device=cost.device)
+        pairs = zero.expand(batch).index_add(0, index(b_idx),
+                                             cost[index(b_idx), index(i_idx), index(j_idx)])
+        return (pairs + torch.where(index(free_pred), diag_pred, zero).sum(1)
+                + torch.where(index(free_target), diag_target, zero).sum(1))
+    pairs = np.zeros(batch, dtype=cost.dtype)
+    np.add.at(pairs, b_idx, cost[b_idx, i_idx, j_idx])
+    zero = cost.dtype.type(0)
+    return (pairs + np.where(free_pred, diag_pred, zero).sum(1)
+            + np.where(free_target, diag_target, zero).sum(1))
+
+
+def _differentiable(original: Any, converted: Any) -> Any:
+    """``original`` when it is a float torch tensor (its autograd graph kept), else the
+    validated ``converted`` array."""
+    if array_library(original) == "torch" and original.dtype == converted.dtype:
+        return original
+    return converted
+
+
+def _check_assignment(assignment: Any, n: np.ndarray, m: np.ndarray, big_n: int) -> np.ndarray:
+    """Validate a matching in ``MatchResult.assignment`` form; return it as int64 NumPy (B, N)."""
+    host = np.asarray(to_numpy(assignment)) if array_library(assignment) == "torch" else \
+        np.asarray(assignment)
+    if host.dtype.kind not in "iu" and not (host.size == 0 and host.dtype.kind == "f"):
+        raise TypeError(f"`assignment` must hold integers (target indices, -1 for the "
+                        f"diagonal); got dtype {host.dtype}")
+    expected = (n.shape[0], big_n)
+    if host.shape != expected:
+        raise ValueError(f"`assignment` must have shape (B, N) = {expected}; got {host.shape}")
+    host = host.astype(np.int64)
+    rows = np.arange(big_n)[None, :] < n[:, None]
+    bad = rows & ((host < -1) | (host >= m[:, None]))
+    if bad.any():
+        b, i = (int(k[0]) for k in np.nonzero(bad))
+        raise ValueError(
+            f"`assignment` must hold -1 or a target index in [0, m[b]) for the prediction "
+            f"points i < n[b]; got {int(host[b, i])} at [{b}, {i}] (m[{b}] = {int(m[b])})")
+    padding = ~rows & (host != -1)
+    if padding.any():
+        b, i = (int(k[0]) for k in np.nonzero(padding))
+        raise ValueError(
+            f"`assignment` must be -1 at the padding entries i >= n[b]; got {int(host[b, i])} "
+            f"at [{b}, {i}] (n[{b}] = {int(n[b])})")
+    b_idx, i_idx = np.nonzero(host >= 0)
+    key = b_idx * (int(m.max(initial=0)) + 1) + host[b_idx, i_idx]
+    _, first, counts = np.unique(key, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        k = int(np.nonzero(counts > 1)[0][0])
+        b, j = int(b_idx[first[k]]), int(host[b_idx[first[k]], i_idx[first[k]]])
+        twice = np.nonzero(host[b] == j)[0][:2].tolist()
+        raise ValueError(
+            f"`assignment` matches target point {j} of problem {b} with prediction points "
+            f"{twice[0]} and {twice[1]}; a matching uses each target point at most once")
+    return host
