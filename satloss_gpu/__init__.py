@@ -10,9 +10,11 @@ match_batch
     Exact matching of a padded batch of persistence diagrams with the diagonal.
 SATLoss, TopoLoss
     Batched topological segmentation losses (``torch.nn.Module``).
+sliding_window_inference
+    Predict large images window by window, blended (needs torch only).
 
-The losses are loaded on first use, so ``import satloss_gpu`` does not import torch (whose
-import also loads tqdm when it is installed).
+The losses and ``sliding_window_inference`` are loaded on first use, so ``import satloss_gpu``
+does not import torch (whose import also loads tqdm when it is installed).
 """
 from typing import Any
 
@@ -25,10 +27,12 @@ install_cache_locator()  # before any kernel module: Numba picks the cache folde
 from .matching import match_batch  # noqa: E402
 from .persistence import PersistenceDiagrams, cubical_persistence  # noqa: E402
 
-__all__ = ["cubical_persistence", "PersistenceDiagrams", "match_batch", "SATLoss", "TopoLoss"]
+__all__ = ["cubical_persistence", "PersistenceDiagrams", "match_batch", "SATLoss", "TopoLoss",
+           "sliding_window_inference"]
 __version__ = "0.1.0"
 
-_LAZY = {"SATLoss": "losses", "TopoLoss": "losses"}
+_LAZY = {"SATLoss": "losses", "TopoLoss": "losses",
+         "sliding_window_inference": "training.sliding_window"}
 
 
 def __getattr__(name: str) -> Any:
