@@ -12,6 +12,8 @@ and exit status 2; set ``SATLOSS_DEBUG=1`` for the traceback.
 ``--model package.module:ClassName`` (with ``--model_kwargs`` as JSON) trains any
 ``nn.Module`` returning logits; ``--config FILE`` reruns from a saved ``config.json`` (its
 settings become the defaults, each checked like its flag; flags given still override them).
+``--resume`` continues the interrupted run of ``--exp`` with the settings of its
+``config.json`` (every arm of a run with ``--baseline``).
 """
 from __future__ import annotations
 
@@ -191,7 +193,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
                    "their Betti errors (%(default)s)")
     o.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
                    help="start a new run in an <exp> folder that already holds one (its "
-                   "checkpoints and metrics.csv are replaced) (%(default)s)")
+                   "checkpoints are replaced, its metrics.csv kept as metrics_until_epoch_N.csv); "
+                   "test: replace the results of an earlier test of the same checkpoint and "
+                   "split (%(default)s)")
+    o.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
+                   help="continue the interrupted run of <exp> where it stopped, with the "
+                   "settings of its config.json (flags given override them); a run with "
+                   "--baseline continues each of its arms (%(default)s)")
     o.add_argument("--val_fraction", type=_fraction, default=0.125,
                    help="without a val folder, this fraction of the training images (at least "
                    "one) is held out for validation (%(default)s)")
@@ -269,20 +277,34 @@ def _setting_value(key: str, value: Any, action: Optional[argparse.Action]) -> A
     return value
 
 
+#: How a run starts: said on the command line, never taken from a config file.
+START_FLAGS = ("start_epoch", "resume", "overwrite")
+
+
 def _settings(config: Optional[str]) -> Dict[str, Any]:
-    """Keyword arguments of :func:`add_run_arguments` for a ``--config`` file (or none)."""
+    """Keyword arguments of :func:`add_run_arguments` for a ``--config`` file (or none); the
+    file's :data:`START_FLAGS` are left out."""
     if config is None:
         return {}
     from .config import read_config_file
 
-    return {"settings": read_config_file(config), "settings_file": config}
+    settings = {k: v for k, v in read_config_file(config).items() if k not in START_FLAGS}
+    return {"settings": settings, "settings_file": config}
 
 
-def _config_file(argv: Optional[Sequence[str]]) -> Optional[str]:
-    """The ``--config FILE`` of ``argv``, if any (read before the full parse)."""
+def _config_file(argv: Optional[Sequence[str]], defaults: Dict[str, Any]) -> Optional[str]:
+    """The ``--config FILE`` of ``argv``, if any (read before the full parse); with
+    ``--resume`` and no ``--config``, the run's ``<exp_root>/<exp>/config.json`` if it exists
+    (``defaults``: the preset giving the default ``--exp``)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
+    pre.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False)
+    pre.add_argument("--exp", default=defaults["exp"])
+    pre.add_argument("--exp_root", default="./exp")
     known, _ = pre.parse_known_args(argv)
+    saved = Path(known.exp_root) / known.exp / "config.json"
+    if known.config is None and known.resume and saved.is_file():
+        return str(saved)
     return known.config
 
 
@@ -362,15 +384,15 @@ def _given(argv: Optional[Sequence[str]], flag: str) -> bool:
 
 
 def _cmd_run(args: argparse.Namespace, expmode: str, argv: Optional[Sequence[str]] = None) -> int:
+    from .recipe import follows_recipe, train_with_baseline
     from .train import test, train
 
+    if expmode == "test" and args.resume:
+        raise ValueError("--resume continues a training run; a test is rerun with --overwrite")
     if expmode == "test" and not (_given(argv, "--model") or args.config):
         args.model = None  # test the checkpoint's model; a --model given must match it
     cfg = _config(args, expmode)
-    if expmode == "train" and cfg.baseline and cfg.loss not in ("bce", "dice") \
-            and 0 < cfg.warmup() < cfg.epoch:
-        from .recipe import train_with_baseline
-
+    if expmode == "train" and follows_recipe(cfg):
         result = train_with_baseline(cfg)
     elif expmode == "train":
         result = train(cfg)
@@ -460,7 +482,7 @@ def _guarded(func, *args) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``satloss`` and ``python -m satloss_gpu``; returns the exit status."""
     try:
-        parser = build_parser(_config_file(argv))
+        parser = build_parser(_config_file(argv, QUICK_START))
     except ValueError as exc:
         return _guarded(_raise, exc)
     args = parser.parse_args(argv)
@@ -474,7 +496,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def run_main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``run.py`` (``--expmode train`` or ``test``)."""
     try:
-        parser = build_run_parser(_config_file(argv))
+        parser = build_run_parser(_config_file(argv, REFERENCE))
     except ValueError as exc:
         return _guarded(_raise, exc)
     args = parser.parse_args(argv)

@@ -13,12 +13,13 @@ metrics (CSV) and their means (JSON).
 
 Everything goes to ``<exp_root>/<exp>/``::
 
-    config.json        the configuration of the run (one per mode: config_test.json)
+    config.json        the settings of the run (``--config`` reruns it)
     train.log          the log (test.log in test mode)
     metrics.csv        one row per epoch: losses, learning rate, validation metrics, time
     best_dice.pth, best_acc.pth, last.pth, epoch_NNNN.pth   checkpoints
     figures/           training curves, validation overlays, persistence matchings
-    test_<model>/      pred_bin/, pred_grey/, metrics.csv, summary.json, figures/
+    test_<model>/      pred_bin/, pred_grey/, metrics.csv, summary.json, config_test.json,
+                       figures/ (an earlier test's folder is replaced with --overwrite only)
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import math
 import os
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -39,6 +41,7 @@ from ..metrics import METRIC_NAMES, segmentation_metrics, summarize
 from . import distributed as dist
 from .checkpoints import (
     CheckpointError,
+    checkpoint_epoch,
     checkpoint_path,
     load_checkpoint,
     load_weights,
@@ -54,21 +57,34 @@ __all__ = ["Config", "LOSSES", "train", "test", "evaluate", "predict", "build_cr
            "load_checkpoint", "CheckpointError"]
 
 # --------------------------------------------------------------------------- losses
+#: Losses with a second term, ``BCE + tloss_w * term``.
+TERM_LOSSES = ("bce+sat", "bce+topo", "bce+cldice")
+
+#: Options of the second term that the trainer fixes, with the reason: the term reads the
+#: sigmoid of the model's one logit map (binary labels) and is averaged over the batch, as
+#: BCE is. ``tloss_kwargs`` may repeat the fixed value, not change it.
+_FIXED_TERM_OPTIONS: Dict[str, Tuple[Any, str]] = {
+    "softmax": (False, "the model returns one logit map for binary labels (softmax needs "
+                       ">= 2 classes)"),
+    "num_classes": (None, "the labels are binary masks (B, 1, H, W), not label maps"),
+    "include_background": (True, "the one channel is the foreground"),
+    "reduction": ("mean", "the term is averaged over the batch, as BCE is"),
+}
+
+
 class _Criterion(torch.nn.Module):
-    """``BCE + tloss_w * extra`` (or the soft Dice loss alone), on logits and probabilities."""
+    """``BCE + tloss_w * extra`` (or the soft Dice loss alone) of logits (B, 1, H, W).
+
+    The second term ``extra`` receives the probabilities ``sigmoid(logits)``: it equals the
+    term built with ``sigmoid=True`` applied to the logits, whichever ``sigmoid`` the user
+    passed (see :func:`term_kwargs`).
+    """
 
     def __init__(self, loss: str, tloss_w: float, tloss_kwargs: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         self.loss = loss
         self.tloss_w = float(tloss_w)
-        self.extra = None
-        kwargs = dict(tloss_kwargs or {})
-        if loss in ("bce+sat", "bce+topo"):
-            self.extra = _topological_loss(loss, kwargs)
-        elif loss == "bce+cldice":
-            from ..losses.cldice import SoftClDiceLoss
-
-            self.extra = SoftClDiceLoss(**kwargs)
+        self.extra = _second_term(loss, term_kwargs(loss, tloss_kwargs))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
         logits = logits.float()
@@ -87,20 +103,62 @@ class _Criterion(torch.nn.Module):
         return bce + self.tloss_w * extra, parts
 
 
-def _topological_loss(loss: str, kwargs: Dict[str, Any]) -> torch.nn.Module:
-    name = "SATLoss" if loss == "bce+sat" else "TopoLoss"
-    from .. import losses
+def term_kwargs(loss: str, tloss_kwargs: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The keyword arguments of ``loss``'s second term, for the trainer's probabilities.
 
+    ``sigmoid`` (a bool) is dropped: the trainer applies the sigmoid to the model's logits
+    before the term, so ``sigmoid=True`` (the network outputs logits) and ``sigmoid=False``
+    (the term reads probabilities) both describe what happens. The options of
+    :data:`_FIXED_TERM_OPTIONS` may only repeat their fixed value.
+
+    Raises
+    ------
+    ValueError
+        Keyword arguments for a loss without a second term, or a fixed option changed; the
+        message names ``--tloss_kwargs``.
+    """
+    if not isinstance(tloss_kwargs, (dict, type(None))):
+        raise ValueError(f"--tloss_kwargs must be a JSON object; got {tloss_kwargs!r}")
+    kwargs = dict(tloss_kwargs or {})
+    if kwargs and loss not in TERM_LOSSES:
+        raise ValueError(f"--tloss_kwargs {json.dumps(kwargs)} apply to a second loss term; "
+                         f"--loss {loss} has none (use one of {', '.join(TERM_LOSSES)})")
+    sigmoid = kwargs.pop("sigmoid", True)
+    if not isinstance(sigmoid, bool):
+        raise ValueError(f"--tloss_kwargs: `sigmoid` must be true or false; got {sigmoid!r}")
+    for key, (fixed, reason) in _FIXED_TERM_OPTIONS.items():
+        if key in kwargs and kwargs[key] != fixed:
+            raise ValueError(f"--tloss_kwargs: `{key}` is fixed to {json.dumps(fixed)} in "
+                             f"training ({reason}); got {json.dumps(kwargs[key])}")
+    return kwargs
+
+
+def _second_term(loss: str, kwargs: Dict[str, Any]) -> Optional[torch.nn.Module]:
+    """The module of ``loss``'s second term (None for ``bce`` and ``dice``)."""
+    if loss not in TERM_LOSSES:
+        return None
+    from .. import losses
+    from ..losses import cldice
+
+    name = {"bce+sat": "SATLoss", "bce+topo": "TopoLoss", "bce+cldice": "SoftClDiceLoss"}[loss]
+    module = cldice if loss == "bce+cldice" else losses
     try:
-        return getattr(losses, name)(**kwargs)
-    except TypeError as exc:
-        raise ValueError(f"`tloss_kwargs` do not fit {name}: {exc}") from None
+        return getattr(module, name)(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--tloss_kwargs {json.dumps(kwargs)} do not fit {name}: {exc}") from None
 
 
 def build_criterion(loss: str, tloss_w: float,
                     tloss_kwargs: Optional[Dict[str, Any]] = None) -> _Criterion:
     """The training criterion for a ``--loss`` name (see :data:`LOSSES`); ``tloss_kwargs``
-    are passed to the second term's module (``{"pad": false}``: SATLoss without its frame)."""
+    are passed to the second term's module (``{"pad": false}``: SATLoss without its frame;
+    see :func:`term_kwargs` for the options the trainer fixes).
+
+    Raises
+    ------
+    ValueError
+        An unknown ``loss``, ``tloss_w`` < 0, or ``tloss_kwargs`` the term refuses.
+    """
     if loss not in LOSSES:
         raise ValueError(f"`loss` must be one of {', '.join(LOSSES)}; got {loss!r}")
     if not float(tloss_w) >= 0.0:
@@ -238,11 +296,11 @@ def _write_csv(path: Path, rows: List[Dict[str, Any]], append: bool = False) -> 
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def _read_metrics(path: Path, before_epoch: int) -> List[Dict[str, str]]:
+def _read_metrics(path: Path, before_epoch: float) -> List[Dict[str, str]]:
     if not path.exists():
         return []
     with open(path, newline="", encoding="utf-8") as f:
-        return [r for r in csv.DictReader(f) if int(r["epoch"]) < before_epoch]
+        return [r for r in csv.DictReader(f) if r.get("epoch") and int(r["epoch"]) < before_epoch]
 
 
 def _dataset(cfg: Config, split: str, train: bool) -> SegmentationDataset:
@@ -265,38 +323,82 @@ def _ensure_data(cfg: Config, log: _Log, info: dist.DistInfo) -> None:
 
 
 # --------------------------------------------------------------------------- training
-def train(cfg: Config) -> Dict[str, Any]:
+def train(cfg: Config, record: Optional[Config] = None) -> Dict[str, Any]:
     """Train a model as configured; return the best validation metrics and the run folder.
+
+    Parameters
+    ----------
+    cfg : Config
+        The settings of the run. With ``cfg.resume`` the run of ``<exp>`` continues after
+        the epoch of its ``last.pth`` (from scratch, or ``cfg.checkpoint``, when there is
+        none; nothing is trained when it is at ``cfg.epoch``).
+    record : Config, optional
+        The settings written to ``<exp>/config.json`` (default ``cfg``), without the way
+        the run was started (``start_epoch``, ``resume``, ``overwrite``), so that
+        ``--config`` reruns it. :func:`~satloss_gpu.training.recipe.train_with_baseline`
+        records what the user asked for, not the settings of one of its arms.
+
+    Returns
+    -------
+    dict
+        ``exp_dir``, ``best_dice``, ``best_accuracy`` (over every epoch of the run, those
+        before a resume included) and ``epochs``.
 
     Raises
     ------
     DataError, CheckpointError, ValueError
-        For bad data, checkpoints or settings (the command line prints them on one line).
+        For bad data, checkpoints or settings (the command line prints them on one line),
+        all before the first epoch.
     """
-    if cfg.loss in ("bce+sat", "bce+topo", "bce+cldice") and cfg.tloss_w > 0 \
+    if cfg.loss in TERM_LOSSES and cfg.tloss_w > 0 \
             and cfg.warmup() >= cfg.epoch:
         raise ValueError(f"the second loss term would never start: tloss_start "
                          f"{cfg.warmup()} >= epoch {cfg.epoch}; lower --tloss_start")
+    criterion = build_criterion(cfg.loss, cfg.tloss_w, cfg.tloss_kwargs)
+    finished = _finished_run(cfg)
+    if finished is not None:
+        return finished
     info = dist.init(cfg.device, cfg.gpu_id)
     try:
-        return _train(cfg, info)
+        return _train(cfg, info, criterion, record or cfg)
     finally:
         dist.cleanup(info)
 
 
-def _train(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
+def _finished_run(cfg: Config) -> Optional[Dict[str, Any]]:
+    """With ``cfg.resume``: the result of a run whose ``last.pth`` is at ``cfg.epoch``
+    (nothing left to train), else None."""
+    last = cfg.exp_dir / "last.pth"
+    done = checkpoint_epoch(last) if cfg.resume else None
+    if done is None or done < cfg.epoch:
+        return None
+    if done > cfg.epoch:
+        raise CheckpointError(f"--resume: {last} is at epoch {done}, past --epoch {cfg.epoch}; "
+                              f"pass --epoch {done} or more")
+    _Log(cfg.exp_dir / "train.log", True)(f"--resume: {last} is at the last epoch {done}; "
+                                          f"nothing left to train")
+    return run_result(cfg.exp_dir, load_checkpoint(last).get("best", {}), done)
+
+
+def run_result(exp_dir: Path, best: Dict[str, float], epochs: int) -> Dict[str, Any]:
+    """What :func:`train` returns: the run folder, its best validation scores, its epochs."""
+    return {"exp_dir": str(exp_dir), "best_dice": best.get("dice", -math.inf),
+            "best_accuracy": best.get("accuracy", -math.inf), "epochs": int(epochs)}
+
+
+def _train(cfg: Config, info: dist.DistInfo, criterion: "_Criterion",
+           record: Config) -> Dict[str, Any]:
     from tqdm import tqdm
 
-    log = _start_run(cfg, info)
+    log = _start_run(cfg, info, record)
     train_set, val_set = _training_sets(cfg)
-    criterion = build_criterion(cfg.loss, cfg.tloss_w, cfg.tloss_kwargs)
     loader, sampler, generator = _loader(cfg, info, train_set)
     model = build_model(cfg.model, kwargs=cfg.model_kwargs).to(info.device)
-    _check_output(model, train_set, info.device)
+    _check_output(model, cfg.model, train_set, info.device)
     board = _board(cfg, info)
     optimizer, scheduler, scaler = _optimisation(cfg, info, model)
     best = {"dice": -math.inf, "accuracy": -math.inf}
-    start = resume(cfg, model, optimizer, scheduler, scaler, best, info.device, log)
+    start, last_row = resume(cfg, model, optimizer, scheduler, scaler, best, info.device, log)
     if info.distributed:
         ids = [info.device.index] if info.device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -304,7 +406,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
     log(f"run {cfg.exp_dir}: {cfg.model} ({n_params / 1e6:.2f} M parameters), loss {cfg.loss}"
         f"{_schedule_text(cfg)}, {len(train_set)} train / {len(val_set)} val images, "
         f"device {info.device}, {info.world_size} process(es), epochs {start + 1}..{cfg.epoch}")
-    metrics_csv = _metrics_csv(cfg, info, start, log)
+    metrics_csv = _metrics_csv(cfg, info, start, log, last_row)
 
     model.train()
     epochs = tqdm(range(start + 1, cfg.epoch + 1), desc="epochs",
@@ -316,7 +418,7 @@ def _train(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
         if sampler is not None:
             sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        criterion.tloss_w = cfg.tloss_weight(epoch)
+        criterion.tloss_w = cfg.tloss_weight(epoch) if criterion.extra is not None else 0.0
         sums = _train_epoch(model, loader, criterion, optimizer, scaler, cfg, info, epoch)
         scheduler.step()
         if info.is_main:
@@ -333,13 +435,12 @@ def _train(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
         _log_final_figures(board, cfg, val_set)
     log(f"done: best val dice {best['dice']:.4f}, best val accuracy {best['accuracy']:.4f}; "
         f"outputs in {cfg.exp_dir}")
-    return {"exp_dir": str(cfg.exp_dir), "best_dice": best["dice"],
-            "best_accuracy": best["accuracy"], "epochs": cfg.epoch}
+    return run_result(cfg.exp_dir, best, cfg.epoch)
 
 
 def _schedule_text(cfg: Config) -> str:
     """`` (tloss_w=W, from epoch E, ramp R epochs)`` for losses with a topological term."""
-    if cfg.loss not in ("bce+sat", "bce+topo", "bce+cldice"):
+    if cfg.loss not in TERM_LOSSES:
         return ""
     if cfg.warmup() == 0 and cfg.tloss_ramp == 0:
         return f" (tloss_w={cfg.tloss_w})"
@@ -348,7 +449,7 @@ def _schedule_text(cfg: Config) -> str:
 
 
 def _resuming(cfg: Config) -> bool:
-    return cfg.checkpoint is not None or cfg.start_epoch > 0
+    return cfg.checkpoint is not None or cfg.start_epoch > 0 or cfg.resume
 
 
 def _check_run_folder(cfg: Config) -> None:
@@ -360,17 +461,22 @@ def _check_run_folder(cfg: Config) -> None:
     if held:
         raise ValueError(f"run folder {cfg.exp_dir} already holds a run ({', '.join(held[:3])}"
                          f"{', ...' if len(held) > 3 else ''}); pass --overwrite to replace it, "
-                         f"--start_epoch N to continue it, or choose another --exp")
+                         f"--resume to continue it, or choose another --exp")
 
 
-def _start_run(cfg: Config, info: dist.DistInfo) -> _Log:
-    """Create the run folder and its log, seed, set threads, generate missing data."""
+#: Settings that say how a run was started, not what it is: not recorded in config.json.
+_START_SETTINGS = {"start_epoch": 0, "resume": False, "overwrite": False}
+
+
+def _start_run(cfg: Config, info: dist.DistInfo, record: Config) -> _Log:
+    """Create the run folder, its log and ``config.json`` (``record``), seed, set threads,
+    generate missing data."""
     # Every rank checks (a read of the folder, before any barrier), so that a refused run
     # stops all processes instead of leaving the others waiting for rank 0.
     _check_run_folder(cfg)
     if info.is_main:
         output_dir(cfg.exp_dir / "figures", "--exp_root/--exp")
-        (cfg.exp_dir / "config.json").write_text(cfg.to_json())
+        (cfg.exp_dir / "config.json").write_text(replace(record, **_START_SETTINGS).to_json())
     log = _Log(cfg.exp_dir / "train.log" if info.is_main else None, info.is_main)
     if info.distributed and info.device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
@@ -436,24 +542,30 @@ def _optimisation(cfg: Config, info: dist.DistInfo, model: torch.nn.Module):
     return optimizer, scheduler, scaler
 
 
-def _check_output(model: torch.nn.Module, dataset: SegmentationDataset,
+def _check_output(model: torch.nn.Module, name: Optional[str], dataset: SegmentationDataset,
                   device: torch.device) -> None:
-    """The model must map a training image to one logit map of its size (binary labels)."""
+    """The model must map a training image to one logit map of its size (binary labels);
+    a ValueError naming ``--model`` otherwise (before the first epoch)."""
     if len(dataset) == 0:
         return
     image, _ = dataset.load(0)
     x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
     was_training = model.training
     model.eval()
+    padded, _ = pad_to_multiple(x, size_divisor(model))
     try:
         with torch.no_grad():
-            padded, _ = pad_to_multiple(x, size_divisor(model))
             logits = model_logits(model, padded)
+    except (TypeError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"--model {name} must map a batch of images (B, C, H, W) to logits "
+                         f"(B, 1, H, W) of the same size; called as model(x) on x of shape "
+                         f"{tuple(padded.shape)} it failed: "
+                         f"{' '.join(str(exc).split())}") from exc
     finally:
         model.train(was_training)
     if int(logits.shape[1]) != 1:
-        raise ValueError(f"`model` must return one logit map (B, 1, H, W) for the binary labels "
-                         f"of the dataset; got {tuple(logits.shape)}")
+        raise ValueError(f"--model {name} must return one logit map (B, 1, H, W) for the "
+                         f"binary labels of the dataset; got {tuple(logits.shape)}")
 
 
 def _board(cfg: Config, info: dist.DistInfo):
@@ -499,29 +611,32 @@ def _log_test(board, cfg: Config, summary: Dict[str, Any], out: Path, epoch: int
     board.close()
 
 
-def _metrics_csv(cfg: Config, info: dist.DistInfo, start: int, log: _Log) -> Path:
+def _metrics_csv(cfg: Config, info: dist.DistInfo, start: int, log: _Log,
+                 last_row: Dict[str, Any]) -> Path:
     """The per-epoch CSV, continued after epoch ``start``.
 
     Rows the run is about to redo (a new run with ``--overwrite``, or a resume from a
     checkpoint older than the last logged epoch) are never lost: the file as it was is first
     kept as ``metrics_until_epoch_<N>.csv`` (N its last epoch), then the CSV keeps the rows of
-    epochs 1..``start``.
+    epochs 1..``start``. ``last_row`` (the row of epoch ``start`` recorded in the run's own
+    checkpoint) is appended when the run stopped after the checkpoint and before its row.
     """
     metrics_csv = cfg.exp_dir / "metrics.csv"
-    if not info.is_main or not metrics_csv.exists():
+    if not info.is_main:
         return metrics_csv
-    with open(metrics_csv, newline="", encoding="utf-8") as f:
-        logged = [int(r["epoch"]) for r in csv.DictReader(f) if r.get("epoch")]
-    if not logged or max(logged) <= start:
-        return metrics_csv
-    kept = cfg.exp_dir / f"metrics_until_epoch_{max(logged):04d}.csv"
-    n = 1
-    while kept.exists():
-        n += 1
-        kept = cfg.exp_dir / f"metrics_until_epoch_{max(logged):04d}_{n}.csv"
-    os.replace(metrics_csv, kept)
-    log(f"metrics.csv logged epochs up to {max(logged)}; kept as {kept.name}")
-    _write_csv(metrics_csv, _read_metrics(kept, start + 1))
+    logged = [int(r["epoch"]) for r in _read_metrics(metrics_csv, math.inf)]
+    if logged and max(logged) > start:
+        kept = cfg.exp_dir / f"metrics_until_epoch_{max(logged):04d}.csv"
+        n = 1
+        while kept.exists():
+            n += 1
+            kept = cfg.exp_dir / f"metrics_until_epoch_{max(logged):04d}_{n}.csv"
+        os.replace(metrics_csv, kept)
+        log(f"metrics.csv logged epochs up to {max(logged)}; kept as {kept.name}")
+        _write_csv(metrics_csv, _read_metrics(kept, start + 1))
+    elif last_row and int(last_row.get("epoch", 0)) == start and start not in logged:
+        _write_csv(metrics_csv, [last_row], append=True)
+        log(f"metrics.csv: the row of epoch {start} restored from its checkpoint")
     return metrics_csv
 
 
@@ -539,8 +654,10 @@ def _validate_and_save(cfg: Config, info: dist.DistInfo, model, val_set: Segment
     means = summarize(rows)
     row.update({f"val_{k}": means[k] for k in METRIC_NAMES})
     row["time_s"] = time.time() - t0
+    # the checkpoints first (last.pth last), then the row: an interruption in between is
+    # repaired on resume from the row recorded in last.pth
+    improved = save_checkpoints(cfg, epoch, _unwrap(model), *optimisation, means, best, row)
     _write_csv(metrics_csv, [row], append=True)
-    improved = save_checkpoints(cfg, epoch, _unwrap(model), *optimisation, means, best)
     log(f"epoch {epoch}/{cfg.epoch} lr {row['lr']:.2e} loss {row['loss']:.4f} | val dice "
         f"{means['dice']:.4f} acc {means['accuracy']:.4f} cldice {means['cldice']:.4f} "
         f"betti0 {means['betti0_error']:.2f} betti1 {means['betti1_error']:.2f}"
@@ -629,6 +746,19 @@ def test(cfg: Config) -> Dict[str, Any]:
 test.__test__ = False  # not a pytest test
 
 
+def _test_folder(cfg: Config, checkpoint: Path) -> Path:
+    """``<exp>/<split>_<checkpoint name>``; a ValueError when it holds the results of an
+    earlier test and ``cfg.overwrite`` is not set (they are never replaced unasked)."""
+    tag = Path(checkpoint).stem if cfg.checkpoint else cfg.test_model
+    out = cfg.exp_dir / f"{cfg.split}_{tag}"
+    held = sorted(p.name for p in out.glob("*") if p.is_file() or any(p.iterdir())) \
+        if out.is_dir() else []
+    if held and not cfg.overwrite:
+        raise ValueError(f"test folder {out} already holds results ({', '.join(held[:3])}"
+                         f"{', ...' if len(held) > 3 else ''}); pass --overwrite to replace them")
+    return out
+
+
 def _test(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
     from tqdm import tqdm
 
@@ -646,11 +776,10 @@ def _test(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
     model = build_model(model_name, kwargs=model_kwargs).to(info.device)
     load_weights(model, state, path, model_name)
     model.eval()
-    tag = Path(path).stem if cfg.checkpoint else cfg.test_model
-    out = cfg.exp_dir / f"{cfg.split}_{tag}" if cfg.split != "test" else cfg.exp_dir / f"test_{tag}"
+    out = _test_folder(cfg, path)
     for sub in ("pred_bin", "pred_grey", "figures"):
         output_dir(out / sub, "--exp_root/--exp")
-    (cfg.exp_dir / "config_test.json").write_text(cfg.to_json())
+    (out / "config_test.json").write_text(cfg.to_json())
     log = _Log(cfg.exp_dir / "test.log", True)
     log(f"testing {path} (epoch {state.get('epoch', '?')}) on {len(dataset)} images of "
         f"{dataset.image_dir}")

@@ -69,7 +69,7 @@ def test_custom_model_trains_and_tests_whole_and_tiled(data, capsys):
     whole = json.loads((run / "test_last" / "summary.json").read_text())
     grey_whole = iio.imread(run / "test_last" / "pred_grey" / "0000.png")
     assert main(["test", *_args(data, "--exp", "own", "--test_model", "last", "--tile", "8",
-                                "--tile_overlap", "0.5")]) == 0
+                                "--tile_overlap", "0.5", "--overwrite")]) == 0
     tiled = json.loads((run / "test_last" / "summary.json").read_text())
     grey_tiled = iio.imread(run / "test_last" / "pred_grey" / "0000.png")
     np.testing.assert_array_equal(grey_tiled, grey_whole)

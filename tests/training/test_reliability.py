@@ -93,7 +93,7 @@ def test_model_is_checked_against_the_checkpoint_in_test_mode(data, tmp_path, ca
     assert main(test_args + ["--model", "UNet"]) == 2
     _one_error_line(capsys, "UNet_small", "--model UNet")
     assert main(test_args) == 0
-    assert main(test_args + ["--model", "UNet_small"]) == 0
+    assert main(test_args + ["--model", "UNet_small", "--overwrite"]) == 0
 
 
 def test_a_second_run_into_a_run_folder_is_refused_unless_asked(data, tmp_path, capsys):
@@ -148,3 +148,101 @@ def test_validation_is_held_out_of_training_without_a_val_folder(tmp_path):
     train(cfg)
     log = (tmp_path / "exp" / "run" / "train.log").read_text()
     assert "6 train / 2 val images" in log
+
+
+@pytest.mark.parametrize("kwargs,fragments", [
+    ('{"bogus": 1}', ("--tloss_kwargs", "bogus")),
+    ('{"reduction": "none"}', ("--tloss_kwargs", "`reduction`", "mean")),
+    ('{"softmax": true}', ("--tloss_kwargs", "`softmax`")),
+])
+def test_term_options_are_checked_before_the_warm_up(data, tmp_path, capsys, kwargs, fragments):
+    """A default run (warm-up, then the term) refuses them before anything is trained."""
+    args = _args(data, tmp_path, "--epochs", "2", "--loss", "bce+sat", "--baseline",
+                 "--tloss_kwargs", kwargs)
+    assert main(args) == 2
+    _one_error_line(capsys, *fragments)
+    assert not (tmp_path / "run").exists()
+    assert main(_args(data, tmp_path, "--epochs", "2", "--loss", "bce+sat", "--no-baseline",
+                      "--tloss_start", "0", "--tloss_kwargs", kwargs)) == 2
+    assert not (tmp_path / "run").exists()
+
+
+BAD_MODELS = '''
+import torch
+
+
+class NeedsMask(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 1)
+
+    def forward(self, x, mask):
+        return self.conv(x) * mask
+
+
+class OneChannel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+'''
+
+
+@pytest.mark.parametrize("name,fragment", [("NeedsMask", "mask"), ("OneChannel", "channels")])
+def test_a_model_that_cannot_be_called_on_the_images_is_named_at_start(data, tmp_path, capsys,
+                                                                     monkeypatch, name, fragment):
+    (tmp_path / "bad_models_reliability.py").write_text(BAD_MODELS)
+    monkeypatch.chdir(tmp_path)
+    spec = f"bad_models_reliability:{name}"
+    assert main(_args(data, tmp_path, "--epochs", "1", "--model", spec)) == 2
+    _one_error_line(capsys, f"--model {spec}", "(B, C, H, W)", fragment)
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_a_checkpoint_that_does_not_fit_names_every_mismatch(tmp_path):
+    from satloss_gpu.training.checkpoints import CheckpointError, load_weights
+    from satloss_gpu.training.models import UNet, UNet_small
+
+    state = {"model": UNet(widths=(8, 16, 32, 64)).state_dict()}
+    state["model"]["extra.weight"] = torch.zeros(1)
+    del state["model"][next(iter(state["model"]))]
+    with pytest.raises(CheckpointError) as exc:
+        load_weights(UNet_small(), state, tmp_path / "x.pth", "UNet_small")
+    message = str(exc.value)
+    assert len(message.splitlines()) == 1
+    for fragment in ("x.pth", "1 missing key(s)", "1 unexpected key(s): extra.weight",
+                     "shape(s) differ", "instead of"):
+        assert fragment in message, message
+
+
+def test_bce_runs_log_a_zero_term_weight(data, tmp_path):
+    assert main(_args(data, tmp_path, "--epochs", "1", "--tloss_w", "0.5")) == 0
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        assert [float(r["tloss_w"]) for r in csv.DictReader(f)] == [0.0]
+
+
+def test_a_test_never_replaces_earlier_results_unasked(data, tmp_path, capsys):
+    assert main(_args(data, tmp_path, "--epochs", "1")) == 0
+    test_args = ["test", "--dataroot", str(data), "--dataset", "tiny", "--exp_root",
+                 str(tmp_path), "--exp", "run", "--no-progress", "--no-figures"]
+    assert main(test_args) == 0
+    out = tmp_path / "run" / "test_best_dice"
+    summary = (out / "summary.json").read_bytes()
+    assert (out / "config_test.json").is_file()
+    capsys.readouterr()
+    assert main(test_args) == 2
+    _one_error_line(capsys, str(out), "already holds results", "--overwrite")
+    assert (out / "summary.json").read_bytes() == summary
+    assert main(test_args + ["--test_model", "last"]) == 0      # another folder
+    assert main(test_args + ["--overwrite"]) == 0
+    assert main(test_args + ["--resume"]) == 2
+
+
+def test_sliding_window_inference_is_exported_lazily():
+    import satloss_gpu
+    from satloss_gpu.training.sliding_window import sliding_window_inference
+
+    assert "sliding_window_inference" in satloss_gpu.__all__
+    assert satloss_gpu.sliding_window_inference is sliding_window_inference

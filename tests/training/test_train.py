@@ -197,3 +197,47 @@ def test_data_parallel_training_with_two_processes(dataroot, tmp_path):
     assert "2 process(es)" in log and "epoch 1/1" in log
     assert [r["epoch"] for r in _rows(tmp_path / "ddp" / "metrics.csv")] == ["1"]
     assert load_checkpoint(tmp_path / "ddp" / "last.pth")["epoch"] == 1
+
+
+# --------------------------------------------------------------------------- second term options
+@pytest.mark.parametrize("loss,name", [("bce+sat", "SATLoss"), ("bce+topo", "TopoLoss")])
+def test_the_topological_term_reads_the_logits_once(loss, name):
+    """A user who knows the network outputs logits passes sigmoid=True: the term is the
+    same as without it, that of the loss built with sigmoid=True on the logits."""
+    import satloss_gpu
+
+    torch.manual_seed(0)
+    logits = 3 * torch.randn(2, 1, 16, 16)
+    target = torch.zeros(2, 1, 16, 16)
+    target[:, :, 4:12, 8] = 1
+    target[:, :, 8, 2:14] = 1
+    expected = float(getattr(satloss_gpu, name)(sigmoid=True)(logits, target))
+    for kwargs in ({}, {"sigmoid": True}, {"sigmoid": False}):
+        _, parts = build_criterion(loss, 1.0, kwargs)(logits, target)
+        assert parts["extra"] == pytest.approx(expected, rel=1e-5), kwargs
+    _, parts = build_criterion("bce+cldice", 1.0, {"sigmoid": True})(logits, target)
+    _, plain = build_criterion("bce+cldice", 1.0)(logits, target)
+    assert parts["extra"] == plain["extra"]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"softmax": True}, r"--tloss_kwargs: `softmax` is fixed to false .*one logit map"),
+    ({"num_classes": 2}, r"`num_classes` is fixed to null .*binary masks"),
+    ({"include_background": False}, r"`include_background` is fixed to true"),
+    ({"reduction": "none"}, r"--tloss_kwargs: `reduction` is fixed to \"mean\" .*got \"none\""),
+    ({"reduction": "sum"}, r"`reduction` is fixed to \"mean\""),
+    ({"sigmoid": "yes"}, r"--tloss_kwargs: `sigmoid` must be true or false"),
+    ({"bogus": 1}, r"--tloss_kwargs \{\"bogus\": 1\} do not fit SATLoss: .*bogus"),
+    ({"solver": "fast"}, r"--tloss_kwargs .* do not fit SATLoss: `solver` must be"),
+])
+def test_term_options_the_trainer_cannot_follow_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_criterion("bce+sat", 0.01, kwargs)
+    assert build_criterion("bce+sat", 0.01, {"reduction": "mean", "softmax": False}).extra is not None
+
+
+def test_term_options_without_a_term_are_refused():
+    with pytest.raises(ValueError, match=r"--tloss_kwargs .*--loss bce has none"):
+        build_criterion("bce", 0.01, {"pad": False})
+    with pytest.raises(ValueError, match=r"--loss dice has none"):
+        build_criterion("dice", 0.01, {"pad": False})
