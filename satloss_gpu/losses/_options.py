@@ -13,6 +13,7 @@ from typing import Any, Iterable, Optional
 
 from .._validation import (check_bool, check_choice, check_clamp, check_dims, check_input_options,
                            check_reduction)
+from ..matching.sinkhorn import check_sinkhorn_options
 from ..persistence import BACKEND_NAMES, CONSTRUCTIONS
 
 __all__ = ["LossOptions", "LOSS_SOLVERS", "TARGET_TIEBREAKS", "check_keywords"]
@@ -110,7 +111,7 @@ class LossOptions:
             raise TypeError(f"`solver_options` must be a dict; got {type(options).__name__}")
         if options and self.solver != "sinkhorn":
             raise ValueError(f"`solver_options` apply to solver='sinkhorn' only; got {options!r}")
-        set_field(self, "solver_options", dict(options or {}))
+        set_field(self, "solver_options", check_sinkhorn_options(options or {}))
         inputs = check_input_options(self.sigmoid, self.softmax, self.num_classes,
                                      self.include_background)
         for name, value in zip(("sigmoid", "softmax", "num_classes", "include_background"), inputs):

@@ -46,7 +46,7 @@ import numpy as np
 from .._arraylib import array_library, is_cuda_array, like, to_numpy
 from .._validation import check_choice, check_matching_problem
 from ._cpu import K_START, match_cpu
-from ._cuda import match_cuda_host, match_cuda_torch
+from ._cuda import check_cuda_available, match_cuda_host, match_cuda_torch
 from ._pot import match_emd
 from ._reduced import reduced_match_dense, reduced_match_torch
 
@@ -112,7 +112,8 @@ def match_batch(
     ValueError
         Wrong ranks or shapes, sizes negative or above the padded sizes, NaN or infinite
         values in the valid region, values of magnitude above ``float64 max / (8 (N + M +
-        2))`` there (their sums could overflow), unknown ``solver``.
+        2))`` there (their sums could overflow), unknown ``solver``; ``solver="cuda"``
+        without a CUDA GPU (outside Numba's CUDA simulator).
 
     Notes
     -----
@@ -135,6 +136,8 @@ def match_batch(
         # exact reduction beats POT's network simplex and the plain augmenting paths on
         # diagram-like and real SATLoss problems.
         solver = "cuda" if is_cuda_array(cost) else "reduced"
+    if solver == "cuda":
+        check_cuda_available()
     if solver == "cuda" and array_library(cost) == "torch" and cost.is_cuda:
         total, assignment = match_cuda_torch(cost, diag_pred, diag_target, n_host, m_host)
         return MatchResult(total=total, assignment=assignment)

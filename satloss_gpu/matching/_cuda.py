@@ -9,7 +9,21 @@ from .._arraylib import to_numpy
 from ..kernels.cuda.streams import numba_stream
 from ._cpu import CERTIFICATE_RTOL, orient, oriented_arrays, redo_uncertified, rows_to_assignment
 
-__all__ = ["match_cuda_host", "match_cuda_torch"]
+__all__ = ["match_cuda_host", "match_cuda_torch", "check_cuda_available"]
+
+
+def check_cuda_available() -> None:
+    """Raise ``ValueError`` naming ``solver`` unless the CUDA kernel can run here.
+
+    It runs on a CUDA GPU visible to ``numba.cuda``, or in Numba's CUDA simulator
+    (``NUMBA_ENABLE_CUDASIM=1``).
+    """
+    from ..persistence.backends.cuda import CUDABackend
+
+    if not CUDABackend.is_available():
+        raise ValueError("`solver='cuda'` needs a CUDA GPU; none is available to numba.cuda. "
+                         "Use solver='auto' or 'cpu' (or set NUMBA_ENABLE_CUDASIM=1 to run the "
+                         "kernel in Numba's simulator)")
 
 
 def _cuda_work_shapes(batch: int, big_r: int, big_k: int) -> list[tuple[tuple[int, ...], str]]:
@@ -31,6 +45,7 @@ def match_cuda_host(cost, diag_pred, diag_target, n, m, return_stats: bool = Fal
 
     from ..kernels.cuda import matching_sap as kernel
 
+    check_cuda_available()
     A, row_diag, col_diag, row_counts, col_counts, transposed = oriented_arrays(cost, diag_pred,
                                                                                 diag_target, n, m)
     batch, big_r, big_k = A.shape

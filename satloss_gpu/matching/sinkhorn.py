@@ -22,12 +22,77 @@ This solver is never a default; pass ``solver="sinkhorn"`` explicitly.
 """
 from __future__ import annotations
 
+import difflib
+import math
+import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
-__all__ = ["SinkhornMatching", "sinkhorn_match_batch"]
+__all__ = ["SinkhornMatching", "sinkhorn_match_batch", "SINKHORN_OPTIONS",
+           "check_sinkhorn_options"]
+
+#: The keyword arguments of :func:`sinkhorn_match_batch` (a loss's ``solver_options``), each
+#: with what it must be.
+SINKHORN_OPTIONS = {
+    "reg": "positive and finite (a float)",
+    "max_iter": "a positive int",
+    "tol": "non-negative and finite (a float)",
+}
+
+
+def check_sinkhorn_options(options: Mapping[str, Any]) -> dict:
+    """Validate the options of the ``"sinkhorn"`` solver; return them as a new dict.
+
+    Parameters
+    ----------
+    options : mapping
+        Any of ``reg``, ``max_iter`` and ``tol`` (see :func:`sinkhorn_match_batch`).
+
+    Returns
+    -------
+    dict
+        ``reg`` and ``tol`` as float, ``max_iter`` as int.
+
+    Raises
+    ------
+    TypeError
+        An unknown name (with the closest known one), or a value of the wrong type.
+    ValueError
+        A value out of range (``reg <= 0``, ``max_iter < 1``, ``tol < 0``, not finite).
+
+    Examples
+    --------
+    >>> check_sinkhorn_options({"reg": 1e-2})
+    {'reg': 0.01}
+    """
+    checked = {}
+    for name, value in options.items():
+        if name not in SINKHORN_OPTIONS:
+            close = difflib.get_close_matches(str(name), SINKHORN_OPTIONS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"`solver_options` of solver='sinkhorn' accept "
+                            f"{', '.join(SINKHORN_OPTIONS)}; got unknown {name!r}{hint}")
+        checked[name] = _check_option(name, value)
+    return checked
+
+
+def _check_option(name: str, value: Any) -> Any:
+    """``value`` of option ``name`` converted, or the TypeError/ValueError that says why not."""
+    wanted = SINKHORN_OPTIONS[name]
+    integral = name == "max_iter"
+    kinds = numbers.Integral if integral else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise TypeError(f"`{name}` must be {wanted} (an option of solver='sinkhorn'); got "
+                        f"{type(value).__name__} {value!r}")
+    converted = int(value) if integral else float(value)
+    valid = {"reg": lambda v: math.isfinite(v) and v > 0, "max_iter": lambda v: v >= 1,
+             "tol": lambda v: math.isfinite(v) and v >= 0}[name]
+    if not valid(converted):
+        raise ValueError(f"`{name}` must be {wanted} (an option of solver='sinkhorn'); got "
+                         f"{value!r}")
+    return converted
 
 
 @dataclass(frozen=True)
@@ -113,21 +178,19 @@ def sinkhorn_match_batch(
 
     Raises
     ------
-    ValueError
-        If ``reg`` is not positive or ``max_iter`` not a positive integer.
+    TypeError, ValueError
+        Options as :func:`check_sinkhorn_options` refuses them.
     """
     from ot.batch import solve_batch
 
-    if not float(reg) > 0:
-        raise ValueError(f"`reg` must be positive; got {reg!r}")
-    if int(max_iter) < 1:
-        raise ValueError(f"`max_iter` must be a positive integer; got {max_iter!r}")
+    options = check_sinkhorn_options({"reg": reg, "max_iter": max_iter, "tol": tol})
+    reg, max_iter, tol = options["reg"], options["max_iter"], options["tol"]
     device = cost.device
     n = torch.as_tensor(n, device=device).long()
     m = torch.as_tensor(m, device=device).long()
     with torch.no_grad():
         ext, a, b = _augmented(cost.detach(), diag_pred.detach(), diag_target.detach(), n, m)
-        result = solve_batch(ext, reg=float(reg), a=a, b=b, max_iter=int(max_iter), tol=tol,
+        result = solve_batch(ext, reg=reg, a=a, b=b, max_iter=max_iter, tol=tol,
                              method="log_sinkhorn", grad="detach")
         plan = result.plan * (cost.shape[1] + cost.shape[2])
         assignment = _round(plan, cost, diag_pred, diag_target, n, m)
