@@ -30,6 +30,10 @@ Example (GPU machine)::
     python bench/matching.py --device cuda --batch 64 --n 2000 --m 200 --repeats 10
     python bench/matching.py --device cuda --kind real --batch 64 --size 256 --repeats 10
     python bench/matching.py --kind satloss --batch 16 --size 512 --skip-scipy --skip-dense
+    NUMBA_NUM_THREADS=1 python bench/matching.py --kind dots --repeats 1
+
+``--kind dots`` times the loss on targets of 1024 to 7225 one-pixel components (cells, nuclei,
+speckle), where the target's points all tie, and prints the growth from the first to the last.
 """
 from __future__ import annotations
 
@@ -163,8 +167,9 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--n", type=int, default=2000, help="prediction points per problem")
     parser.add_argument("--m", type=int, default=200, help="target points per problem")
-    parser.add_argument("--kind", choices=["diagrams", "real", "uniform", "satloss"],
-                        default="diagrams")
+    parser.add_argument("--kind", choices=["diagrams", "real", "uniform", "satloss", "dots"],
+                        default="diagrams",
+                        help="dots: the loss on targets of many one-pixel components (a table)")
     parser.add_argument("--size", type=int, default=256, help="image side (--kind real)")
     parser.add_argument("--device", choices=["cpu", "cuda", "sim"], default="cpu",
                         help="cuda: also the CUDA kernel; sim: the kernel in the simulator")
@@ -179,7 +184,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out",
                                                       "matching.json"))
+    parser.add_argument("--dot-sides", default="32,45,64,85",
+                        help="--kind dots: dots per side of the 256 x 256 target")
     args = parser.parse_args(argv)
+    if args.kind == "dots":
+        return dots_table(args)
 
     rng = np.random.default_rng(args.seed)
     points = None
@@ -278,6 +287,58 @@ def main(argv=None):
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as handle:
         json.dump({"config": vars(args), "launch": launch, "results": rows}, handle, indent=2)
+    print(f"wrote {args.out}")
+    return rows
+
+
+#: Seconds of one forward of SATLoss on the dot targets before the short lists (one thread):
+#: the figures of issue 20 (2025 and 4096 measured again here: 36 s and 157 s on a loaded
+#: 2-core machine; 7225 gave no result in 525 s).
+DOTS_BEFORE_S = {1024: 2.0, 2025: 15.0, 4096: 106.0, 7225: None}
+
+
+def dots_problem(side: int, seed: int = 0):
+    """(pred, target) of shape (1, 1, 256, 256): ``side**2`` one-pixel target dots every
+    ``256 // side`` pixels, prediction ``0.7 target + 0.3 uniform noise``."""
+    import torch
+
+    spacing = 256 // side
+    target = torch.zeros(1, 1, 256, 256)
+    target[:, :, 1:1 + spacing * side:spacing, 1:1 + spacing * side:spacing] = 1
+    noise = torch.rand(1, 1, 256, 256, generator=torch.Generator().manual_seed(seed))
+    return 0.7 * target + 0.3 * noise, target
+
+
+def dots_table(args) -> dict:
+    """Time one SATLoss forward on dot targets of growing component counts (one thread by
+    default: ``NUMBA_NUM_THREADS``); print the table, with the times before, and write JSON."""
+    from satloss_gpu import SATLoss
+
+    loss = SATLoss()
+    warm_pred, warm_target = dots_problem(8)
+    loss(warm_pred[..., :40, :40], warm_target[..., :40, :40])  # compile outside the timing
+    rows = {}
+    for side in (int(s) for s in args.dot_sides.split(",")):
+        pred, target = dots_problem(side, args.seed)
+        components = int(target.sum())
+        times = []
+        for _ in range(max(1, args.repeats)):
+            start = time.perf_counter()
+            value = float(loss(pred, target))
+            times.append(time.perf_counter() - start)
+        seconds = statistics.median(times)
+        rows[components] = {"s": seconds, "loss": value,
+                            "before_s": DOTS_BEFORE_S.get(components)}
+        before = rows[components]["before_s"]
+        print(f"{components:6d} components: {seconds:8.2f} s   (before: "
+              f"{'no result in 525 s' if before is None else f'{before:.1f} s'})", flush=True)
+    counts = sorted(rows)
+    growth = rows[counts[-1]]["s"] / rows[counts[0]]["s"] if len(counts) > 1 else 1.0
+    print(f"growth {counts[0]} -> {counts[-1]} components: x{growth:.1f} "
+          f"(components x{counts[-1] / counts[0]:.1f})")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump({"config": vars(args), "dots": rows, "growth": growth}, handle, indent=2)
     print(f"wrote {args.out}")
     return rows
 

@@ -1,34 +1,36 @@
-"""Numba kernels of the exact reduced diagram matching (candidate lists, then a small solve).
+"""Numba kernels of the exact reduced diagram matching: short candidate lists, a dual certificate.
 
-Two compiled passes over a batch of ``Q`` problems (``n[q]`` prediction points, ``m[q]`` target
-points; reduced cost ``r(i, j) = cost(i, j) - diag_pred(i) - diag_target(j)``):
+A batch of ``Q`` problems (``n[q]`` prediction points, ``m[q]`` target points; reduced cost
+``r(i, j) = cost(i, j) - diag_pred(i) - diag_target(j)``) is solved as an assignment problem
+whose rows are the target points (each with a private diagonal column) and whose columns are
+the prediction points (see :mod:`satloss_gpu.kernels.cpu.matching_sap`), restricted to short
+candidate lists that grow until a dual certificate on *all* pairs holds. Three compiled passes,
+called in rounds by :mod:`satloss_gpu.matching._reduced`:
 
-1. *Lists.* For every target point ``j``, the ``min(m, n)`` prediction points of least
-   ``r(i, j)`` among those with ``r(i, j) < 0``, kept as a heap while they are built and sorted
-   by (``r``, prediction index) at the end. The costs are computed on the fly from the points
-   (:func:`lists_from_points`, which visits the prediction points by a lower bound of their
-   keys and stops once no later point can enter a list) or read from a dense matrix
-   (:func:`lists_from_dense`); nothing of size ``n x m`` is stored. Work items are blocks of
-   target points, so one large problem still uses every thread.
-2. *Solve.* :func:`solve_lists` solves every problem restricted to the list edges exactly, by
-   shortest augmenting paths (the scalar steps of the CPU matching solver, rows = target points,
-   a private diagonal column per row; each search stops scanning a sorted list once it cannot
-   shorten the path), on list prefixes lengthened until a bound test shows they suffice, and
-   checks a dual certificate on the list edges.
+1. *Pricing* (:func:`price_points`, :func:`price_dense`). Given row duals ``u`` (Q, M) and
+   column duals ``v <= 0`` (Q, N) (``v = 0`` for prediction points outside the lists), every
+   pair with ``cost - diag_pred - v_i - u_j < -tol`` violates dual feasibility; each row keeps
+   the ``K`` most violating ones (a max-heap on that reduced cost). The costs are computed on
+   the fly from the points (prediction points visited by a lower bound of their keys, stopping
+   once no later point can violate anything) or read from a dense matrix; nothing of size
+   ``n x m`` is stored. The first round uses ``u = diag_target``, ``v = 0``, ``tol = 0``: the
+   ``K`` cheapest pairs of negative reduced cost of every target point (a pair with
+   ``r >= 0`` is never needed: sending both points to the diagonal is no worse). Work items
+   are blocks of target points, so one large problem still uses every thread.
+2. *Merge* (:func:`merge_lists`): the new pairs join the lists, which stay sorted by
+   (``cost - diag_pred``, prediction index).
+3. *Solve* (:func:`solve_lists`): every problem restricted to its lists, exactly, by shortest
+   augmenting paths (the scalar steps of the CPU matching solver; each search stops scanning a
+   sorted list once it cannot shorten the path), with a dual certificate on the list edges;
+   it returns the duals that the next pricing checks.
 
-Both are serial loops over a range of work items that release the GIL: the driver hands
-ranges to a pool of Python threads, which wait on a lock and never spin.
+When a pricing round finds no violating pair, the duals are feasible for the full problem and
+complementary slackness holds on the lists (the certificate), so the matching is optimal for
+the full problem: exact and certified, in ``O(n + m K r)`` memory after ``r`` rounds.
 
-Why the restriction is exact (the argument of the package's matching documentation): take an
-optimal matching that uses the fewest pairs outside the lists. A matched pair ``(i, j)`` with
-``r(i, j) >= 0`` can be dropped (both points to the diagonal) at no extra cost. If ``j`` is
-matched with ``i`` outside its list while ``r(i, j) < 0``, the list of ``j`` is full (``m``
-points), and the other ``m - 1`` target points are matched with at most ``m - 1`` of them, so
-some ``i'`` of the list goes to the diagonal; matching ``j`` with ``i'`` instead and sending
-``i`` to the diagonal changes the cost by ``r(i', j) - r(i, j) <= 0`` and uses one pair outside
-the lists fewer, a contradiction. So some optimal matching uses list edges only, and the
-restricted problem (on the union of the lists, at most ``m^2`` prediction points; every other
-prediction point goes to the diagonal) has the same optimum. Ties may be broken in any way.
+Every pass is a serial loop over a range of work items that releases the GIL: the driver hands
+ranges to a pool of Python threads, which wait on a lock and never spin, and returns to Python
+between slices of work so that a ``KeyboardInterrupt`` is honoured quickly.
 
 Everything here assumes valid, contiguous input: the driver checks and converts.
 """
@@ -42,7 +44,7 @@ import numpy as np
 from ..common.matching import relaxed_distance, slack
 from .matching_sap import _greedy, _heap_push, _pop_closest, _update_duals_and_augment
 
-__all__ = ["lists_from_points", "lists_from_dense", "solve_lists", "list_blocks",
+__all__ = ["price_points", "price_dense", "merge_lists", "solve_lists", "list_blocks",
            "TARGET_BLOCK"]
 
 #: Target points per work item of the list pass.
@@ -56,7 +58,7 @@ def list_blocks(m: np.ndarray, block: int = TARGET_BLOCK) -> np.ndarray:
     return np.array(items, dtype=np.int64).reshape(-1, 3)
 
 
-# ----------------------------------------------------------------------------- list pass
+# ----------------------------------------------------------------------------- pricing
 
 
 @numba.njit(cache=True, inline="always")
@@ -120,9 +122,11 @@ def _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, cost):
 
 
 @numba.njit(cache=True, inline="always")
-def _worst_key(cand_key, cand_len, q, j, cap):
-    """The key a new entry must beat: the heap root when full, else ``inf``."""
-    return cand_key[q, j, 0] if cand_len[q, j] == cap else math.inf
+def _key_limit(new_rc, new_len, q, j, cap, u_j, tol):
+    """A pair's ``cost - diag_pred - v_i`` must stay below this to enter row ``j``'s heap:
+    ``u_j`` plus the reduced cost to beat (``-tol``, or the heap's worst when it is full)."""
+    worst = new_rc[q, j, 0] if new_len[q, j] == cap else math.inf
+    return u_j + min(-tol, worst)
 
 
 @numba.njit(cache=True)
@@ -142,10 +146,10 @@ def _sort_lists(cand_pred, cand_key, cand_cost, cand_len, q, j0, j1):
 
 
 @numba.njit(cache=True, nogil=True)
-def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_death,
-                      target_pixel, n, m, blocks, height, width, spatial, low, high,
-                      visit, lower, cand_pred, cand_key, cand_cost, cand_len, first, stop):
-    """Candidate lists of every target point, costs computed from the points.
+def price_points(pred_birth, pred_death, pred_pixel, target_birth, target_death,
+                 target_pixel, n, m, blocks, height, width, spatial, low, high,
+                 visit, lower, u, v, tol, new_pred, new_rc, new_cost, new_len, first, stop):
+    """The most violating pairs of every target point, costs computed from the points.
 
     Parameters
     ----------
@@ -155,10 +159,7 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
     target_birth, target_death : float, shape (Q, M); target_pixel : int64, shape (Q, M, 2)
     n, m : int64, shape (Q,)
     blocks : int64, shape (W, 3)
-        Work items from :func:`list_blocks`.
-    first, stop : int
-        The work items ``first:stop`` are done by this call (disjoint ranges may run in
-        concurrent threads: the function releases the GIL).
+        Work items (problem, first target, end target), from :func:`list_blocks`.
     height, width : float
         Image size the pixel offsets are divided by.
     spatial : bool; low, high : float
@@ -168,36 +169,32 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
     lower : float64, shape (Q, N)
         ``lower[q, k]`` is a lower bound of ``cost - diag_pred`` of the point ``visit[q, k]``
         with every target point of problem ``q``, non-decreasing in ``k``: a block stops
-        once it reaches every list's current limit (all later points would be rejected).
-    cand_pred : int64, shape (Q, M, K), written
-        Prediction indices of each list (``K >= min(m[q], n[q])``).
-    cand_key : float64, shape (Q, M, K), written
-        ``cost - diag_pred`` of each entry (the reduced cost plus ``diag_target(j)``).
-    cand_cost : float64, shape (Q, M, K), written
-        The cost of each entry.
-    cand_len : int64, shape (Q, M), written
-        List lengths.
+        once it reaches every row's limit (``v <= 0``, so no later point can violate).
+    u : float64, shape (Q, M); v : float64, shape (Q, N); tol : float64, shape (Q,)
+        Row and column duals and the tolerance of each problem.
+    new_pred, new_rc, new_cost : shape (Q, M, K), written
+        Prediction index, reduced cost ``cost - diag_pred - v - u`` and cost of the (at most
+        K) most violating pairs of every row of the blocks, in heap order.
+    new_len : int64, shape (Q, M), written
+    first, stop : int
+        The work items ``first:stop`` are done by this call (disjoint ranges may run in
+        concurrent threads: the function releases the GIL).
     """
     sqrt2 = math.sqrt(2.0)
     low2, high2 = low * low, high * high
+    cap = new_pred.shape[2]
     for w in range(first, stop):
         q, j0, j1 = blocks[w, 0], blocks[w, 1], blocks[w, 2]
-        cap = min(m[q], n[q])
         for j in range(j0, j1):
-            cand_len[q, j] = 0
+            new_len[q, j] = 0
         block_limit = math.inf
         changed = True
         for k in range(n[q]):
-            if changed:  # the limits only move when a list changes
+            if changed:  # the limits only move when a heap changes
                 block_limit = -math.inf
                 for j in range(j0, j1):
-                    length = cand_len[q, j]
-                    if length == cap:
-                        block_limit = max(block_limit, cand_key[q, j, 0])
-                    else:
-                        block_limit = max(block_limit, abs(np.float64(target_death[q, j])
-                                                           - np.float64(target_birth[q, j]))
-                                          / sqrt2)
+                    block_limit = max(block_limit,
+                                      _key_limit(new_rc, new_len, q, j, cap, u[q, j], tol[q]))
                 changed = False
             if lower[q, k] >= block_limit:
                 break
@@ -207,14 +204,15 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
             pr = np.float64(pred_pixel[q, i, 0])
             pc = np.float64(pred_pixel[q, i, 1])
             diag_pred = abs(pd - pb) / sqrt2
+            v_i = v[q, i]
             for j in range(j0, j1):
-                tb = np.float64(target_birth[q, j])
-                td = np.float64(target_death[q, j])
-                limit = min(_worst_key(cand_key, cand_len, q, j, cap), abs(td - tb) / sqrt2)
+                limit = _key_limit(new_rc, new_len, q, j, cap, u[q, j], tol[q]) + v_i
                 # Cheap rejection without square roots: key < limit needs cost < reach.
                 reach = limit + diag_pred
                 if reach <= 0.0:
                     continue
+                tb = np.float64(target_birth[q, j])
+                td = np.float64(target_death[q, j])
                 squared = (pb - tb) ** 2 + (pd - td) ** 2
                 tr = np.float64(target_pixel[q, j, 0])
                 tc = np.float64(target_pixel[q, j, 1])
@@ -228,30 +226,65 @@ def lists_from_points(pred_birth, pred_death, pred_pixel, target_birth, target_d
                                   high)
                 key = cost - diag_pred
                 if key < limit:
-                    _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, cost)
+                    _insert(new_pred, new_rc, new_cost, new_len, q, j, cap, i,
+                            (key - v_i) - u[q, j], cost)
                     changed = True
-        _sort_lists(cand_pred, cand_key, cand_cost, cand_len, q, j0, j1)
 
 
 @numba.njit(cache=True, nogil=True)
-def lists_from_dense(cost, diag_pred, diag_target, n, m, blocks, cand_pred, cand_key,
-                     cand_cost, cand_len, first, stop):
-    """Candidate lists of every target point from dense costs (Q, N, M); see
-    :func:`lists_from_points` for the other arguments and the outputs."""
+def price_dense(cost, diag_pred, diag_target, n, m, blocks, u, v, tol, new_pred, new_rc,
+                new_cost, new_len, first, stop):
+    """The most violating pairs of every target point from dense costs (Q, N, M); see
+    :func:`price_points` for the other arguments and the outputs."""
+    cap = new_pred.shape[2]
     for w in range(first, stop):
         q, j0, j1 = blocks[w, 0], blocks[w, 1], blocks[w, 2]
-        cap = min(m[q], n[q])
         for j in range(j0, j1):
-            cand_len[q, j] = 0
+            new_len[q, j] = 0
         for i in range(n[q]):
             dp = np.float64(diag_pred[q, i])
+            v_i = v[q, i]
             for j in range(j0, j1):
                 value = np.float64(cost[q, i, j])
                 key = value - dp
-                if key < np.float64(diag_target[q, j]) and key < _worst_key(cand_key, cand_len,
-                                                                           q, j, cap):
-                    _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, value)
-        _sort_lists(cand_pred, cand_key, cand_cost, cand_len, q, j0, j1)
+                if key < _key_limit(new_rc, new_len, q, j, cap, u[q, j], tol[q]) + v_i:
+                    _insert(new_pred, new_rc, new_cost, new_len, q, j, cap, i,
+                            (key - v_i) - u[q, j], value)
+
+
+@numba.njit(cache=True, nogil=True)
+def merge_lists(cand_pred, cand_key, cand_cost, cand_len, new_pred, new_cost, new_len,
+                diag_pred, m, problems, added, first, stop):
+    """Add the priced pairs of problems ``problems[first:stop]`` to their lists.
+
+    Pairs already listed are skipped (a rounding-level violation of a list edge); the lists
+    are sorted again by (``cost - diag_pred``, prediction index), the key computed as in the
+    pricing. ``added[q]`` (int64, (Q,)) receives the number of pairs added to problem ``q``.
+    The lists (Q, M, L) must have room for ``cand_len + new_len`` entries.
+    """
+    for t in range(first, stop):
+        q = problems[t]
+        count = 0
+        for j in range(m[q]):
+            length = cand_len[q, j]
+            for e in range(new_len[q, j]):
+                i = new_pred[q, j, e]
+                listed = False
+                for f in range(cand_len[q, j]):
+                    if cand_pred[q, j, f] == i:
+                        listed = True
+                        break
+                if listed:
+                    continue
+                cand_pred[q, j, length] = i
+                cand_cost[q, j, length] = new_cost[q, j, e]
+                cand_key[q, j, length] = new_cost[q, j, e] - np.float64(diag_pred[q, i])
+                length += 1
+            if length > cand_len[q, j]:
+                count += length - cand_len[q, j]
+                cand_len[q, j] = length
+                _sort_lists(cand_pred, cand_key, cand_cost, cand_len, q, j, j + 1)
+        added[q] = count
 
 
 # ----------------------------------------------------------------------------- solve pass
@@ -358,36 +391,46 @@ def _augment_row_pruned(row_diag, b, cur, n_cols, cand, key, length, u, v, row4c
 
 
 @numba.njit(cache=True)
-def _solve_prefix(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q, rows,
-                  base, k_max, pred_of_target, total_out, violation_out, scale_out):
-    """Solve problem ``q`` on the first ``k_max`` entries of every list; write its outputs.
+def _local_lists(cand_pred, cand_key, cand_len, q, rows):
+    """The lists of problem ``q`` on local column indices: (cols, cand, key, length).
 
-    Returns whether the prefixes sufficed: every row's dual ``u`` is at most the key of its
-    first left-out entry. Then every left-out list edge has a non-negative slack (the column
-    duals are never positive), so the duals certify the solution on the full lists too.
+    ``cols`` (U,) are the distinct listed prediction points, sorted; ``cand[0, j, e]`` is the
+    position in ``cols`` of entry ``e`` of row ``j``.
     """
-    width = min(k_max, max(1, cand_pred.shape[2]))
+    width = 1
     total = 0
     for j in range(rows):
-        total += min(cand_len[q, j], width)
+        width = max(width, cand_len[q, j])
+        total += cand_len[q, j]
     flat = np.empty(total, dtype=np.int64)
     k = 0
     for j in range(rows):
-        for e in range(min(cand_len[q, j], width)):
+        for e in range(cand_len[q, j]):
             flat[k] = cand_pred[q, j, e]
             k += 1
     cols = np.unique(flat)
-    n_cols = cols.shape[0]
     cand = np.empty((1, rows, width), dtype=np.int64)
     key = np.empty((1, rows, width), dtype=np.float64)
     length = np.empty((1, rows), dtype=np.int64)
-    bound = np.empty(rows, dtype=np.float64)
     for j in range(rows):
-        length[0, j] = min(cand_len[q, j], width)
-        bound[j] = cand_key[q, j, width] if cand_len[q, j] > width else math.inf
+        length[0, j] = cand_len[q, j]
         for e in range(length[0, j]):
             cand[0, j, e] = np.searchsorted(cols, cand_pred[q, j, e])
             key[0, j, e] = cand_key[q, j, e]
+    return cols, cand, key, length
+
+
+@numba.njit(cache=True)
+def _solve_problem(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q, rows,
+                   n_pred, pred_of_target, total_out, violation_out, scale_out, u_out, v_out):
+    """Solve problem ``q`` restricted to its lists; write its outputs and duals."""
+    base = 0.0
+    for i in range(n_pred):
+        base += np.float64(diag_pred[q, i])
+        v_out[q, i] = 0.0
+    cols, cand, key, length = _local_lists(cand_pred, cand_key, cand_len, q, rows)
+    n_cols = cols.shape[0]
+    width = cand.shape[2]
     nc = n_cols + rows
     u = np.zeros(rows, dtype=np.float64)
     v = np.zeros(nc, dtype=np.float64)
@@ -407,16 +450,15 @@ def _solve_prefix(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_targ
         if col4row[cur] == -1:
             _augment_row_pruned(diag_target, q, cur, n_cols, cand, key, length, u, v, row4col,
                                 col4row, path_cost, path, done, scanned, visited, touched, hv, hk)
-    for j in range(rows):
-        if u[j] > bound[j]:
-            return False
     diag_cols = np.empty(n_cols, dtype=np.float64)
     for c in range(n_cols):
         diag_cols[c] = np.float64(diag_pred[q, cols[c]])
+        v_out[q, cols[c]] = v[c]
     violation, scale = _certify_lists(diag_target, q, rows, n_cols, cols, diag_cols, cand, key,
                                       length, u, v, row4col, col4row)
     value = base
     for j in range(rows):
+        u_out[q, j] = u[j]
         c = col4row[j]
         pred_of_target[q, j] = -1
         if c < n_cols:
@@ -430,61 +472,39 @@ def _solve_prefix(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_targ
     total_out[q] = value
     violation_out[q] = violation
     scale_out[q] = scale
-    return True
-
-
-@numba.njit(cache=True)
-def _solve_one(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q, rows,
-               n_pred, k_start, pred_of_target, total_out, violation_out, scale_out):
-    """Solve problem ``q`` on its lists: prefixes of ``k_start`` entries, four times longer
-    until they suffice (the full lists always do); write its outputs."""
-    base = 0.0
-    for i in range(n_pred):
-        base += np.float64(diag_pred[q, i])
-    for j in range(rows):
-        pred_of_target[q, j] = -1
-    total_out[q] = base
-    violation_out[q] = 0.0
-    scale_out[q] = 0.0
-    if rows == 0:
-        return
-    longest = 0
-    for j in range(rows):
-        longest = max(longest, cand_len[q, j])
-    k_max = max(1, min(k_start, longest))
-    while not _solve_prefix(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target,
-                            q, rows, base, k_max, pred_of_target, total_out, violation_out,
-                            scale_out):
-        k_max = min(4 * k_max, longest)
 
 
 @numba.njit(cache=True, nogil=True)
-def solve_lists(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, n, m, order,
-                k_start, pred_of_target, total_out, violation_out, scale_out, first, stop):
-    """Solve problems ``order[first:stop]`` restricted to their candidate lists.
+def solve_lists(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, n, m,
+                problems, pred_of_target, total_out, violation_out, scale_out, u_out, v_out,
+                first, stop):
+    """Solve problems ``problems[first:stop]`` restricted to their candidate lists.
 
     Releases the GIL: disjoint ranges may run in concurrent threads.
 
     Parameters
     ----------
-    cand_pred, cand_key, cand_cost : shape (Q, M, K); cand_len : int64, shape (Q, M)
-        The lists of :func:`lists_from_points` / :func:`lists_from_dense`.
+    cand_pred, cand_key, cand_cost : shape (Q, M, L); cand_len : int64, shape (Q, M)
+        The lists built by :func:`merge_lists`, sorted by key.
     diag_pred : float, shape (Q, N); diag_target : float, shape (Q, M)
         Diagonal costs.
     n, m : int64, shape (Q,)
-    order : int64, shape (Q,)
+    problems : int64, shape (P,)
         Problems in the order they are handed to the threads (largest first balances them).
-    k_start : int
-        First prefix length of the lists (lengthened four times until it suffices).
     first, stop : int
-        The range of ``order`` solved by this call.
+        The range of ``problems`` solved by this call.
     pred_of_target : int64, shape (Q, M), written
         Prediction point matched with each target point, or -1 (the diagonal).
     total_out, violation_out, scale_out : float64, shape (Q,), written
-        Optimal total and the certificate: the problem is certified when
+        Optimal total on the lists and the certificate on the list edges: it holds when
         ``violation <= rtol * scale``.
+    u_out : float64, shape (Q, M), written
+        Row duals (target points).
+    v_out : float64, shape (Q, N), written
+        Column duals of the listed prediction points, 0 for every other one.
     """
     for k in range(first, stop):
-        q = order[k]
-        _solve_one(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q, m[q],
-                   n[q], k_start, pred_of_target, total_out, violation_out, scale_out)
+        q = problems[k]
+        _solve_problem(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q,
+                       m[q], n[q], pred_of_target, total_out, violation_out, scale_out, u_out,
+                       v_out)

@@ -20,15 +20,24 @@ reduced costs may be broken in any way.
 
 Paths
 -----
-* NumPy / CPU tensors: one compiled pass builds the lists (costs computed on the fly from the
-  points, or read from a dense matrix), one compiled pass solves the small problems by
-  shortest augmenting paths over the list edges, with a dual certificate; a problem failing
-  the certificate (rounding) is solved again with POT's ``ot.emd`` on its union of lists.
+* NumPy / CPU tensors: short lists and a dual certificate on all pairs instead of the
+  ``min(m, ...)`` lists above (which hold up to ``m^2`` entries and made the solve cubic in
+  ``m`` on targets with thousands of components). Each target point starts with its
+  ``LIST_STEP`` cheapest pairs of negative reduced cost; the problems restricted to the lists
+  are solved exactly by shortest augmenting paths, and a pricing pass checks the duals against
+  *every* pair (costs computed on the fly from the points, or read from a dense matrix, pruned
+  by a lower bound of each prediction point's costs): each target point receives its
+  ``LIST_STEP`` most violating pairs and the problem is solved again, until no pair violates
+  them. The duals are then feasible for the full problem and the matching is optimal
+  (:mod:`satloss_gpu.kernels.cpu.reduced_matching`). A problem failing the certificate on its
+  lists (rounding) is solved again with POT's ``ot.emd`` on its union of lists. Memory is
+  ``O(n + m L)`` for lists of final length ``L``. The compiled passes return to Python between
+  slices of work, so a ``KeyboardInterrupt`` (Ctrl-C) is honoured quickly.
 * CUDA tensors: the lists are a running ``torch.topk`` over chunks of prediction points (the
   chunk bounds the memory), the union of each problem's lists is gathered into a small dense
   problem and solved by the CUDA kernel of :mod:`satloss_gpu.matching`.
 
-Memory is ``O(n + m^2)`` per problem (``O(chunk * m)`` more on the GPU), never ``O(n m)``.
+On the GPU memory is ``O(n + m^2)`` per problem (``O(chunk * m)`` more), never ``O(n m)``.
 """
 from __future__ import annotations
 
@@ -38,15 +47,18 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .._threads import run_ranges
+from .._threads import run_ranges, thread_count
 
 __all__ = ["ReducedResult", "reduced_match_points", "reduced_match_dense", "lists_torch",
            "CERTIFICATE_RTOL"]
 
 #: Problems whose certificate violation exceeds ``CERTIFICATE_RTOL * scale`` are re-solved.
 CERTIFICATE_RTOL = 1e-11
-#: First prefix length of the candidate lists in the solve (lengthened until it suffices).
-PREFIX_START = 64
+#: Pairs priced into each target point's candidate list per round (measured on tied problems:
+#: longer steps lengthen the lists more than they cut the rounds).
+LIST_STEP = 8
+#: Work items per thread of a compiled pass between two returns to Python (Ctrl-C).
+ITEMS_PER_THREAD = 32
 #: Bytes of one chunk of reduced costs in the GPU list pass.
 CHUNK_BYTES = 1 << 27
 
@@ -106,35 +118,76 @@ def target_to_pred(assignment: Any, big_m: int) -> Any:
 # ----------------------------------------------------------------------------- CPU path
 
 
-def _empty_lists(n: np.ndarray, m: np.ndarray, big_m: int):
-    width = max(1, int(np.minimum(n, m).max(initial=0)))
-    batch = n.shape[0]
-    return (np.zeros((batch, big_m, width), np.int64), np.zeros((batch, big_m, width)),
-            np.zeros((batch, big_m, width)), np.zeros((batch, big_m), np.int64))
+def _in_slices(work: Callable[[int, int], None], count: int,
+               per_slice: Optional[int] = None) -> None:
+    """``run_ranges(work, count)`` one slice of items at a time.
+
+    Python runs between two slices, so a ``KeyboardInterrupt`` (Ctrl-C) stops the matching
+    once the slice in flight ends instead of after the whole pass.
+    """
+    per_slice = per_slice or ITEMS_PER_THREAD * thread_count()
+    for start in range(0, count, per_slice):
+        stop = min(count, start + per_slice)
+        run_ranges(lambda first, end, offset=start: work(offset + first, offset + end),
+                   stop - start)
 
 
-def _blocks(n: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Work items of the list pass, the most expensive (largest ``n``) first."""
-    from ..kernels.cpu.reduced_matching import list_blocks
-
-    blocks = list_blocks(m)
-    return np.ascontiguousarray(blocks[np.argsort(-n[blocks[:, 0]], kind="stable")])
+def _new_pairs(batch: int, big_m: int, step: int):
+    """Empty (new_pred, new_rc, new_cost, new_len) for ``step`` pairs per target point."""
+    return tuple(np.zeros((batch, big_m, step), dtype) for dtype in (np.int64, float, float)) + (
+        np.zeros((batch, big_m), np.int64),)
 
 
-def _solve(lists, diag_pred: np.ndarray, diag_target: np.ndarray, n: np.ndarray,
-           m: np.ndarray) -> ReducedResult:
-    """Solve the list-restricted problems; re-solve uncertified ones with POT."""
-    from ..kernels.cpu.reduced_matching import solve_lists
+def _room(lists, new_len: np.ndarray):
+    """``lists`` with room for ``new_len`` more entries per row (grown by doubling)."""
+    cand_len = lists[3]
+    need = int((cand_len + new_len).max(initial=0))
+    capacity = lists[0].shape[2]
+    if need <= capacity:
+        return lists
+    extra = max(need, 2 * capacity) - capacity
+    pad = ((0, 0), (0, 0), (0, extra))
+    return tuple(np.pad(a, pad) for a in lists[:3]) + (cand_len,)
+
+
+def _certified_match(price: Callable, diag_pred: np.ndarray, diag_target: np.ndarray,
+                     n: np.ndarray, m: np.ndarray) -> ReducedResult:
+    """Rounds of pricing, merging and solving on the lists until the duals are certified.
+
+    ``price(blocks, u, v, tol, new_pred, new_rc, new_cost, new_len, first, stop)`` runs the
+    pricing kernel on the work items ``blocks[first:stop]``. A problem leaves the rounds when
+    its pricing adds no pair; problems failing the certificate (rounding) are solved again
+    with POT's ``ot.emd`` on their lists.
+    """
+    from ..kernels.cpu.reduced_matching import list_blocks, merge_lists, solve_lists
 
     batch, big_m = diag_target.shape
+    cols = np.arange(big_m)[None, :] < m[:, None]
+    u = np.where(cols, diag_target, 0.0).astype(np.float64)
+    v = np.zeros(diag_pred.shape, dtype=np.float64)
+    tol = np.zeros(batch)
+    lists = _new_pairs(batch, big_m, LIST_STEP)
     pred_of_target = np.full((batch, big_m), -1, dtype=np.int64)
-    total = np.zeros(batch)
-    violation = np.zeros(batch)
-    scale = np.zeros(batch)
-    order = np.argsort(-(m.astype(np.int64) ** 2), kind="stable").astype(np.int64)
-    run_ranges(lambda first, stop: solve_lists(*lists, diag_pred, diag_target, n, m, order,
-                                               PREFIX_START, pred_of_target, total, violation,
-                                               scale, first, stop), batch)
+    total, violation, scale = np.zeros(batch), np.zeros(batch), np.zeros(batch)
+    added = np.zeros(batch, dtype=np.int64)
+    every_block = list_blocks(m)
+    every_block = every_block[np.argsort(-n[every_block[:, 0]], kind="stable")]
+    active = np.argsort(-m, kind="stable").astype(np.int64)  # largest first: balance
+    first_round = True
+    new = _new_pairs(batch, big_m, LIST_STEP)
+    while active.size:
+        blocks = np.ascontiguousarray(every_block[np.isin(every_block[:, 0], active)])
+        _in_slices(lambda first, stop: price(blocks, u, v, tol, *new, first, stop), len(blocks))
+        lists = _room(lists, new[3])
+        _in_slices(lambda first, stop: merge_lists(*lists, new[0], new[2], new[3], diag_pred, m,
+                                                   active, added, first, stop), len(active))
+        if not first_round:
+            active = np.ascontiguousarray(active[added[active] > 0])
+        _in_slices(lambda first, stop: solve_lists(
+            *lists, diag_pred, diag_target, n, m, active, pred_of_target, total, violation,
+            scale, u, v, first, stop), len(active), per_slice=thread_count())
+        tol[active] = CERTIFICATE_RTOL * scale[active]
+        first_round = False
     bad = np.nonzero(~(violation <= CERTIFICATE_RTOL * scale))[0]  # NaN fails too
     if bad.size:
         import warnings
@@ -202,11 +255,10 @@ def reduced_match_points(
     ReducedResult
         NumPy float64 totals (Q,) and int64 ``pred_of_target`` (Q, M).
     """
-    from ..kernels.cpu.reduced_matching import lists_from_points
+    from ..kernels.cpu.reduced_matching import price_points
 
     n = np.ascontiguousarray(n, dtype=np.int64)
     m = np.ascontiguousarray(m, dtype=np.int64)
-    lists = _empty_lists(n, m, target_birth.shape[1])
     height, width = (float(s) for s in image_shape)
     low, high = (float(s) for s in spatial_clamp)
     sqrt2 = math.sqrt(2.0)
@@ -214,12 +266,13 @@ def reduced_match_points(
     diag_target = np.abs(target_death.astype(np.float64) - target_birth) / sqrt2
     visit, lower = _visit_order(pred_birth, pred_death, diag_pred, target_birth, target_death,
                                 n, m, low if spatial else 1.0)
-    blocks = _blocks(n, m)
-    run_ranges(lambda first, stop: lists_from_points(
-        pred_birth, pred_death, pred_pixel, target_birth, target_death, target_pixel, n, m,
-        blocks, height, width, bool(spatial), low, high, visit, lower, *lists, first, stop),
-        len(blocks))
-    return _solve(lists, diag_pred, diag_target, n, m)
+
+    def price(blocks, u, v, tol, *new_and_range):
+        price_points(pred_birth, pred_death, pred_pixel, target_birth, target_death,
+                     target_pixel, n, m, blocks, height, width, bool(spatial), low, high, visit,
+                     lower, u, v, tol, *new_and_range)
+
+    return _certified_match(price, diag_pred, diag_target, n, m)
 
 
 def _visit_order(pred_birth, pred_death, diag_pred, target_birth, target_death, n, m,
@@ -269,15 +322,15 @@ def reduced_match_dense(cost: np.ndarray, diag_pred: np.ndarray, diag_target: np
     ReducedResult
         NumPy float64 totals (Q,) and int64 ``pred_of_target`` (Q, M).
     """
-    from ..kernels.cpu.reduced_matching import lists_from_dense
+    from ..kernels.cpu.reduced_matching import price_dense
 
     n = np.ascontiguousarray(n, dtype=np.int64)
     m = np.ascontiguousarray(m, dtype=np.int64)
-    lists = _empty_lists(n, m, cost.shape[2])
-    blocks = _blocks(n, m)
-    run_ranges(lambda first, stop: lists_from_dense(cost, diag_pred, diag_target, n, m, blocks,
-                                                    *lists, first, stop), len(blocks))
-    return _solve(lists, diag_pred, diag_target, n, m)
+
+    def price(blocks, u, v, tol, *new_and_range):
+        price_dense(cost, diag_pred, diag_target, n, m, blocks, u, v, tol, *new_and_range)
+
+    return _certified_match(price, diag_pred, diag_target, n, m)
 
 
 # ----------------------------------------------------------------------------- torch path

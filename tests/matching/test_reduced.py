@@ -160,25 +160,31 @@ def test_more_targets_than_predictions():
     assert ((result.pred_of_target >= 0).sum(1) == 3).all()  # every prediction point used
 
 
-def test_lists_hold_the_cheapest_negative_reduced_costs():
-    from satloss_gpu.kernels.cpu.reduced_matching import list_blocks, lists_from_dense
+def test_first_pricing_gives_the_cheapest_negative_reduced_costs():
+    """With u = diag_target, v = 0, tol = 0 the pricing keeps, per target point, the K
+    cheapest pairs of negative reduced cost (the first lists)."""
+    from satloss_gpu.kernels.cpu.reduced_matching import list_blocks, merge_lists, price_dense
 
     rng = np.random.default_rng(5)
     cost, dp, dt, n, m = dense_batch(rng, 3, 40, 6, "float", n=[40] * 3, m=[6] * 3)
-    lists = reduced._empty_lists(n, m, 6)
+    n, m = n.astype(np.int64), m.astype(np.int64)
+    new = reduced._new_pairs(3, 6, 4)
+    lists = reduced._new_pairs(3, 6, 4)
     blocks = list_blocks(m, block=4)
-    lists_from_dense(cost, dp, dt, n, m, blocks, *lists, 0, len(blocks))
+    price_dense(cost, dp, dt, n, m, blocks, dt.astype(np.float64), np.zeros((3, 40)),
+                np.zeros(3), *new, 0, len(blocks))
+    merge_lists(*lists, new[0], new[2], new[3], dp, m, np.arange(3), np.zeros(3, np.int64), 0, 3)
     cand_pred, cand_key, cand_cost, cand_len = lists
     for q in range(3):
         for j in range(6):
             reduced_cost = cost[q, :, j] - dp[q] - dt[q, j]
             negative = np.nonzero(reduced_cost < 0)[0]
-            expected = negative[np.lexsort((negative, reduced_cost[negative]))][:6]
+            expected = negative[np.lexsort((negative, reduced_cost[negative]))][:4]
             got = cand_pred[q, j, : cand_len[q, j]]
-            np.testing.assert_array_equal(got, expected)
-            np.testing.assert_allclose(cand_cost[q, j, : cand_len[q, j]], cost[q, expected, j])
-            np.testing.assert_allclose(cand_key[q, j, : cand_len[q, j]],
-                                       cost[q, expected, j] - dp[q, expected])
+            np.testing.assert_array_equal(np.sort(got), np.sort(expected))
+            np.testing.assert_allclose(cand_cost[q, j, : cand_len[q, j]], cost[q, got, j])
+            np.testing.assert_allclose(cand_key[q, j, : cand_len[q, j]], cost[q, got, j] - dp[q, got])
+            assert (np.diff(cand_key[q, j, : cand_len[q, j]]) >= 0).all()
 
 
 def test_failed_certificate_falls_back_to_pot(monkeypatch):

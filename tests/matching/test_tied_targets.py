@@ -1,0 +1,100 @@
+"""Targets of many tied components (issue 20, defect 9): exact, short lists, interruptible.
+
+A target of one-pixel dots has every point at (0, 1): its points tie, and with the clamped
+spatial factor so do its costs. The candidate lists used to hold ``min(m, ...)`` entries per
+target point (``m^2`` in all) and the solve was cubic in ``m``; now they stay short and a dual
+certificate on all pairs keeps the result exact.
+"""
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from satloss_gpu.matching import _reduced as reduced
+from satloss_gpu.matching._reduced import reduced_match_dense, reduced_match_points
+from test_reduced import dense_costs, emd2_totals, matching_value
+
+
+def _dot_points(rng, side, spacing, extra):
+    """One problem: ``side**2`` target dots at (0, 1) on a grid, a strong prediction point
+    near each of them and ``extra`` weak ones."""
+    grid = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1)
+    target_pixel = (1 + spacing * grid.reshape(-1, 2))[None]
+    m = target_pixel.shape[1]
+    image = spacing * side + 2
+    strong_birth = 0.3 * rng.random(m)
+    strong_death = 0.7 + 0.3 * rng.random(m)
+    weak_birth = 0.7 + 0.3 * rng.random(extra)
+    weak_death = np.minimum(1.0, weak_birth + rng.exponential(0.05, extra))
+    pred_pixel = np.concatenate([target_pixel[0], rng.integers(0, image, (extra, 2))])[None]
+    points = [np.r_[strong_birth, weak_birth][None], np.r_[strong_death, weak_death][None],
+              pred_pixel, np.zeros((1, m)), np.ones((1, m)), target_pixel]
+    return points, np.array([m + extra]), np.array([m]), (image, image)
+
+
+def test_tied_targets_are_exact_with_short_lists(monkeypatch):
+    rng = np.random.default_rng(0)
+    points, n, m, shape = _dot_points(rng, 12, 3, 300)
+    capacities = []
+    room = reduced._room
+
+    def recording_room(lists, new_len):
+        grown = room(lists, new_len)
+        capacities.append(grown[0].shape[2])
+        return grown
+
+    monkeypatch.setattr(reduced, "_room", recording_room)
+    result = reduced_match_points(*points, n, m, shape)
+    cost, dp, dt = dense_costs(points, shape)
+    expected = emd2_totals(cost, dp, dt, n, m)
+    np.testing.assert_allclose(result.total, expected, rtol=1e-9)
+    np.testing.assert_allclose(matching_value(result.pred_of_target, cost, dp, dt, n, m),
+                               expected, rtol=1e-9)
+    # The lists used to hold min(m, n) = 144 entries per target point.
+    assert max(capacities) <= int(m[0]) // 2
+    dense = reduced_match_dense(cost, dp, dt, n, m)
+    np.testing.assert_allclose(dense.total, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_and_equal_costs_match_emd2(seed):
+    rng = np.random.default_rng(seed)
+    cost = np.round(4 * rng.random((3, 80, 50))) / 4
+    dp = np.round(4 * rng.random((3, 80))) / 4 + 0.5
+    dt = np.round(4 * rng.random((3, 50))) / 4 + 0.5
+    n, m = np.array([80, 60, 7]), np.array([50, 50, 40])
+    result = reduced_match_dense(cost, dp, dt, n, m)
+    expected = emd2_totals(cost, dp, dt, n, m)
+    np.testing.assert_allclose(result.total, expected, rtol=1e-9)
+
+
+def test_keyboard_interrupt_stops_the_matching_quickly():
+    """Ctrl-C during a long matching: the compiled passes return to Python between slices."""
+    side = 64
+    target = torch.zeros(1, 1, 256, 256)
+    target[:, :, 1:1 + 4 * side:4, 1:1 + 4 * side:4] = 1
+    pred = 0.7 * target + 0.3 * torch.rand(1, 1, 256, 256, generator=torch.Generator().manual_seed(0))
+    from satloss_gpu import SATLoss
+
+    loss = SATLoss()
+    loss(pred[..., :24, :24], target[..., :24, :24])  # compile first
+    sent = []
+
+    def interrupt():
+        sent.append(time.perf_counter())
+        _thread.interrupt_main()
+
+    timer = threading.Timer(1.0, interrupt)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loss(pred, target)
+            time.sleep(5)  # finished before the timer: let the interrupt arrive here
+    finally:
+        timer.cancel()
+    assert sent and time.perf_counter() - sent[0] < 1.0
