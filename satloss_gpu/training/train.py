@@ -399,6 +399,8 @@ def _train(cfg: Config, info: dist.DistInfo, criterion: "_Criterion",
     optimizer, scheduler, scaler = _optimisation(cfg, info, model)
     best = {"dice": -math.inf, "accuracy": -math.inf}
     start, last_row = resume(cfg, model, optimizer, scheduler, scaler, best, info.device, log)
+    if info.is_main:
+        _record_settings(cfg, record)
     if info.distributed:
         ids = [info.device.index] if info.device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -469,20 +471,32 @@ _START_SETTINGS = {"start_epoch": 0, "resume": False, "overwrite": False}
 
 
 def _start_run(cfg: Config, info: dist.DistInfo, record: Config) -> _Log:
-    """Create the run folder, its log and ``config.json`` (``record``), seed, set threads,
+    """Create the run folder, its log and ``config.json`` (``record``, when the folder has
+    none yet), seed, set threads,
     generate missing data."""
     # Every rank checks (a read of the folder, before any barrier), so that a refused run
     # stops all processes instead of leaving the others waiting for rank 0.
     _check_run_folder(cfg)
     if info.is_main:
         output_dir(cfg.exp_dir / "figures", "--exp_root/--exp")
-        (cfg.exp_dir / "config.json").write_text(replace(record, **_START_SETTINGS).to_json())
+        if not (cfg.exp_dir / "config.json").exists():
+            _record_settings(cfg, record)
     log = _Log(cfg.exp_dir / "train.log" if info.is_main else None, info.is_main)
     if info.distributed and info.device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
     _seed_everything(cfg.seed + info.rank)
     _ensure_data(cfg, log, info)
     return log
+
+
+def _record_settings(cfg: Config, record: Config) -> None:
+    """Write ``record`` to ``<exp>/config.json`` (without the way the run was started).
+
+    :func:`_train` calls it again once the data, the model and the checkpoint to continue
+    from are checked: a command refused by a check never replaces the settings of the run
+    already in the folder (which ``--resume`` reads).
+    """
+    (cfg.exp_dir / "config.json").write_text(replace(record, **_START_SETTINGS).to_json())
 
 
 def _training_sets(cfg: Config) -> Tuple[SegmentationDataset, SegmentationDataset]:

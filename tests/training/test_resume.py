@@ -204,3 +204,19 @@ def test_start_epoch_on_a_run_with_a_baseline_points_to_resume(data, tmp_path, c
     err = capsys.readouterr().err
     assert "--start_epoch 3" in err and "--resume" in err
     assert not (tmp_path / "qs").exists()
+
+
+@pytest.mark.parametrize("refused", [["--model", "UNet"],                       # weights do not fit
+                                     ["--no-baseline", "--start_epoch", "3"],   # epoch disagrees
+                                     ["--dataset", "missing"]])                 # no such data
+def test_a_refused_resume_keeps_the_run_settings(straight, tmp_path, refused, capsys):
+    import shutil
+
+    run, _ = straight
+    shutil.copytree(run, tmp_path / "qs")
+    before = (tmp_path / "qs" / "config.json").read_text()
+    assert main(_resume_args(tmp_path, "qs") + ["--epochs", "5", *refused]) == 2
+    assert "error" in capsys.readouterr().err
+    assert (tmp_path / "qs" / "config.json").read_text() == before
+    # so the README's recipe still continues the run as it was asked for
+    assert main(_resume_args(tmp_path, "qs")) == 0
