@@ -395,6 +395,7 @@ def _train(cfg: Config, info: dist.DistInfo, criterion: "_Criterion",
     loader, sampler, generator = _loader(cfg, info, train_set)
     model = build_model(cfg.model, kwargs=cfg.model_kwargs).to(info.device)
     _check_output(model, cfg.model, train_set, info.device)
+    _check_term(record, train_set, info.device)
     board = _board(cfg, info)
     optimizer, scheduler, scaler = _optimisation(cfg, info, model)
     best = {"dice": -math.inf, "accuracy": -math.inf}
@@ -580,6 +581,28 @@ def _check_output(model: torch.nn.Module, name: Optional[str], dataset: Segmenta
     if int(logits.shape[1]) != 1:
         raise ValueError(f"--model {name} must return one logit map (B, 1, H, W) for the "
                          f"binary labels of the dataset; got {tuple(logits.shape)}")
+
+
+def _check_term(record: Config, dataset: SegmentationDataset, device: torch.device) -> None:
+    """Call the second loss term of the run asked for (``record``) once, on a constant
+    prediction and the label of one training image (1, 1, H, W), on the training device.
+
+    Settings that the term can only refuse when it is called (``solver="cuda"`` without a
+    GPU, ``channel_weights`` for another number of channels than the model's one) then
+    stop the run before the first epoch, and before the warm-up of a run with a baseline,
+    as a ValueError naming ``--tloss_kwargs``.
+    """
+    term = build_criterion(record.loss, record.tloss_w, record.tloss_kwargs).extra
+    if term is None or len(dataset) == 0:
+        return
+    _, label = dataset.load(0)
+    target = torch.from_numpy(np.asarray(label, dtype=np.float32))[None, None].to(device)
+    try:
+        term(torch.full_like(target, 0.5), target)
+    except (TypeError, ValueError, RuntimeError, ImportError) as exc:
+        raise ValueError(f"--tloss_kwargs {json.dumps(record.tloss_kwargs)} do not fit "
+                         f"{type(term).__name__} in training (one logit map per image): "
+                         f"{' '.join(str(exc).split())}") from exc
 
 
 def _board(cfg: Config, info: dist.DistInfo):

@@ -167,6 +167,18 @@ def test_term_options_are_checked_before_the_warm_up(data, tmp_path, capsys, kwa
     assert not (tmp_path / "run").exists()
 
 
+def test_term_options_refused_only_when_called_stop_before_the_warm_up(data, tmp_path, capsys):
+    """``channel_weights`` for two channels pass the term's construction; the trainer's
+    model has one logit map, which the term refuses only when called: that call comes
+    before the first epoch (not after the warm-up, as it did)."""
+    args = _args(data, tmp_path, "--epochs", "2", "--loss", "bce+sat", "--baseline",
+                 "--tloss_kwargs", '{"channel_weights": [1, 2]}')
+    assert main(args) == 2
+    _one_error_line(capsys, "--tloss_kwargs", "channel_weights", "one weight per channel")
+    assert not list((tmp_path / "run").rglob("*.pth"))
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
 BAD_MODELS = '''
 import torch
 
