@@ -77,6 +77,14 @@ def _imread(path: Path) -> np.ndarray:
     raise DataError(f"cannot read image {path}: {errors[0].splitlines()[0] if errors else 'unknown'}")
 
 
+def _without_alpha(array: np.ndarray) -> np.ndarray:
+    """The colour channels of a decoded image: grey + alpha (H, W, 2) gives (H, W, 1) and
+    RGBA (H, W, 4) gives (H, W, 3); any other shape is returned as it is."""
+    if array.ndim == 3 and array.shape[2] in (2, 4):
+        return array[..., :-1]
+    return array
+
+
 def _scale(array: np.ndarray, path: Path) -> np.ndarray:
     if array.dtype == bool:
         return array.astype(np.float32)
@@ -102,7 +110,7 @@ def read_image(path: str | Path) -> np.ndarray:
         If the file cannot be decoded or has an unsupported shape.
     """
     path = Path(path)
-    array = _imread(path)
+    array = _without_alpha(_imread(path))
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim == 2:
@@ -133,9 +141,9 @@ def read_label(path: str | Path) -> np.ndarray:
     [[0, 1], [1, 0]]
     """
     path = Path(path)
-    array = _imread(path)
+    array = _without_alpha(_imread(path))
     if array.ndim == 3:
-        array = array[..., :3].max(axis=2)
+        array = array.max(axis=2)
     if array.ndim != 2:
         raise DataError(f"label {path} must be a 2D mask; got shape {array.shape}")
     if array.dtype == bool:

@@ -135,6 +135,21 @@ def test_read_label_colour_and_float(tmp_path):
     np.testing.assert_array_equal(read_label(tmp_path / "f.tif"), [[0, 1], [0, 1]])
 
 
+@pytest.mark.parametrize("channels", [2, 4])   # grey + alpha, RGBA
+def test_alpha_channel_is_not_read_as_foreground(tmp_path, channels):
+    """An opaque alpha channel (255 everywhere) made every pixel foreground."""
+    array = np.zeros((6, 5, channels), np.uint8)
+    array[1:3, 2, :-1] = 255
+    array[..., -1] = 255
+    iio.imwrite(tmp_path / "a.png", array)
+    expected = np.zeros((6, 5), bool)
+    expected[1:3, 2] = True
+    np.testing.assert_array_equal(read_label(tmp_path / "a.png"), expected)
+    image = read_image(tmp_path / "a.png")
+    assert image.shape == (6, 5, 3)
+    np.testing.assert_array_equal(image[..., 0], expected.astype(np.float32))
+
+
 def test_read_label_tolerates_jpeg_noise_but_rejects_grey_images(tmp_path):
     noisy = np.where(np.eye(32, dtype=bool), 250, 4).astype(np.uint8)
     iio.imwrite(tmp_path / "noisy.png", noisy)
