@@ -713,12 +713,13 @@ def _train_epoch(model, loader, criterion, optimizer, scaler, cfg: Config, info:
     totals = torch.zeros(4, dtype=torch.float64)  # loss*n, bce*n, extra*n, n
     batches = tqdm(loader, desc=f"epoch {epoch}", leave=False,
                    disable=not (cfg.progress and info.is_main))
-    for batch in batches:
+    for step, batch in enumerate(batches, 1):
         image = batch["image"].to(info.device, non_blocking=True)
         label = batch["label"].to(info.device, non_blocking=True)
         padded, (h, w) = pad_to_multiple(image, size_divisor(model))
         with _autocast(info.device, cfg.amp):
             logits = model_logits(model, padded)
+        _check_diverged(logits, cfg, epoch, step)
         loss, parts = criterion(logits[..., :h, :w], label)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -732,6 +733,15 @@ def _train_epoch(model, loader, criterion, optimizer, scaler, cfg: Config, info:
     totals = dist.all_reduce_sum(totals.to(info.device), info).cpu()  # NCCL needs CUDA tensors
     n = max(float(totals[3]), 1.0)
     return {"loss": float(totals[0]) / n, "bce": float(totals[1]) / n, "extra": float(totals[2]) / n}
+
+
+def _check_diverged(logits: torch.Tensor, cfg: Config, epoch: int, step: int) -> None:
+    """A ValueError saying where the training diverged when the model's logits hold NaN
+    (instead of the loss terms' or the metrics' errors about a `pred` the user never saw)."""
+    if bool(torch.isnan(logits).any()):
+        raise ValueError(f"training diverged at epoch {epoch}, batch {step}: the logits of "
+                         f"--model {cfg.model} hold NaN; lower --lr ({cfg.lr:g}), or check the "
+                         f"model and its input")
 
 
 def _epoch_figures(cfg: Config, metrics_csv: Path, kept: List[Tuple], epoch: int) -> None:

@@ -199,6 +199,15 @@ class OneChannel(torch.nn.Module):
 
     def forward(self, x):
         return self.conv(x)
+
+
+class NaNOut(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 1)
+
+    def forward(self, x):
+        return self.conv(x) * float("nan")
 '''
 
 
@@ -211,6 +220,18 @@ def test_a_model_that_cannot_be_called_on_the_images_is_named_at_start(data, tmp
     assert main(_args(data, tmp_path, "--epochs", "1", "--model", spec)) == 2
     _one_error_line(capsys, f"--model {spec}", "(B, C, H, W)", fragment)
     assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize("loss", ["bce", "bce+sat"])
+def test_a_diverged_training_says_so(data, tmp_path, capsys, monkeypatch, loss):
+    """NaN logits stopped the run with "`pred` must be finite" from a loss term or a
+    metric, naming an argument the user never passed."""
+    (tmp_path / "bad_models_reliability.py").write_text(BAD_MODELS)
+    monkeypatch.chdir(tmp_path)
+    spec = "bad_models_reliability:NaNOut"
+    assert main(_args(data, tmp_path, "--epochs", "2", "--model", spec, "--loss", loss,
+                      "--tloss_start", "0", "--no-baseline")) == 2
+    _one_error_line(capsys, "training diverged at epoch 1, batch 1", f"--model {spec}", "--lr")
 
 
 def test_a_checkpoint_that_does_not_fit_names_every_mismatch(tmp_path):
