@@ -7,7 +7,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .._arraylib import array_library, to_numpy
-from .._validation import check_int
+from .._validation import _dtype_kind, check_int
 
 __all__ = ["PersistenceDiagrams"]
 
@@ -91,7 +91,26 @@ class PersistenceDiagrams:
         return flat - (flat + 1) * (self.death_pixel[:, 0] < 0)
 
     def select(self, mask: Any) -> "PersistenceDiagrams":
-        """The pairs where the boolean (K,) ``mask`` is true, in the same container."""
+        """The pairs where the boolean (K,) ``mask`` is true, in the same container.
+
+        Parameters
+        ----------
+        mask : (K,) bool array
+            In the container's library and on its device (e.g. ``dg.dim == 1``).
+
+        Raises
+        ------
+        TypeError
+            ``mask`` not an array of bools.
+        ValueError
+            ``mask`` not of shape (K,).
+        """
+        if not hasattr(mask, "shape") or _dtype_kind(mask)[0] != "b":
+            kind = _dtype_kind(mask)[1] if hasattr(mask, "shape") else type(mask).__name__
+            raise TypeError(f"`mask` must be an array of bools, one per pair; got {kind}")
+        if tuple(mask.shape) != (len(self),):
+            raise ValueError(f"`mask` must have shape ({len(self)},), one bool per pair; got "
+                             f"{tuple(mask.shape)}")
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for name in ("image", "dim", "birth", "death", "birth_pixel", "death_pixel"):
             values[name] = values[name][mask]

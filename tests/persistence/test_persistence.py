@@ -322,3 +322,16 @@ def test_last_pixel_is_the_last_of_the_strict_order(backend, superlevel, constru
     expected = [[k // 7, k % 7] for k in last]
     assert dg.last_pixel.tolist() == expected
     assert dg.select(dg.dim == 1).last_pixel.tolist() == expected
+
+
+def test_select_refuses_a_mask_that_is_not_one_bool_per_pair():
+    """A mask of another length gave NumPy's IndexError; an index array was taken as one."""
+    dg = cubical_persistence(np.random.default_rng(0).random((2, 5, 5)))
+    with pytest.raises(ValueError, match=rf"`mask` must have shape \({len(dg)},\).*got \(3,\)"):
+        dg.select(np.ones(3, bool))
+    with pytest.raises(TypeError, match="`mask` must be an array of bools.*got int64"):
+        dg.select(np.arange(2))
+    with pytest.raises(TypeError, match="`mask` must be an array of bools.*got list"):
+        dg.select([True] * len(dg))
+    on_torch = cubical_persistence(torch.rand(2, 5, 5))
+    assert len(on_torch.select(on_torch.dim == 0)) == int((on_torch.dim == 0).sum())
