@@ -85,8 +85,7 @@ def _insert(cand_pred, cand_key, cand_cost, cand_len, q, j, cap, i, key, cost):
     """Offer prediction point ``i`` to the list of target ``j`` of problem ``q``.
 
     While a block is built, a list is a max-heap on the key (its root, entry 0, is the worst
-    kept key): a full list replaces its root when ``key`` is smaller. :func:`_sort_lists`
-    sorts the lists at the end of the block.
+    kept key): a full list replaces its root when ``key`` is smaller.
     """
     length = cand_len[q, j]
     if length == cap:
@@ -130,19 +129,24 @@ def _key_limit(new_rc, new_len, q, j, cap, u_j, tol):
 
 
 @numba.njit(cache=True)
-def _sort_lists(cand_pred, cand_key, cand_cost, cand_len, q, j0, j1):
-    """Sort the lists of targets ``j0:j1`` by (key, prediction index)."""
-    for j in range(j0, j1):
-        length = cand_len[q, j]
-        by_index = np.argsort(cand_pred[q, j, :length])
-        keys = cand_key[q, j, :length][by_index]
-        order = by_index[np.argsort(keys, kind="mergesort")]
-        pred = cand_pred[q, j, :length][order]
-        key = cand_key[q, j, :length][order]
-        cost = cand_cost[q, j, :length][order]
-        cand_pred[q, j, :length] = pred
-        cand_key[q, j, :length] = key
-        cand_cost[q, j, :length] = cost
+def _sort_row(cand_pred, cand_key, cand_cost, q, j, start, length):
+    """Insert entries ``start:length`` of row ``j`` into its sorted prefix ``0:start``, by
+    (key, prediction index): an insertion sort, short and cheap to compile (lists are short
+    and mostly sorted already)."""
+    for e in range(start, length):
+        i = cand_pred[q, j, e]
+        key = cand_key[q, j, e]
+        cost = cand_cost[q, j, e]
+        pos = e
+        while pos > 0 and (cand_key[q, j, pos - 1] > key
+                           or (cand_key[q, j, pos - 1] == key and cand_pred[q, j, pos - 1] > i)):
+            cand_pred[q, j, pos] = cand_pred[q, j, pos - 1]
+            cand_key[q, j, pos] = cand_key[q, j, pos - 1]
+            cand_cost[q, j, pos] = cand_cost[q, j, pos - 1]
+            pos -= 1
+        cand_pred[q, j, pos] = i
+        cand_key[q, j, pos] = key
+        cand_cost[q, j, pos] = cost
 
 
 @numba.njit(cache=True, nogil=True)
@@ -282,8 +286,8 @@ def merge_lists(cand_pred, cand_key, cand_cost, cand_len, new_pred, new_cost, ne
                 length += 1
             if length > cand_len[q, j]:
                 count += length - cand_len[q, j]
+                _sort_row(cand_pred, cand_key, cand_cost, q, j, cand_len[q, j], length)
                 cand_len[q, j] = length
-                _sort_lists(cand_pred, cand_key, cand_cost, cand_len, q, j, j + 1)
         added[q] = count
 
 
@@ -391,33 +395,41 @@ def _augment_row_pruned(row_diag, b, cur, n_cols, cand, key, length, u, v, row4c
 
 
 @numba.njit(cache=True)
-def _local_lists(cand_pred, cand_key, cand_len, q, rows):
-    """The lists of problem ``q`` on local column indices: (cols, cand, key, length).
+def _local_lists(cand_pred, cand_key, cand_len, q, rows, n_pred):
+    """The lists of problem ``q`` on local column indices: (cols, local, cand, key, length).
 
-    ``cols`` (U,) are the distinct listed prediction points, sorted; ``cand[0, j, e]`` is the
-    position in ``cols`` of entry ``e`` of row ``j``.
+    ``cols`` (U,) are the distinct listed prediction points, sorted; ``local`` (n_pred,) is
+    the position in ``cols`` of every prediction point (-1 when unlisted); ``cand[0, j, e]``
+    is the position in ``cols`` of entry ``e`` of row ``j``. A mark array, not a sort: no
+    sorting routine to compile.
     """
     width = 1
-    total = 0
     for j in range(rows):
         width = max(width, cand_len[q, j])
-        total += cand_len[q, j]
-    flat = np.empty(total, dtype=np.int64)
-    k = 0
+    local = np.full(n_pred, -1, dtype=np.int64)
     for j in range(rows):
         for e in range(cand_len[q, j]):
-            flat[k] = cand_pred[q, j, e]
-            k += 1
-    cols = np.unique(flat)
+            local[cand_pred[q, j, e]] = 0
+    n_cols = 0
+    for i in range(n_pred):
+        if local[i] == 0:
+            n_cols += 1
+    cols = np.empty(n_cols, dtype=np.int64)
+    n_cols = 0
+    for i in range(n_pred):
+        if local[i] == 0:
+            local[i] = n_cols
+            cols[n_cols] = i
+            n_cols += 1
     cand = np.empty((1, rows, width), dtype=np.int64)
     key = np.empty((1, rows, width), dtype=np.float64)
     length = np.empty((1, rows), dtype=np.int64)
     for j in range(rows):
         length[0, j] = cand_len[q, j]
         for e in range(length[0, j]):
-            cand[0, j, e] = np.searchsorted(cols, cand_pred[q, j, e])
+            cand[0, j, e] = local[cand_pred[q, j, e]]
             key[0, j, e] = cand_key[q, j, e]
-    return cols, cand, key, length
+    return cols, local, cand, key, length
 
 
 @numba.njit(cache=True)
@@ -428,7 +440,8 @@ def _solve_problem(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_tar
     for i in range(n_pred):
         base += np.float64(diag_pred[q, i])
         v_out[q, i] = 0.0
-    cols, cand, key, length = _local_lists(cand_pred, cand_key, cand_len, q, rows)
+    cols, _, cand, key, length = _local_lists(cand_pred, cand_key, cand_len, q, rows,
+                                              n_pred)
     n_cols = cols.shape[0]
     width = cand.shape[2]
     nc = n_cols + rows
