@@ -28,11 +28,31 @@ _FLOAT_KINDS = "f"
 _CONVERTIBLE_KINDS = "biuf"
 
 
+def describe(value: Any, limit: int = 60) -> str:
+    """One line describing ``value`` in an error message: the type and shape of an array
+    (never its elements), else the type and the repr, cut to ``limit`` characters.
+
+    Examples
+    --------
+    >>> describe(np.zeros((8, 8)))
+    'ndarray of shape (8, 8)'
+    >>> describe(1.5)
+    'float 1.5'
+    """
+    if getattr(value, "shape", None) is not None and not isinstance(value, np.generic):
+        return f"{type(value).__name__} of shape {tuple(value.shape)}"
+    text = " ".join(repr(value).split())
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return f"{type(value).__name__} {text}"
+
+
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     """Return ``value`` if it is one of ``choices``, else raise ``ValueError`` naming ``name``."""
     if not isinstance(value, str) or value not in choices:
         options = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"`{name}` must be one of {options}; got {value!r}")
+        found = repr(value) if isinstance(value, str) else describe(value)
+        raise ValueError(f"`{name}` must be one of {options}; got {found}")
     return value
 
 
@@ -52,12 +72,12 @@ def check_dims(dims: Iterable[int], allowed: Sequence[int] = (0, 1)) -> tuple[in
     """
     if isinstance(dims, (str, bytes)) or not isinstance(dims, collections.abc.Iterable):
         raise TypeError(f"`dims` must be a sequence of ints from {tuple(allowed)}; got "
-                        f"{type(dims).__name__} {dims!r}")
+                        f"{describe(dims)}")
     values = tuple(dims)
     for d in values:
         if not _is_integer(d):
             raise TypeError(f"`dims` must hold ints from {tuple(allowed)}; got "
-                            f"{type(d).__name__} {d!r} in {dims!r}")
+                            f"{describe(d)} in {describe(dims)}")
     values = tuple(sorted({int(d) for d in values}))
     if not values or any(d not in allowed for d in values):
         raise ValueError(f"`dims` must be a non-empty subset of {tuple(allowed)}; got {dims!r}")
@@ -73,7 +93,7 @@ def check_int(name: str, value: Any, minimum: Optional[int] = None) -> int:
     """``value`` as an int (>= ``minimum``), else ``TypeError``/``ValueError`` naming ``name``
     (floats and bools refused)."""
     if not _is_integer(value):
-        raise TypeError(f"`{name}` must be an int; got {type(value).__name__} {value!r}")
+        raise TypeError(f"`{name}` must be an int; got {describe(value)}")
     if minimum is not None and value < minimum:
         raise ValueError(f"`{name}` must be an int >= {minimum}; got {value}")
     return int(value)
@@ -82,7 +102,7 @@ def check_int(name: str, value: Any, minimum: Optional[int] = None) -> int:
 def check_nonnegative(name: str, value: Any) -> float:
     """``value`` as a finite float >= 0, else ``TypeError``/``ValueError`` naming ``name``."""
     if not _is_real(value):
-        raise TypeError(f"`{name}` must be a number; got {type(value).__name__} {value!r}")
+        raise TypeError(f"`{name}` must be a number; got {describe(value)}")
     if not 0.0 <= float(value) < math.inf:
         raise ValueError(f"`{name}` must be finite and >= 0; got {value!r}")
     return float(value)

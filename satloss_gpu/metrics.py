@@ -118,9 +118,10 @@ def _threshold_floats(array: np.ndarray, threshold: float, name: str,
 
 def check_threshold(threshold: Any) -> float:
     """``threshold`` as a float in [0, 1], else ``TypeError``/``ValueError`` naming it."""
+    from ._validation import describe
+
     if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"`threshold` must be a number in [0, 1]; got "
-                        f"{type(threshold).__name__} {threshold!r}")
+        raise TypeError(f"`threshold` must be a number in [0, 1]; got {describe(threshold)}")
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"`threshold` must be a number in [0, 1]; got {threshold!r}")
     return float(threshold)

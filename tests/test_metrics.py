@@ -343,3 +343,15 @@ def test_soft_losses_refuse_bad_input(call, error, match):
     target[..., 4, :] = 1
     with pytest.raises(error, match=match):
         call(torch.full_like(target, 0.5), target)
+
+
+def test_argument_errors_describe_arrays_on_one_line():
+    """An array passed where a number belongs was printed element by element, over lines."""
+    from satloss_gpu.losses import SATLoss
+
+    with pytest.raises(TypeError) as exc:
+        M.binarize(np.ones((8, 8)), np.ones((8, 8)))
+    assert str(exc.value) == "`threshold` must be a number in [0, 1]; got ndarray of shape (8, 8)"
+    with pytest.raises(TypeError) as exc:
+        SATLoss(dims=np.zeros((3, 3)))
+    assert "\n" not in str(exc.value) and "ndarray of shape (3, 3)" in str(exc.value)
