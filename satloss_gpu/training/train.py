@@ -549,7 +549,11 @@ def _loader(cfg: Config, info: dist.DistInfo, train_set: SegmentationDataset):
 
 
 def _optimisation(cfg: Config, info: dist.DistInfo, model: torch.nn.Module):
-    """(Adam optimizer, step learning-rate schedule, gradient scaler) of the reference recipe."""
+    """(Adam optimizer, step learning-rate schedule, gradient scaler) of the reference recipe;
+    a ValueError naming ``--model`` for a model with nothing to train."""
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"--model {cfg.model} has no trainable parameters (none, or all with "
+                         f"requires_grad=False): there is nothing to train")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, cfg.lr_decay_epoch),
                                                 gamma=cfg.lr_decay_rate)

@@ -201,6 +201,15 @@ class OneChannel(torch.nn.Module):
         return self.conv(x)
 
 
+class Frozen(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 1).requires_grad_(False)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
 class NaNOut(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -232,6 +241,15 @@ def test_a_diverged_training_says_so(data, tmp_path, capsys, monkeypatch, loss):
     assert main(_args(data, tmp_path, "--epochs", "2", "--model", spec, "--loss", loss,
                       "--tloss_start", "0", "--no-baseline")) == 2
     _one_error_line(capsys, "training diverged at epoch 1, batch 1", f"--model {spec}", "--lr")
+
+
+def test_a_model_with_nothing_to_train_is_named(data, tmp_path, capsys, monkeypatch):
+    """It failed with torch's "optimizer got an empty parameter list" (no option named)."""
+    (tmp_path / "bad_models_reliability.py").write_text(BAD_MODELS)
+    monkeypatch.chdir(tmp_path)
+    assert main(_args(data, tmp_path, "--epochs", "1", "--model",
+                      "bad_models_reliability:Frozen")) == 2
+    _one_error_line(capsys, "--model bad_models_reliability:Frozen", "no trainable parameters")
 
 
 def test_a_checkpoint_that_does_not_fit_names_every_mismatch(tmp_path):
