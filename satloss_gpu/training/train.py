@@ -799,7 +799,8 @@ test.__test__ = False  # not a pytest test
 
 def _test_folder(cfg: Config, checkpoint: Path) -> Path:
     """``<exp>/<split>_<checkpoint name>``; a ValueError when it holds the results of an
-    earlier test and ``cfg.overwrite`` is not set (they are never replaced unasked)."""
+    earlier test and ``cfg.overwrite`` is not set (they are never replaced unasked); with
+    it, the earlier test's outputs are removed first."""
     tag = Path(checkpoint).stem if cfg.checkpoint else cfg.test_model
     out = cfg.exp_dir / f"{cfg.split}_{tag}"
     held = sorted(p.name for p in out.glob("*") if p.is_file() or any(p.iterdir())) \
@@ -807,7 +808,26 @@ def _test_folder(cfg: Config, checkpoint: Path) -> Path:
     if held and not cfg.overwrite:
         raise ValueError(f"test folder {out} already holds results ({', '.join(held[:3])}"
                          f"{', ...' if len(held) > 3 else ''}); pass --overwrite to replace them")
+    if held:
+        _remove_test_outputs(out)
     return out
+
+
+#: What a test writes in its folder: PNGs in these subfolders, and these files.
+_TEST_SUBFOLDERS = ("pred_bin", "pred_grey", "figures")
+_TEST_FILES = ("metrics.csv", "summary.json", "config_test.json")
+
+
+def _remove_test_outputs(out: Path) -> None:
+    """Remove the files an earlier test wrote in ``out`` (``--overwrite``), so that the
+    folder holds only the new test's predictions and figures, none of images it did not
+    test; other files are kept."""
+    stale = [out / name for name in _TEST_FILES]
+    for sub in _TEST_SUBFOLDERS:
+        stale += sorted((out / sub).glob("*.png"))
+    for path in stale:
+        if path.is_file():
+            path.unlink()
 
 
 def _test(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
@@ -828,7 +848,7 @@ def _test(cfg: Config, info: dist.DistInfo) -> Dict[str, Any]:
     load_weights(model, state, path, model_name)
     model.eval()
     out = _test_folder(cfg, path)
-    for sub in ("pred_bin", "pred_grey", "figures"):
+    for sub in _TEST_SUBFOLDERS:
         output_dir(out / sub, "--exp_root/--exp")
     (out / "config_test.json").write_text(cfg.to_json())
     log = _Log(cfg.exp_dir / "test.log", True)

@@ -291,6 +291,30 @@ def test_a_test_never_replaces_earlier_results_unasked(data, tmp_path, capsys):
     assert main(test_args + ["--resume"]) == 2
 
 
+def test_a_test_overwritten_on_other_images_keeps_none_of_the_earlier_ones(data, tmp_path):
+    """--overwrite replaced the files of the images tested again and kept the others'
+    predictions, which metrics.csv and summary.json no longer listed."""
+    assert main(_args(data, tmp_path, "--epochs", "1")) == 0
+    test_args = ["test", "--dataroot", str(data), "--dataset", "tiny", "--exp_root",
+                 str(tmp_path), "--exp", "run", "--no-progress"]
+    assert main(test_args) == 0
+    out = tmp_path / "run" / "test_best_dice"
+    (out / "notes.txt").write_text("mine")
+    for folder in ("test", "test_labels"):                      # the test set renamed
+        for path in (data / "tiny" / folder).glob("*.png"):
+            path.rename(path.with_name("renamed_" + path.name))
+    try:
+        assert main(test_args + ["--overwrite"]) == 0
+    finally:
+        for folder in ("test", "test_labels"):
+            for path in (data / "tiny" / folder).glob("renamed_*.png"):
+                path.rename(path.with_name(path.name[len("renamed_"):]))
+    for sub in ("pred_bin", "pred_grey"):
+        assert all(p.name.startswith("renamed_") for p in (out / sub).iterdir()), sub
+    assert all(p.name.startswith(("renamed_", "matching")) for p in (out / "figures").iterdir())
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def test_sliding_window_inference_is_exported_lazily():
     import satloss_gpu
     from satloss_gpu.training.sliding_window import sliding_window_inference
