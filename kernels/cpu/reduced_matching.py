@@ -433,15 +433,119 @@ def _local_lists(cand_pred, cand_key, cand_len, q, rows, n_pred):
 
 
 @numba.njit(cache=True)
+def _load_state(u_out, v_out, pred_of_target, q, rows, n_cols, cols, local, u, v, row4col,
+                col4row):
+    """The previous round's duals and matching of problem ``q`` on the local columns.
+
+    The lists only grow, so every column the previous round matched or gave a dual is
+    listed; a newly listed column is free with ``v = 0``, as are the private columns.
+    """
+    for c in range(n_cols):
+        v[c] = v_out[q, cols[c]]
+    for j in range(rows):
+        u[j] = u_out[q, j]
+        p = pred_of_target[q, j]
+        c = local[p] if p >= 0 else n_cols + j
+        col4row[j] = c
+        row4col[c] = j
+
+
+@numba.njit(cache=True)
+def _free_row(r, n_cols, v, row4col, col4row, queue, n_queue):
+    """Unassign row ``r``; queue its column when it is real with ``v < 0`` (a free column
+    must have ``v = 0``). Returns the new queue length."""
+    c = col4row[r]
+    if c == -1:
+        return n_queue
+    col4row[r] = -1
+    row4col[c] = -1
+    if c < n_cols and v[c] < 0.0:
+        queue[n_queue] = c
+        n_queue += 1
+    return n_queue
+
+
+@numba.njit(cache=True)
+def _column_entries(n_cols, rows, cand, key, length):
+    """The list entries by column (CSR): (start (U + 1,), row (E,), key (E,))."""
+    start = np.zeros(n_cols + 1, dtype=np.int64)
+    for j in range(rows):
+        for e in range(length[0, j]):
+            start[cand[0, j, e] + 1] += 1
+    for c in range(n_cols):
+        start[c + 1] += start[c]
+    fill = start[:n_cols].copy()
+    entry_row = np.empty(start[n_cols], dtype=np.int64)
+    entry_key = np.empty(start[n_cols], dtype=np.float64)
+    for j in range(rows):
+        for e in range(length[0, j]):
+            c = cand[0, j, e]
+            entry_row[fill[c]] = j
+            entry_key[fill[c]] = key[0, j, e]
+            fill[c] += 1
+    return start, entry_row, entry_key
+
+
+@numba.njit(cache=True)
+def _restore_feasibility(row_diag, b, rows, n_cols, cand, key, length, u, v, row4col,
+                         col4row, tol):
+    """Make the previous round's duals feasible on the grown lists; free the rows that lose
+    their tight edge. Returns the number of freed rows.
+
+    The LP: ``u`` free (rows), ``v <= 0`` (columns), ``key - u - v >= 0`` on every list edge
+    and ``diag - u >= 0`` on the private ones; a matched edge is tight and a free column has
+    ``v = 0``. A new edge of row ``j`` with a negative slack lowers ``u_j`` to make every
+    edge of ``j`` feasible (its matched edge is then loose: ``j`` is freed). A real column
+    freed with ``v < 0`` is raised to ``v = 0``; a row whose edge to it turns negative is
+    lowered and freed the same way, and so on (each column at most once: nothing is
+    matched here). Slacks above ``-tol`` (rounding) are left as they are. The augmenting
+    paths of the freed rows then restore an optimal matching of the lists.
+    """
+    queue = np.empty(n_cols, dtype=np.int64)
+    n_queue = 0
+    freed = 0
+    for j in range(rows):
+        low = np.float64(row_diag[b, j]) - u[j]
+        for e in range(length[0, j]):
+            low = min(low, slack(key[0, j, e], u[j], v[cand[0, j, e]]))
+        if low < -tol:
+            u[j] += low
+            n_queue = _free_row(j, n_cols, v, row4col, col4row, queue, n_queue)
+            freed += 1
+    if n_queue == 0:
+        return freed
+    start, entry_row, entry_key = _column_entries(n_cols, rows, cand, key, length)
+    head = 0
+    while head < n_queue:
+        c = queue[head]
+        head += 1
+        v[c] = 0.0
+        for k in range(start[c], start[c + 1]):
+            r = entry_row[k]
+            gap = entry_key[k] - u[r]
+            if gap < -tol:
+                u[r] += gap
+                if col4row[r] != -1:
+                    n_queue = _free_row(r, n_cols, v, row4col, col4row, queue, n_queue)
+                    freed += 1
+    return freed
+
+
+@numba.njit(cache=True)
 def _solve_problem(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q, rows,
-                   n_pred, pred_of_target, total_out, violation_out, scale_out, u_out, v_out):
-    """Solve problem ``q`` restricted to its lists; write its outputs and duals."""
+                   n_pred, warm, tol, pred_of_target, total_out, violation_out, scale_out,
+                   u_out, v_out):
+    """Solve problem ``q`` restricted to its lists; write its outputs and duals.
+
+    ``warm``: start from the previous round's matching and duals (``pred_of_target``,
+    ``u_out``, ``v_out``), made feasible on the grown lists by :func:`_restore_feasibility`,
+    and augment only the freed rows; else from a greedy matching.
+    """
     base = 0.0
     for i in range(n_pred):
         base += np.float64(diag_pred[q, i])
-        v_out[q, i] = 0.0
-    cols, _, cand, key, length = _local_lists(cand_pred, cand_key, cand_len, q, rows,
-                                              n_pred)
+    cols, local, cand, key, length = _local_lists(cand_pred, cand_key, cand_len, q, rows,
+                                                  n_pred)
     n_cols = cols.shape[0]
     width = cand.shape[2]
     nc = n_cols + rows
@@ -458,7 +562,13 @@ def _solve_problem(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_tar
     heap_cap = rows * (width + 1) + 1
     hv = np.empty(heap_cap, dtype=np.float64)
     hk = np.empty(heap_cap, dtype=np.int64)
-    _greedy(diag_target, q, rows, n_cols, cand, key, length, u, row4col, col4row)
+    if warm:
+        _load_state(u_out, v_out, pred_of_target, q, rows, n_cols, cols, local, u, v, row4col,
+                    col4row)
+        _restore_feasibility(diag_target, q, rows, n_cols, cand, key, length, u, v, row4col,
+                             col4row, tol)
+    else:
+        _greedy(diag_target, q, rows, n_cols, cand, key, length, u, row4col, col4row)
     for cur in range(rows):
         if col4row[cur] == -1:
             _augment_row_pruned(diag_target, q, cur, n_cols, cand, key, length, u, v, row4col,
@@ -489,8 +599,8 @@ def _solve_problem(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_tar
 
 @numba.njit(cache=True, nogil=True)
 def solve_lists(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, n, m,
-                problems, pred_of_target, total_out, violation_out, scale_out, u_out, v_out,
-                first, stop):
+                problems, warm, tol, pred_of_target, total_out, violation_out, scale_out, u_out,
+                v_out, first, stop):
     """Solve problems ``problems[first:stop]`` restricted to their candidate lists.
 
     Releases the GIL: disjoint ranges may run in concurrent threads.
@@ -504,20 +614,27 @@ def solve_lists(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target
     n, m : int64, shape (Q,)
     problems : int64, shape (P,)
         Problems in the order they are handed to the threads (largest first balances them).
+    warm : bool
+        Start from the matching and duals of the previous call on the same problems (read
+        from ``pred_of_target``, ``u_out`` and ``v_out``; the lists may only have grown since)
+        instead of from scratch.
+    tol : float64, shape (Q,)
+        Negative slacks down to ``-tol`` (rounding) are not repaired by a warm start.
     first, stop : int
         The range of ``problems`` solved by this call.
-    pred_of_target : int64, shape (Q, M), written
+    pred_of_target : int64, shape (Q, M), read when ``warm`` and written
         Prediction point matched with each target point, or -1 (the diagonal).
     total_out, violation_out, scale_out : float64, shape (Q,), written
         Optimal total on the lists and the certificate on the list edges: it holds when
         ``violation <= rtol * scale``.
-    u_out : float64, shape (Q, M), written
+    u_out : float64, shape (Q, M), read when ``warm`` and written
         Row duals (target points).
-    v_out : float64, shape (Q, N), written
-        Column duals of the listed prediction points, 0 for every other one.
+    v_out : float64, shape (Q, N), read when ``warm`` and written
+        Column duals of the listed prediction points; the others are left as they are (0:
+        the caller zeroes them once, and a listed point stays listed).
     """
     for k in range(first, stop):
         q = problems[k]
         _solve_problem(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q,
-                       m[q], n[q], pred_of_target, total_out, violation_out, scale_out, u_out,
-                       v_out)
+                       m[q], n[q], warm, tol[q], pred_of_target, total_out, violation_out,
+                       scale_out, u_out, v_out)

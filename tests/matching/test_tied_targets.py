@@ -98,3 +98,32 @@ def test_keyboard_interrupt_stops_the_matching_quickly():
     finally:
         timer.cancel()
     assert sent and time.perf_counter() - sent[0] < 1.0
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_warm_started_rounds_match_emd2(monkeypatch, seed):
+    """Many pricing rounds (one pair per round), each solve warm-started from the previous
+    matching and duals: rows freed, freed columns raised to 0 and re-augmented; still exact."""
+    monkeypatch.setattr(reduced, "LIST_STEP", 1)
+    monkeypatch.setattr(reduced, "PRICE_STEP", 1)
+    rounds = []
+    from satloss_gpu.kernels.cpu import reduced_matching as kernels
+
+    solve = kernels.solve_lists
+
+    def counting_solve(*args):
+        rounds.append(args[9])  # warm
+        return solve(*args)
+
+    monkeypatch.setattr(kernels, "solve_lists", counting_solve)
+    rng = np.random.default_rng(seed)
+    cost = np.round(8 * rng.random((3, 60, 40))) / 8
+    dp = np.round(4 * rng.random((3, 60))) / 4 + 0.5
+    dt = np.round(4 * rng.random((3, 40))) / 4 + 0.5
+    n, m = np.array([60, 45, 9]), np.array([40, 40, 30])
+    result = reduced_match_dense(cost, dp, dt, n, m)
+    expected = emd2_totals(cost, dp, dt, n, m)
+    assert any(rounds)  # later rounds were warm-started
+    np.testing.assert_allclose(result.total, expected, rtol=1e-9)
+    np.testing.assert_allclose(matching_value(result.pred_of_target, cost, dp, dt, n, m),
+                               expected, rtol=1e-9)
