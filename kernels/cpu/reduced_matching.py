@@ -386,7 +386,8 @@ def _augment_row_pruned(row_diag, b, cur, n_cols, cand, key, length, u, v, row4c
             sink = best_col
         else:
             i = row4col[best_col]
-    _update_duals_and_augment(cur, sink, min_value, scanned, n_scanned, visited, n_visited, path_cost,
+    _update_duals_and_augment(cur, sink, min_value, scanned, n_scanned, visited, n_visited,
+                              path_cost,
                               path, u, v, row4col, col4row)
     for k in range(n_touched):
         path_cost[touched[k]] = math.inf

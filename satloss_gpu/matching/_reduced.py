@@ -27,8 +27,8 @@ Paths
   are solved exactly by shortest augmenting paths, and a pricing pass checks the duals against
   *every* pair (costs computed on the fly from the points, or read from a dense matrix, pruned
   by a lower bound of each prediction point's costs): each target point receives its
-  ``LIST_STEP`` most violating pairs and the problem is solved again, until no pair violates
-  them. The duals are then feasible for the full problem and the matching is optimal
+  ``PRICE_STEP`` most violating pairs and the problem is solved again (warm-started from the
+  previous matching and duals), until no pair violates them. The duals are then feasible for the full problem and the matching is optimal
   (:mod:`satloss_gpu.kernels.cpu.reduced_matching`). A problem failing the certificate on its
   lists (rounding) is solved again with POT's ``ot.emd`` on its union of lists. Memory is
   ``O(n + m L)`` for lists of final length ``L``. The compiled passes return to Python between
@@ -159,9 +159,9 @@ def _certified_match(price: Callable, diag_pred: np.ndarray, diag_target: np.nda
 
     ``price(blocks, u, v, tol, new_pred, new_rc, new_cost, new_len, first, stop)`` runs the
     pricing kernel on the work items ``blocks[first:stop]``. The first solve starts from
-    scratch, the later ones from the previous matching and duals (warm start). A problem leaves the rounds when
-    its pricing adds no pair; problems failing the certificate (rounding) are solved again
-    with POT's ``ot.emd`` on their lists.
+    scratch, the later ones from the previous matching and duals (warm start). A problem
+    leaves the rounds when its pricing adds no pair; problems failing the certificate
+    (rounding) are solved again with POT's ``ot.emd`` on their lists.
     """
     from ..kernels.cpu.reduced_matching import list_blocks, merge_lists, solve_lists
 
