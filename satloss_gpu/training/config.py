@@ -210,6 +210,9 @@ def read_config_file(path: str | Path) -> Dict[str, Any]:
         the file.
     """
     file = Path(path)
+    if file.is_dir():
+        raise ValueError(f"config file {file} is a folder; expected a JSON file such as "
+                         f"exp/NAME/config.json")
     if not file.is_file():
         raise ValueError(f"config file not found: {file}")
     try:

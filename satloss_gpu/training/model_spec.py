@@ -59,8 +59,8 @@ def parse_model_kwargs(text: Optional[str]) -> Dict[str, Any]:
         raise ValueError(f"`model_kwargs` must be a JSON object; cannot parse {text!r}: "
                          f"{exc.msg}") from None
     if not isinstance(value, dict):
-        raise ValueError(f"`model_kwargs` must be a JSON object such as '{{\"in_channels\": 3}}'; "
-                         f"got {type(value).__name__} {text!r}")
+        raise ValueError(f"`model_kwargs` must be a JSON object such as '{{\"name\": 1}}' "
+                         f"(keyword arguments by name); got {type(value).__name__} {text!r}")
     return value
 
 

@@ -112,6 +112,11 @@ def test_missing_config_file(data, capsys):
     _one_error_line(capsys, "config file not found", "missing.json")
 
 
+def test_config_file_that_is_a_folder(data, capsys):
+    assert main(["train", "--config", str(data)]) == 2
+    _one_error_line(capsys, str(data), "is a folder; expected a JSON file")
+
+
 @pytest.mark.parametrize("extra,fragment", [
     (["--model", "user_models_cli:Missing"], "has no attribute 'Missing'"),
     (["--model", "no_such_pkg.nets:Net"], "cannot import module 'no_such_pkg.nets'"),

@@ -81,6 +81,19 @@ def test_bad_kwargs(text, match):
         parse_model_kwargs(text)
 
 
+def test_tloss_kwargs_error_gives_no_model_example(capsys):
+    """The JSON-object message is shared by --model_kwargs and --tloss_kwargs: its example
+    must not be a model's argument."""
+    from satloss_gpu.training.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--tloss_kwargs", "[1]"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--tloss_kwargs" in err and "must be a JSON object" in err
+    assert "in_channels" not in err
+
+
 def test_kwargs_the_constructor_rejects(in_cwd):
     with pytest.raises(ValueError, match="`model_kwargs` .* do not fit user_models_spec:TinyNet"):
         model_from_spec("user_models_spec:TinyNet", {"depth": 3})
