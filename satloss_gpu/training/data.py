@@ -331,7 +331,25 @@ class SegmentationDataset:
                 self._cache[i] = (image, label)
         if len(self) and not with_foreground:
             self._empty_labels(require_foreground)
+        self._warn_small_for_crop(shapes)
         return shapes
+
+    def _warn_small_for_crop(self, shapes: List[Tuple[int, int]]) -> None:
+        """Warn when images are smaller than the crop: they are padded, label included."""
+        if self.crop is None:
+            return
+        small = [shape for shape in shapes if min(shape) < self.crop]
+        if not small:
+            return
+        import warnings
+
+        smallest = min(small, key=lambda shape: shape[0] * shape[1])
+        warnings.warn(f"{len(small)} of the {len(shapes)} images in {self.image_dir} are smaller "
+                      f"than the crop {self.crop} (smallest {smallest[0]} x {smallest[1]}): they "
+                      f"are padded first, labels too (mirrored, or repeated edges when the image "
+                      f"is under half the crop), which adds structures that are not in the data; "
+                      f"use --crop {min(min(shape) for shape in shapes)} or less, or --crop 0 "
+                      f"for whole images", UserWarning, stacklevel=3)
 
     def _empty_labels(self, refuse: bool) -> None:
         message = (f"every label of the {len(self)} in {self.label_dir} is empty (no foreground "

@@ -257,6 +257,8 @@ def test_crops_and_flips_keep_image_and_label_aligned(tmp_path):
     ds.set_epoch(2)
     np.testing.assert_array_equal(ds[1]["image"], ds[1]["image"])   # reproducible
     big = SegmentationDataset(tmp_path, "ds", "train", crop=32)
+    with pytest.warns(UserWarning, match=r"3 of the 3 images .* smaller than the crop 32 .*--crop 20"):
+        big.check()
     assert big[0]["image"].shape == (3, 32, 32)      # smaller images are padded first
     with pytest.raises(ValueError, match="`crop` must be a positive int"):
         SegmentationDataset(tmp_path, "ds", "train", crop=0)
