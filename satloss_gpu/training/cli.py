@@ -440,7 +440,7 @@ def _cmd_persistence(args: argparse.Namespace) -> int:
         rgb = read_image(path)
         image = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         name = path.stem
-    out = output_file(args.out or Path("exp") / "persistence" / f"{name}.png",
+    out = output_file(args.out or _unused_path(Path("exp") / "persistence", name, ".png"),
                       "--out" if args.out else "the default --out (exp/persistence)")
     if max(image.shape) > args.max_size:
         from skimage.transform import rescale
@@ -450,6 +450,15 @@ def _cmd_persistence(args: argparse.Namespace) -> int:
                      superlevel=args.superlevel, construction=args.construction)
     print(f"wrote {out}")
     return 0
+
+
+def _unused_path(folder: Path, stem: str, suffix: str) -> Path:
+    """``folder/stem+suffix``, or ``folder/stem_K+suffix`` with the least K >= 2 that names no
+    existing file: a default output path never replaces an earlier output."""
+    path, k = folder / f"{stem}{suffix}", 2
+    while path.exists():
+        path, k = folder / f"{stem}_{k}{suffix}", k + 1
+    return path
 
 
 def _raise(exc: Exception) -> int:

@@ -162,3 +162,16 @@ def test_entry_points_run_as_scripts(tmp_path):
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"satloss: error: dataset folder not found: {tmp_path / 'ROADS' / 'train'} "
                           f"(--dataroot {tmp_path}, --dataset ROADS"), err
+
+
+def test_persistence_default_output_never_replaces_an_earlier_one(tmp_path, monkeypatch):
+    """Two images with one file stem (in two folders) get two figures under exp/persistence."""
+    monkeypatch.chdir(tmp_path)
+    for folder, seed in (("a", 0), ("b", 1)):
+        (tmp_path / folder).mkdir()
+        image = (np.random.default_rng(seed).random((12, 16)) * 255).astype(np.uint8)
+        iio.imwrite(tmp_path / folder / "scan.png", image)
+        assert main(["persistence", str(tmp_path / folder / "scan.png")]) == 0
+    first, second = tmp_path / "exp/persistence/scan.png", tmp_path / "exp/persistence/scan_2.png"
+    assert first.is_file() and second.is_file()
+    assert first.read_bytes() != second.read_bytes()
