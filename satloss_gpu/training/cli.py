@@ -56,6 +56,7 @@ _non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0", "integer >
 _positive_float = _number(float, lambda v: v > 0, "a number > 0", "number > 0")
 _non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0", "number >= 0")
 _fraction = _number(float, lambda v: 0.0 < v < 1.0, "a number in (0, 1)", "number in (0, 1)")
+_image_side = _number(int, lambda v: v >= 8, "an integer >= 8", "integer >= 8")
 _unit_interval = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)", "number in [0, 1)")
 
 
@@ -348,7 +349,7 @@ def build_parser(config: Optional[str] = None) -> argparse.ArgumentParser:
     data.add_argument("--n_train", type=_positive_int, default=32, help="(%(default)s)")
     data.add_argument("--n_val", type=_non_negative_int, default=8, help="(%(default)s)")
     data.add_argument("--n_test", type=_non_negative_int, default=8, help="(%(default)s)")
-    data.add_argument("--size", type=_positive_int, default=None,
+    data.add_argument("--size", type=_image_side, default=None,
                       help="image side (96), or tile side for retina (128)")
     data.add_argument("--seed", type=_non_negative_int, default=0, help="(%(default)s)")
     data.add_argument("--overwrite", action="store_true",
@@ -407,8 +408,14 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
     from .synthetic import make_dataset, make_retina_dataset
 
     if args.kind == "retina":
-        path = make_retina_dataset(args.dataroot, args.name or "retina", tile=args.size or 128,
-                                   seed=args.seed, overwrite=args.overwrite)
+        try:
+            path = make_retina_dataset(args.dataroot, args.name or "retina", tile=args.size or 128,
+                                       seed=args.seed, overwrite=args.overwrite)
+        except ValueError as exc:
+            if "`tile`" not in str(exc):
+                raise
+            raise ValueError(f"--size {args.size}: tiles too large for the retina photograph "
+                             f"(fewer than 3 inside its field of view); use 352 or less") from None
     else:
         name = args.name or ("synthetic" if args.kind == "mixed" else args.kind)
         size = args.size or 96

@@ -175,3 +175,20 @@ def test_persistence_default_output_never_replaces_an_earlier_one(tmp_path, monk
     first, second = tmp_path / "exp/persistence/scan.png", tmp_path / "exp/persistence/scan_2.png"
     assert first.is_file() and second.is_file()
     assert first.read_bytes() != second.read_bytes()
+
+
+
+def test_make_data_size_below_8_is_refused_by_the_parser(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["make-data", "--dataroot", str(tmp_path), "--size", "4"])
+    assert exit_info.value.code == 2
+    assert "argument --size: must be an integer >= 8; got '4'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_make_data_retina_tiles_too_large_name_size(tmp_path, capsys):
+    assert main(["make-data", "--dataroot", str(tmp_path), "--kind", "retina", "--size", "400"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert all(f in err for f in ("--size 400", "tiles too large", "352 or less")), err
+    assert not (tmp_path / "retina").exists()
