@@ -80,9 +80,16 @@ def blend_weights(shape: tuple[int, int], mode: str = "gaussian",
     return (weights / weights.max()).clamp_min(1e-3).to(dtype)
 
 
-def _check_arguments(image: torch.Tensor, overlap: float, blend: str, batch_size: int) -> None:
+def _check_arguments(predict: Callable, image: torch.Tensor, overlap: float, blend: str,
+                     batch_size: int) -> None:
+    if not callable(predict):
+        raise TypeError(f"`predict` must be callable (a model or a function of a batch of "
+                        f"windows); got {type(predict).__name__}")
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"`image` must be a torch.Tensor; got {type(image).__name__}")
+    if not image.is_floating_point():
+        raise TypeError(f"`image` must be a real floating-point tensor (a network's input); "
+                        f"got {image.dtype}")
     if image.ndim != 4 or any(int(s) == 0 for s in image.shape):
         raise ValueError(f"`image` must have shape (B, C, H, W) with no empty dimension; got "
                          f"{tuple(image.shape)}")
@@ -135,7 +142,7 @@ def sliding_window_inference(
     >>> out.shape, torch.allclose(out, image.mean(1, keepdim=True))
     (torch.Size([1, 1, 20, 30]), True)
     """
-    _check_arguments(image, overlap, blend, batch_size)
+    _check_arguments(predict, image, overlap, blend, batch_size)
     win_rows, win_cols = _pair(window, "window")
     batch, _, height, width = (int(s) for s in image.shape)
     tile_rows, tile_cols = min(win_rows, height), min(win_cols, width)
@@ -147,6 +154,9 @@ def sliding_window_inference(
         chunk = windows[first:first + batch_size]
         tiles = torch.stack([image[b, :, r:r + tile_rows, c:c + tile_cols] for b, r, c in chunk])
         out = predict(tiles)
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            raise TypeError(f"`predict` must return a floating-point torch.Tensor; got "
+                            f"{getattr(out, 'dtype', type(out).__name__)}")
         if out.ndim != 4 or tuple(out.shape[-2:]) != (tile_rows, tile_cols):
             raise ValueError(f"`predict` must return (N, K, h, w) for windows (N, C, h, w) = "
                              f"{tuple(tiles.shape)}; got {tuple(out.shape)}")

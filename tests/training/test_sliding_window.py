@@ -92,3 +92,14 @@ def test_bad_image_and_bad_predict_output():
         sliding_window_inference(lambda x: x, torch.rand(8, 8), 4)
     with pytest.raises(ValueError, match="`predict` must return"):
         sliding_window_inference(lambda x: x[..., :-1, :], torch.rand(1, 1, 8, 8), 4)
+
+
+def test_non_callable_predict_integer_image_and_non_tensor_output_are_named():
+    with pytest.raises(TypeError, match="`predict` must be callable"):
+        sliding_window_inference(torch.nn.Identity().state_dict(), torch.rand(1, 1, 8, 8), 4)
+    with pytest.raises(TypeError, match=r"`image` must be a real floating-point tensor .* torch.int64"):
+        sliding_window_inference(lambda x: x, torch.ones(1, 1, 8, 8, dtype=torch.int64), 4)
+    with pytest.raises(TypeError, match="`predict` must return a floating-point torch.Tensor; got list"):
+        sliding_window_inference(lambda x: [x], torch.rand(1, 1, 8, 8), 4)
+    with pytest.raises(TypeError, match="`predict` must return a floating-point torch.Tensor; got torch.bool"):
+        sliding_window_inference(lambda x: x > 0.5, torch.rand(1, 1, 8, 8), 4)
