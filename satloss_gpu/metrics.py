@@ -470,13 +470,42 @@ def segmentation_metrics(pred: Any, target: Any, threshold: float = 0.5, pad: bo
 
 
 def summarize(rows: Iterable[Dict[str, float]], names: Sequence[str] = METRIC_NAMES) -> Dict[str, float]:
-    """Mean of every metric over ``rows`` (NaNs ignored), plus ``"n_images"``."""
+    """Mean of every metric over ``rows`` (NaNs ignored), plus ``"n_images"``.
+
+    Parameters
+    ----------
+    rows : iterable of dict
+        One dict of metric values (real numbers) per image, e.g. from
+        :func:`segmentation_metrics`.
+    names : sequence of str
+        The metrics to average; a name missing from every row gives NaN.
+
+    Raises
+    ------
+    TypeError
+        If a row is not a dict, or one of its ``names`` values is not a real number.
+    """
+    if isinstance(rows, (dict, str, bytes)):
+        raise TypeError(f"`rows` must be an iterable of dicts (one per image); got "
+                        f"{type(rows).__name__}")
     rows = list(rows)
+    for k, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise TypeError(f"`rows[{k}]` must be a dict of metric values; got "
+                            f"{type(row).__name__}")
     out: Dict[str, float] = {}
     for name in names:
-        values = np.array([r[name] for r in rows if name in r], dtype=np.float64)
+        values = np.array([_metric_value(r[name], k, name) for k, r in enumerate(rows)
+                           if name in r], dtype=np.float64)
         finite = values[np.isfinite(values)]
         out[name] = float(finite.mean()) if finite.size else float("nan")
     out["n_images"] = float(len(rows))
     return out
 
+
+def _metric_value(value: object, row: int, name: str) -> float:
+    """``value`` as a float, or a TypeError naming the row and the metric."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"`rows[{row}][{name!r}]` must be a real number; got "
+                        f"{type(value).__name__} {value!r}")
+    return float(value)

@@ -355,3 +355,19 @@ def test_argument_errors_describe_arrays_on_one_line():
     with pytest.raises(TypeError) as exc:
         SATLoss(dims=np.zeros((3, 3)))
     assert "\n" not in str(exc.value) and "ndarray of shape (3, 3)" in str(exc.value)
+
+
+@pytest.mark.parametrize("rows,match", [
+    ({"dice": 1.0}, r"`rows` must be an iterable of dicts .* got dict"),
+    ([3], r"`rows\[0\]` must be a dict of metric values; got int"),
+    ([{"dice": 0.5}, {"dice": "0.7"}], r"`rows\[1\]\['dice'\]` must be a real number; got str"),
+    ([{"dice": None}], r"`rows\[0\]\['dice'\]` must be a real number; got NoneType"),
+])
+def test_summarize_refuses_rows_that_are_not_metric_dicts(rows, match):
+    with pytest.raises(TypeError, match=match):
+        M.summarize(rows, ["dice"])
+
+
+def test_summarize_ignores_nan_and_other_keys():
+    rows = [{"name": "a", "dice": 0.5}, {"name": "b", "dice": float("nan")}, {"name": "c"}]
+    assert M.summarize(rows, ["dice"]) == {"dice": 0.5, "n_images": 3.0}
