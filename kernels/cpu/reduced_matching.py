@@ -22,7 +22,13 @@ called in rounds by :mod:`satloss_gpu.matching._reduced`:
 3. *Solve* (:func:`solve_lists`): every problem restricted to its lists, exactly, by shortest
    augmenting paths (the scalar steps of the CPU matching solver; each search stops scanning a
    sorted list once it cannot shorten the path), with a dual certificate on the list edges;
-   it returns the duals that the next pricing checks.
+   it returns the duals that the next pricing checks, the row duals raised as far as the
+   matching allows (:func:`_raise_row_duals`: on tied targets this is what lets pricing
+   pass after a round or two instead of freeing every row for about 20 rounds).
+
+The first lists also hold each target point's *partner* when it has one
+(:func:`add_partners`): for SATLoss, the prediction point born at the target point's birth
+pixel, the natural match of a component that the prediction reproduces.
 
 When a pricing round finds no violating pair, the duals are feasible for the full problem and
 complementary slackness holds on the lists (the certificate), so the matching is optimal for
@@ -42,10 +48,11 @@ import numba
 import numpy as np
 
 from ..common.matching import relaxed_distance, slack
-from .matching_sap import _greedy, _heap_push, _pop_closest, _update_duals_and_augment
+from .matching_sap import (_greedy, _heap_pop, _heap_push, _pop_closest,
+                          _update_duals_and_augment)
 
-__all__ = ["price_points", "price_dense", "merge_lists", "solve_lists", "list_blocks",
-           "TARGET_BLOCK"]
+__all__ = ["price_points", "price_dense", "merge_lists", "add_partners", "solve_lists",
+           "list_blocks", "TARGET_BLOCK"]
 
 #: Target points per work item of the list pass.
 TARGET_BLOCK = 16
@@ -291,6 +298,47 @@ def merge_lists(cand_pred, cand_key, cand_cost, cand_len, new_pred, new_cost, ne
         added[q] = count
 
 
+@numba.njit(cache=True, nogil=True)
+def add_partners(pred_birth, pred_death, pred_pixel, target_birth, target_death, target_pixel,
+                 m, height, width, spatial, low, high, partner, diag_pred, diag_target,
+                 cand_pred, cand_key, cand_cost, cand_len):
+    """Add to every target point's list its partner (a prediction point), unless listed.
+
+    ``partner[q, j]`` (int64, (Q, M)) is a prediction point of problem ``q`` or -1 (none);
+    the pair joins the list when its reduced cost ``cost - diag_pred - diag_target`` is
+    negative, and the list stays sorted as in :func:`merge_lists`. The lists (Q, M, L) must
+    have room for one more entry per row; see :func:`price_points` for the other arguments.
+    """
+    for q in range(partner.shape[0]):
+        for j in range(m[q]):
+            i = partner[q, j]
+            if i < 0:
+                continue
+            length = cand_len[q, j]
+            listed = False
+            for e in range(length):
+                if cand_pred[q, j, e] == i:
+                    listed = True
+                    break
+            if listed:
+                continue
+            pb = np.float64(pred_birth[q, i])
+            pd = np.float64(pred_death[q, i])
+            cost = point_cost(pb, pd, np.float64(pred_pixel[q, i, 0]),
+                              np.float64(pred_pixel[q, i, 1]), np.float64(target_birth[q, j]),
+                              np.float64(target_death[q, j]), np.float64(target_pixel[q, j, 0]),
+                              np.float64(target_pixel[q, j, 1]), height, width, spatial, low,
+                              high)
+            key = cost - np.float64(diag_pred[q, i])
+            if not key < np.float64(diag_target[q, j]):
+                continue
+            cand_pred[q, j, length] = i
+            cand_key[q, j, length] = key
+            cand_cost[q, j, length] = cost
+            _sort_row(cand_pred, cand_key, cand_cost, q, j, length, length + 1)
+            cand_len[q, j] = length + 1
+
+
 # ----------------------------------------------------------------------------- solve pass
 
 
@@ -533,6 +581,66 @@ def _restore_feasibility(row_diag, b, rows, n_cols, cand, key, length, u, v, row
 
 
 @numba.njit(cache=True)
+def _raise_row_duals(row_diag, b, rows, n_cols, cand, key, length, u, v, row4col, col4row):
+    """Raise every row dual as far as the optimal matching of the lists allows.
+
+    Any optimal duals of the lists certify them; pricing checks them against every pair.
+    On tied targets (every target point seeing the same costs of the prediction points near
+    it) the solve leaves each row's dual at its own column's cost, and pricing then frees
+    rows round after round until the duals of neighbouring rows are equal; raised duals are
+    equal along alternating paths from the start. Row ``j`` rises by ``d[j]``, the shortest
+    distance (in slacks) from ``j`` along list edges and matched edges to a free column (a
+    free real column, or ``j``'s own private column), capped by the largest ``row_diag - u``
+    (0 for a row on its private column: no other row reaches it); its matched column's dual
+    drops by ``d[j]``. Shortest distances keep every slack ``>= 0`` and the matched edges
+    tight; ``v`` only drops, so it stays ``<= 0``; free columns keep ``v = 0``.
+    """
+    cap = 0.0
+    for j in range(rows):
+        cap = max(cap, np.float64(row_diag[b, j]) - u[j])
+    dist = np.empty(rows, dtype=np.float64)
+    done = np.zeros(rows, dtype=np.bool_)
+    heap_value = np.empty(rows + 1 + length.sum(), dtype=np.float64)
+    heap_key = np.empty(heap_value.shape[0], dtype=np.int64)
+    size = 0
+    for j in range(rows):
+        best = cap
+        if col4row[j] == n_cols + j:
+            best = 0.0  # no other row reaches it; left as it is (the warm start's private v = 0)
+        else:
+            best = min(best, max(0.0, slack(np.float64(row_diag[b, j]), u[j], 0.0)))
+        for e in range(length[0, j]):
+            c = cand[0, j, e]
+            if row4col[c] == -1:
+                best = min(best, max(0.0, slack(key[0, j, e], u[j], v[c])))
+        dist[j] = best
+        size = _heap_push(heap_value, heap_key, size, best, j)
+    start, entry_row, entry_key = _column_entries(n_cols, rows, cand, key, length)
+    while size > 0:
+        value = heap_value[0]
+        j = heap_key[0]
+        size = _heap_pop(heap_value, heap_key, size)
+        if done[j] or value != dist[j]:
+            continue
+        done[j] = True
+        c = col4row[j]
+        if c < 0 or c >= n_cols:
+            continue
+        for k in range(start[c], start[c + 1]):
+            r = entry_row[k]
+            if done[r]:
+                continue
+            through = value + max(0.0, slack(entry_key[k], u[r], v[c]))
+            if through < dist[r]:
+                dist[r] = through
+                size = _heap_push(heap_value, heap_key, size, through, r)
+    for j in range(rows):
+        u[j] += dist[j]
+        if col4row[j] >= 0:
+            v[col4row[j]] -= dist[j]
+
+
+@numba.njit(cache=True)
 def _solve_problem(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_target, q, rows,
                    n_pred, warm, tol, pred_of_target, total_out, violation_out, scale_out,
                    u_out, v_out):
@@ -574,6 +682,7 @@ def _solve_problem(cand_pred, cand_key, cand_cost, cand_len, diag_pred, diag_tar
         if col4row[cur] == -1:
             _augment_row_pruned(diag_target, q, cur, n_cols, cand, key, length, u, v, row4col,
                                 col4row, path_cost, path, done, scanned, visited, touched, hv, hk)
+    _raise_row_duals(diag_target, q, rows, n_cols, cand, key, length, u, v, row4col, col4row)
     diag_cols = np.empty(n_cols, dtype=np.float64)
     for c in range(n_cols):
         diag_cols[c] = np.float64(diag_pred[q, cols[c]])

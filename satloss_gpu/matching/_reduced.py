@@ -23,12 +23,15 @@ Paths
 * NumPy / CPU tensors: short lists and a dual certificate on all pairs instead of the
   ``min(m, ...)`` lists above (which hold up to ``m^2`` entries and made the solve cubic in
   ``m`` on targets with thousands of components). Each target point starts with its
-  ``LIST_STEP`` cheapest pairs of negative reduced cost; the problems restricted to the lists
-  are solved exactly by shortest augmenting paths, and a pricing pass checks the duals against
+  ``LIST_STEP`` cheapest pairs of negative reduced cost (and, for points, the prediction
+  point born at its birth pixel); the problems restricted to the lists
+  are solved exactly by shortest augmenting paths (the row duals then raised as far as the
+  matching allows), and a pricing pass checks the duals against
   *every* pair (costs computed on the fly from the points, or read from a dense matrix, pruned
   by a lower bound of each prediction point's costs): each target point receives its
   ``PRICE_STEP`` most violating pairs and the problem is solved again (warm-started from the
-  previous matching and duals), until no pair violates them. The duals are then feasible for the full problem and the matching is optimal
+  previous matching and duals), until no pair violates them. The duals are then feasible
+  for the full problem and the matching is optimal
   (:mod:`satloss_gpu.kernels.cpu.reduced_matching`). A problem failing the certificate on its
   lists (rounding) is solved again with POT's ``ot.emd`` on its union of lists. Memory is
   ``O(n + m L)`` for lists of final length ``L``. The compiled passes return to Python between
@@ -154,7 +157,8 @@ def _room(lists, new_len: np.ndarray):
 
 
 def _certified_match(price: Callable, diag_pred: np.ndarray, diag_target: np.ndarray,
-                     n: np.ndarray, m: np.ndarray) -> ReducedResult:
+                     n: np.ndarray, m: np.ndarray,
+                     add_partners: Optional[Callable] = None) -> ReducedResult:
     """Rounds of pricing, merging and solving on the lists until the duals are certified.
 
     ``price(blocks, u, v, tol, new_pred, new_rc, new_cost, new_len, first, stop)`` runs the
@@ -162,6 +166,8 @@ def _certified_match(price: Callable, diag_pred: np.ndarray, diag_target: np.nda
     scratch, the later ones from the previous matching and duals (warm start). A problem
     leaves the rounds when its pricing adds no pair; problems failing the certificate
     (rounding) are solved again with POT's ``ot.emd`` on their lists.
+    ``add_partners(lists)``, when given, adds a likely partner of every target point to the
+    first lists (returning them, grown if needed).
     """
     from ..kernels.cpu.reduced_matching import list_blocks, merge_lists, solve_lists
 
@@ -185,6 +191,8 @@ def _certified_match(price: Callable, diag_pred: np.ndarray, diag_target: np.nda
         lists = _room(lists, new[3])
         _in_slices(lambda first, stop: merge_lists(*lists, new[0], new[2], new[3], diag_pred, m,
                                                    active, added, first, stop), len(active))
+        if first_round and add_partners is not None:
+            lists = add_partners(lists)
         if not first_round:
             active = np.ascontiguousarray(active[added[active] > 0])
         warm = not first_round
@@ -262,7 +270,7 @@ def reduced_match_points(
     ReducedResult
         NumPy float64 totals (Q,) and int64 ``pred_of_target`` (Q, M).
     """
-    from ..kernels.cpu.reduced_matching import price_points
+    from ..kernels.cpu.reduced_matching import add_partners, price_points
 
     n = np.ascontiguousarray(n, dtype=np.int64)
     m = np.ascontiguousarray(m, dtype=np.int64)
@@ -279,7 +287,43 @@ def reduced_match_points(
                      target_pixel, n, m, blocks, height, width, bool(spatial), low, high, visit,
                      lower, u, v, tol, *new_and_range)
 
-    return _certified_match(price, diag_pred, diag_target, n, m)
+    partner = _same_pixel_partner(pred_pixel, target_pixel, n, m, image_shape)
+
+    def with_partners(lists):
+        lists = _room(lists, (partner >= 0).astype(np.int64))
+        add_partners(pred_birth, pred_death, pred_pixel, target_birth, target_death,
+                     target_pixel, m, height, width, bool(spatial), low, high, partner,
+                     diag_pred, diag_target, *lists)
+        return lists
+
+    return _certified_match(price, diag_pred, diag_target, n, m, with_partners)
+
+
+def _same_pixel_partner(pred_pixel: np.ndarray, target_pixel: np.ndarray, n: np.ndarray,
+                        m: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
+    """The prediction point born at each target point's birth pixel, int64 (Q, M), or -1.
+
+    One pass per problem over an (H * W) map of the prediction birth pixels (pixels outside
+    the image are ignored; of two points born at one pixel the later one is kept). For
+    components that the prediction reproduces (a dot, a cell), this is the natural partner.
+    """
+    height, width = (int(s) for s in image_shape)
+    partner = np.full(target_pixel.shape[:2], -1, dtype=np.int64)
+    where = np.full(height * width, -1, dtype=np.int64)
+    for q in range(len(n)):
+        points, flat = _flat_pixels(pred_pixel[q, :n[q]], height, width)
+        where[flat] = points
+        targets, target_flat = _flat_pixels(target_pixel[q, :m[q]], height, width)
+        partner[q, targets] = where[target_flat]
+        where[flat] = -1
+    return partner
+
+
+def _flat_pixels(pixel: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, flat indices) of the (row, col) pixels (P, 2) inside an H x W image."""
+    rows, cols = pixel[:, 0], pixel[:, 1]
+    inside = np.nonzero((rows >= 0) & (rows < height) & (cols >= 0) & (cols < width))[0]
+    return inside, rows[inside] * width + cols[inside]
 
 
 def _visit_order(pred_birth, pred_death, diag_pred, target_birth, target_death, n, m,

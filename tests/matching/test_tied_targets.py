@@ -73,7 +73,7 @@ def test_random_and_equal_costs_match_emd2(seed):
     np.testing.assert_allclose(result.total, expected, rtol=1e-9)
 
 
-def test_keyboard_interrupt_stops_the_matching_quickly():
+def test_keyboard_interrupt_stops_the_matching_quickly(monkeypatch):
     """Ctrl-C during a long matching: the compiled passes return to Python between slices."""
     side = 64
     target = torch.zeros(1, 1, 256, 256)
@@ -83,6 +83,10 @@ def test_keyboard_interrupt_stops_the_matching_quickly():
 
     loss = SATLoss()
     loss(pred[..., :24, :24], target[..., :24, :24])  # compile first
+    # Without the same-pixel partners the matching takes seconds: long enough to interrupt.
+    monkeypatch.setattr(reduced, "_same_pixel_partner",
+                        lambda pred_pixel, target_pixel, *rest: np.full(
+                            target_pixel.shape[:2], -1, dtype=np.int64))
     sent = []
 
     def interrupt():
@@ -127,3 +131,67 @@ def test_warm_started_rounds_match_emd2(monkeypatch, seed):
     np.testing.assert_allclose(result.total, expected, rtol=1e-9)
     np.testing.assert_allclose(matching_value(result.pred_of_target, cost, dp, dt, n, m),
                                expected, rtol=1e-9)
+
+
+def _counting_solves(monkeypatch) -> list:
+    """Record the ``warm`` flag of every call of the list solve (one per pricing round)."""
+    from satloss_gpu.kernels.cpu import reduced_matching as kernels
+
+    calls = []
+    solve = kernels.solve_lists
+
+    def counting_solve(*args):
+        calls.append(args[9])
+        return solve(*args)
+
+    monkeypatch.setattr(kernels, "solve_lists", counting_solve)
+    return calls
+
+
+def test_tied_dots_are_certified_in_few_rounds(monkeypatch):
+    """Each dot's same-pixel prediction point joins its first list and the row duals are
+    raised to a common level: far fewer pricing rounds (each one frees rows and grows the
+    lists by 2 pairs), the matching still exact."""
+    rng = np.random.default_rng(5)
+    points, n, m, shape = _dot_points(rng, 24, 4, 800)
+    calls = _counting_solves(monkeypatch)
+    result = reduced_match_points(*points, n, m, shape)
+    cost, dp, dt = dense_costs(points, shape)
+    expected = emd2_totals(cost, dp, dt, n, m)
+    np.testing.assert_allclose(result.total, expected, rtol=1e-9)
+    np.testing.assert_allclose(matching_value(result.pred_of_target, cost, dp, dt, n, m),
+                               expected, rtol=1e-9)
+    assert len(calls) <= 12  # 17 rounds when the row duals were not raised
+
+
+def test_raised_row_duals_stay_feasible_and_optimal(monkeypatch):
+    """Dense random problems with ties: raising the row duals keeps the certificate on the
+    lists (no POT fallback warning) and the totals exact, over warm-started rounds."""
+    monkeypatch.setattr(reduced, "LIST_STEP", 2)
+    monkeypatch.setattr(reduced, "PRICE_STEP", 1)
+    rng = np.random.default_rng(6)
+    cost = np.round(8 * rng.random((4, 70, 45))) / 8
+    dp = np.round(4 * rng.random((4, 70))) / 4 + 0.25
+    dt = np.round(4 * rng.random((4, 45))) / 4 + 0.25
+    n, m = np.array([70, 50, 12, 45]), np.array([45, 45, 30, 1])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = reduced_match_dense(cost, dp, dt, n, m)
+    expected = emd2_totals(cost, dp, dt, n, m)
+    np.testing.assert_allclose(result.total, expected, rtol=1e-9)
+    np.testing.assert_allclose(matching_value(result.pred_of_target, cost, dp, dt, n, m),
+                               expected, rtol=1e-9)
+
+
+def test_same_pixel_partner():
+    """The prediction point born at each target point's pixel, per problem; -1 when none,
+    pixels outside the image ignored, padding left at -1."""
+    pred_pixel = np.array([[[0, 0], [2, 3], [1, 1], [9, 9]],
+                           [[1, 1], [0, 0], [0, 0], [0, 0]]])
+    target_pixel = np.array([[[1, 1], [2, 3], [3, 3]],
+                             [[1, 1], [0, 0], [2, 2]]])
+    n, m = np.array([4, 1]), np.array([3, 2])
+    partner = reduced._same_pixel_partner(pred_pixel, target_pixel, n, m, (4, 4))
+    np.testing.assert_array_equal(partner, [[2, 1, -1], [0, -1, -1]])
