@@ -59,6 +59,12 @@ __all__ = ["ReducedResult", "reduced_match_points", "reduced_match_dense", "list
 CERTIFICATE_RTOL = 1e-11
 #: Pairs of least reduced cost in each target point's first candidate list.
 LIST_STEP = 8
+#: Padded target points per batch up to which the first lists hold every target point's
+#: ``min(m, #{r < 0})`` cheapest pairs, the reduction's exact lists, so one round usually
+#: certifies: on problems of tens to a few hundred target points (``bench/matching.py --kind
+#: real``, m 29-177) short lists grown by pricing took 2.6 times as long. Above it, short
+#: lists: lists of ``m`` entries hold ``m^2`` pairs and the solve grows with ``m^3``.
+FULL_LISTS_UP_TO = 256
 #: Most violating pairs priced into each target point's list per later round (measured on
 #: tied targets, warm-started solves: the lists' length costs more than the rounds; steps of
 #: 1, 2, 4, 8 took 3.5, 4.1, 5.5, 7.6 s of CPU on 4096 dots).
@@ -138,6 +144,13 @@ def _in_slices(work: Callable[[int, int], None], count: int,
                    stop - start)
 
 
+def _first_list_length(big_m: int) -> int:
+    """Pairs per target point in the first lists of a batch padded to ``big_m`` target
+    points: all that can matter (``big_m``) up to :data:`FULL_LISTS_UP_TO`, else
+    :data:`LIST_STEP`."""
+    return max(LIST_STEP, big_m) if big_m <= FULL_LISTS_UP_TO else LIST_STEP
+
+
 def _new_pairs(batch: int, big_m: int, step: int):
     """Empty (new_pred, new_rc, new_cost, new_len) for ``step`` pairs per target point."""
     return tuple(np.zeros((batch, big_m, step), dtype) for dtype in (np.int64, float, float)) + (
@@ -176,7 +189,11 @@ def _certified_match(price: Callable, diag_pred: np.ndarray, diag_target: np.nda
     u = np.where(cols, diag_target, 0.0).astype(np.float64)
     v = np.zeros(diag_pred.shape, dtype=np.float64)
     tol = np.zeros(batch)
-    lists = _new_pairs(batch, big_m, LIST_STEP)
+    first_length = _first_list_length(big_m)
+    # Lists of every target point's min(m, #{r < 0}) cheapest pairs hold an optimal matching
+    # (module docstring): no pricing round is needed after the first solve.
+    exact_lists = first_length >= big_m
+    lists = _new_pairs(batch, big_m, first_length)
     pred_of_target = np.full((batch, big_m), -1, dtype=np.int64)
     total, violation, scale = np.zeros(batch), np.zeros(batch), np.zeros(batch)
     added = np.zeros(batch, dtype=np.int64)
@@ -184,14 +201,14 @@ def _certified_match(price: Callable, diag_pred: np.ndarray, diag_target: np.nda
     every_block = every_block[np.argsort(-n[every_block[:, 0]], kind="stable")]
     active = np.argsort(-m, kind="stable").astype(np.int64)  # largest first: balance
     first_round = True
-    new = _new_pairs(batch, big_m, LIST_STEP)
+    new = _new_pairs(batch, big_m, first_length)
     while active.size:
         blocks = np.ascontiguousarray(every_block[np.isin(every_block[:, 0], active)])
         _in_slices(lambda first, stop: price(blocks, u, v, tol, *new, first, stop), len(blocks))
         lists = _room(lists, new[3])
         _in_slices(lambda first, stop: merge_lists(*lists, new[0], new[2], new[3], diag_pred, m,
                                                    active, added, first, stop), len(active))
-        if first_round and add_partners is not None:
+        if first_round and add_partners is not None and not exact_lists:
             lists = add_partners(lists)
         if not first_round:
             active = np.ascontiguousarray(active[added[active] > 0])
@@ -200,6 +217,8 @@ def _certified_match(price: Callable, diag_pred: np.ndarray, diag_target: np.nda
             *lists, diag_pred, diag_target, n, m, active, warm, tol, pred_of_target, total,
             violation, scale, u, v, first, stop), len(active), per_slice=thread_count())
         tol[active] = CERTIFICATE_RTOL * scale[active]
+        if exact_lists:
+            break  # the reduction's lists: the restricted optimum is the full one
         if first_round:
             new = _new_pairs(batch, big_m, PRICE_STEP)
         first_round = False
@@ -287,9 +306,9 @@ def reduced_match_points(
                      target_pixel, n, m, blocks, height, width, bool(spatial), low, high, visit,
                      lower, u, v, tol, *new_and_range)
 
-    partner = _same_pixel_partner(pred_pixel, target_pixel, n, m, image_shape)
-
     def with_partners(lists):
+        # called only for short first lists (more than FULL_LISTS_UP_TO target points)
+        partner = _same_pixel_partner(pred_pixel, target_pixel, n, m, image_shape)
         lists = _room(lists, (partner >= 0).astype(np.int64))
         add_partners(pred_birth, pred_death, pred_pixel, target_birth, target_death,
                      target_pixel, m, height, width, bool(spatial), low, high, partner,

@@ -38,6 +38,7 @@ def _dot_points(rng, side, spacing, extra):
 
 
 def test_tied_targets_are_exact_with_short_lists(monkeypatch):
+    monkeypatch.setattr(reduced, "FULL_LISTS_UP_TO", 0)  # short lists also for m = 144
     rng = np.random.default_rng(0)
     points, n, m, shape = _dot_points(rng, 12, 3, 300)
     capacities = []
@@ -110,6 +111,7 @@ def test_warm_started_rounds_match_emd2(monkeypatch, seed):
     matching and duals: rows freed, freed columns raised to 0 and re-augmented; still exact."""
     monkeypatch.setattr(reduced, "LIST_STEP", 1)
     monkeypatch.setattr(reduced, "PRICE_STEP", 1)
+    monkeypatch.setattr(reduced, "FULL_LISTS_UP_TO", 0)
     rounds = []
     from satloss_gpu.kernels.cpu import reduced_matching as kernels
 
@@ -169,6 +171,7 @@ def test_raised_row_duals_stay_feasible_and_optimal(monkeypatch):
     lists (no POT fallback warning) and the totals exact, over warm-started rounds."""
     monkeypatch.setattr(reduced, "LIST_STEP", 2)
     monkeypatch.setattr(reduced, "PRICE_STEP", 1)
+    monkeypatch.setattr(reduced, "FULL_LISTS_UP_TO", 0)
     rng = np.random.default_rng(6)
     cost = np.round(8 * rng.random((4, 70, 45))) / 8
     dp = np.round(4 * rng.random((4, 70))) / 4 + 0.25
@@ -195,3 +198,25 @@ def test_same_pixel_partner():
     n, m = np.array([4, 1]), np.array([3, 2])
     partner = reduced._same_pixel_partner(pred_pixel, target_pixel, n, m, (4, 4))
     np.testing.assert_array_equal(partner, [[2, 1, -1], [0, -1, -1]])
+
+
+def test_small_problems_start_from_the_exact_lists(monkeypatch):
+    """Up to FULL_LISTS_UP_TO padded target points, the first lists hold every target point's
+    min(m, #negative) cheapest pairs (the reduction's exact lists): no list grows later."""
+    rng = np.random.default_rng(7)
+    points, n, m, shape = _dot_points(rng, 6, 3, 80)
+    capacities = []
+    room = reduced._room
+
+    def recording_room(lists, new_len):
+        grown = room(lists, new_len)
+        capacities.append(grown[0].shape[2])
+        return grown
+
+    monkeypatch.setattr(reduced, "_room", recording_room)
+    result = reduced_match_points(*points, n, m, shape)
+    cost, dp, dt = dense_costs(points, shape)
+    np.testing.assert_allclose(result.total, emd2_totals(cost, dp, dt, n, m), rtol=1e-9)
+    assert reduced._first_list_length(int(m[0])) == int(m[0]) == 36
+    assert capacities and capacities[0] >= 36
+    assert reduced._first_list_length(reduced.FULL_LISTS_UP_TO + 1) == reduced.LIST_STEP
