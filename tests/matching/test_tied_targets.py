@@ -37,10 +37,8 @@ def _dot_points(rng, side, spacing, extra):
     return points, np.array([m + extra]), np.array([m]), (image, image)
 
 
-def test_tied_targets_are_exact_with_short_lists(monkeypatch):
-    monkeypatch.setattr(reduced, "FULL_LISTS_UP_TO", 0)  # short lists also for m = 144
-    rng = np.random.default_rng(0)
-    points, n, m, shape = _dot_points(rng, 12, 3, 300)
+def _recorded_capacities(monkeypatch) -> list:
+    """The list capacity after every growth of the lists, appended as the matching runs."""
     capacities = []
     room = reduced._room
 
@@ -50,6 +48,14 @@ def test_tied_targets_are_exact_with_short_lists(monkeypatch):
         return grown
 
     monkeypatch.setattr(reduced, "_room", recording_room)
+    return capacities
+
+
+def test_tied_targets_are_exact_with_short_lists(monkeypatch):
+    monkeypatch.setattr(reduced, "FULL_LISTS_UP_TO", 0)  # short lists also for m = 144
+    rng = np.random.default_rng(0)
+    points, n, m, shape = _dot_points(rng, 12, 3, 300)
+    capacities = _recorded_capacities(monkeypatch)
     result = reduced_match_points(*points, n, m, shape)
     cost, dp, dt = dense_costs(points, shape)
     expected = emd2_totals(cost, dp, dt, n, m)
@@ -205,15 +211,7 @@ def test_small_problems_start_from_the_exact_lists(monkeypatch):
     min(m, #negative) cheapest pairs (the reduction's exact lists): no list grows later."""
     rng = np.random.default_rng(7)
     points, n, m, shape = _dot_points(rng, 6, 3, 80)
-    capacities = []
-    room = reduced._room
-
-    def recording_room(lists, new_len):
-        grown = room(lists, new_len)
-        capacities.append(grown[0].shape[2])
-        return grown
-
-    monkeypatch.setattr(reduced, "_room", recording_room)
+    capacities = _recorded_capacities(monkeypatch)
     result = reduced_match_points(*points, n, m, shape)
     cost, dp, dt = dense_costs(points, shape)
     np.testing.assert_allclose(result.total, emd2_totals(cost, dp, dt, n, m), rtol=1e-9)
