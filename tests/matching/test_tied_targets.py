@@ -37,6 +37,17 @@ def _dot_points(rng, side, spacing, extra):
     return points, np.array([m + extra]), np.array([m]), (image, image)
 
 
+def _assert_optimal(result, points, n, m, shape):
+    """Total and matching value of ``result`` equal ``ot.emd2`` on the dense problem (which
+    is returned as (cost, diag_pred, diag_target))."""
+    cost, dp, dt = dense_costs(points, shape)
+    expected = emd2_totals(cost, dp, dt, n, m)
+    np.testing.assert_allclose(result.total, expected, rtol=1e-9)
+    np.testing.assert_allclose(matching_value(result.pred_of_target, cost, dp, dt, n, m),
+                               expected, rtol=1e-9)
+    return cost, dp, dt
+
+
 def _recorded_capacities(monkeypatch) -> list:
     """The list capacity after every growth of the lists, appended as the matching runs."""
     capacities = []
@@ -57,15 +68,11 @@ def test_tied_targets_are_exact_with_short_lists(monkeypatch):
     points, n, m, shape = _dot_points(rng, 12, 3, 300)
     capacities = _recorded_capacities(monkeypatch)
     result = reduced_match_points(*points, n, m, shape)
-    cost, dp, dt = dense_costs(points, shape)
-    expected = emd2_totals(cost, dp, dt, n, m)
-    np.testing.assert_allclose(result.total, expected, rtol=1e-9)
-    np.testing.assert_allclose(matching_value(result.pred_of_target, cost, dp, dt, n, m),
-                               expected, rtol=1e-9)
+    cost, dp, dt = _assert_optimal(result, points, n, m, shape)
     # The lists used to hold min(m, n) = 144 entries per target point.
     assert max(capacities) <= int(m[0]) // 2
     dense = reduced_match_dense(cost, dp, dt, n, m)
-    np.testing.assert_allclose(dense.total, expected, rtol=1e-9)
+    np.testing.assert_allclose(dense.total, result.total, rtol=1e-9)  # = ot.emd2's
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -164,11 +171,7 @@ def test_tied_dots_are_certified_in_few_rounds(monkeypatch):
     points, n, m, shape = _dot_points(rng, 24, 4, 800)
     calls = _counting_solves(monkeypatch)
     result = reduced_match_points(*points, n, m, shape)
-    cost, dp, dt = dense_costs(points, shape)
-    expected = emd2_totals(cost, dp, dt, n, m)
-    np.testing.assert_allclose(result.total, expected, rtol=1e-9)
-    np.testing.assert_allclose(matching_value(result.pred_of_target, cost, dp, dt, n, m),
-                               expected, rtol=1e-9)
+    cost, dp, dt = _assert_optimal(result, points, n, m, shape)
     assert len(calls) <= 12  # 17 rounds when the row duals were not raised
 
 
