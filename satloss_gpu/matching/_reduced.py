@@ -22,8 +22,9 @@ Paths
 -----
 * NumPy / CPU tensors: short lists and a dual certificate on all pairs instead of the
   ``min(m, ...)`` lists above (which hold up to ``m^2`` entries and made the solve cubic in
-  ``m`` on targets with thousands of components). Each target point starts with its
-  ``LIST_STEP`` cheapest pairs of negative reduced cost (and, for points, the prediction
+  ``m`` on targets with thousands of components). Up to ``FULL_LISTS_UP_TO`` padded target
+  points the first lists are those exact lists and one solve suffices; above, each target
+  point starts with its ``LIST_STEP`` cheapest pairs of negative reduced cost (and, for points, the prediction
   point born at its birth pixel); the problems restricted to the lists
   are solved exactly by shortest augmenting paths (the row duals then raised as far as the
   matching allows), and a pricing pass checks the duals against
