@@ -15,7 +15,8 @@ import numpy as np
 from ._arraylib import array_library, get_namespace, to_numpy
 
 __all__ = [
-    "check_choice", "check_rank", "check_images", "check_dims", "check_finite", "check_finite_valid",
+    "check_choice", "check_rank", "check_images", "check_spatial_dims", "HOMOLOGY_DIMS",
+    "check_dims", "check_finite", "check_finite_valid",
     "check_matching_problem", "check_pred_target", "check_clamp", "check_channel_weights",
     "check_memory_for_images", "check_memory_for_lists", "available_memory",
     "check_bool", "check_reduction", "REDUCTIONS", "as_float_array", "as_numpy_batch",
@@ -65,10 +66,12 @@ def check_reduction(reduction: Any) -> str:
     return check_choice("reduction", reduction, REDUCTIONS)
 
 
-def check_dims(dims: Iterable[int], allowed: Sequence[int] = (0, 1)) -> tuple[int, ...]:
+def check_dims(dims: Iterable[int], allowed: Sequence[int] = (0, 1),
+               context: str = "") -> tuple[int, ...]:
     """Normalise the homology dimensions ``dims`` to a sorted tuple of distinct ints.
 
-    ``dims`` must be an iterable of ints (not a string; no floats or bools).
+    ``dims`` must be an iterable of ints (not a string; no floats or bools). ``context`` is
+    appended to the message of a ``ValueError`` (e.g. which ``spatial_dims`` allows what).
     """
     if isinstance(dims, (str, bytes)) or not isinstance(dims, collections.abc.Iterable):
         raise TypeError(f"`dims` must be a sequence of ints from {tuple(allowed)}; got "
@@ -80,7 +83,8 @@ def check_dims(dims: Iterable[int], allowed: Sequence[int] = (0, 1)) -> tuple[in
                             f"{describe(d)} in {describe(dims)}")
     values = tuple(sorted({int(d) for d in values}))
     if not values or any(d not in allowed for d in values):
-        raise ValueError(f"`dims` must be a non-empty subset of {tuple(allowed)}; got {dims!r}")
+        raise ValueError(f"`dims` must be a non-empty subset of {tuple(allowed)}{context}; got "
+                         f"{dims!r}")
     return values
 
 
@@ -138,30 +142,57 @@ def _dtype_kind(array: Any) -> tuple[str, str]:
     return get_namespace(array).dtype_kind(array)
 
 
-def check_images(images: Any, name: str = "images") -> tuple[Any, bool]:
-    """Validate a single image (H, W) or a batch (B, H, W) and return it as a float batch.
+#: Homology dimensions per number of spatial dimensions.
+HOMOLOGY_DIMS = {2: (0, 1), 3: (0, 1, 2)}
+_SHAPES = {2: "(H, W) or (B, H, W)", 3: "(D, H, W) or (B, D, H, W)"}
+
+
+def check_spatial_dims(spatial_dims: Any) -> int:
+    """Return ``spatial_dims`` (2: images, 3: volumes) as an int, else raise naming it.
+
+    Raises
+    ------
+    TypeError
+        Not an int (bools and floats are refused).
+    ValueError
+        Not 2 or 3.
+    """
+    if not _is_integer(spatial_dims):
+        raise TypeError(f"`spatial_dims` must be the int 2 (images) or 3 (volumes); got "
+                        f"{describe(spatial_dims)}")
+    if int(spatial_dims) not in HOMOLOGY_DIMS:
+        raise ValueError(f"`spatial_dims` must be 2 (images) or 3 (volumes); got {spatial_dims}")
+    return int(spatial_dims)
+
+
+def check_images(images: Any, name: str = "images", spatial_dims: int = 2) -> tuple[Any, bool]:
+    """Validate a single image or volume, or a batch of them, and return it as a float batch.
 
     Parameters
     ----------
-    images : array_like, shape (H, W) or (B, H, W)
+    images : array_like, shape (H, W) or (B, H, W); (D, H, W) or (B, D, H, W) for volumes
         NumPy array (or sequence), torch tensor or CuPy array. Integer and bool arrays are
         converted to float64 (NumPy, CuPy) or float32 (torch); float16/bfloat16 to float32.
     name : str
         The argument name used in error messages.
+    spatial_dims : {2, 3}, default 2
+        2: images (H, W); 3: volumes (D, H, W).
 
     Returns
     -------
-    batch : array, shape (B, H, W), float32 or float64
+    batch : array, shape (B, H, W) or (B, D, H, W), float32 or float64
         In the input's library and on its device (a view where no conversion was needed).
     single : bool
-        Whether the input was a single image.
+        Whether the input was a single image (volume).
 
     Raises
     ------
     TypeError
         For complex or non-numeric dtypes.
     ValueError
-        For a rank other than 2 or 3, a zero-sized dimension, or NaN/inf values.
+        For a rank other than ``spatial_dims`` or ``spatial_dims + 1`` (a 4-D array with
+        ``spatial_dims=2`` is named as a likely batch of volumes), a zero-sized dimension, or
+        NaN/inf values.
     """
     library = array_library(images)
     if library == "numpy":
@@ -172,10 +203,18 @@ def check_images(images: Any, name: str = "images") -> tuple[Any, bool]:
         raise TypeError(
             f"`{name}` must hold real numbers (float, int or bool); got dtype {dtype_name}"
         )
-    check_rank(images, name, (2, 3), "(H, W) or (B, H, W)")
+    if spatial_dims == 2 and images.ndim == 4:
+        raise ValueError(f"`{name}` must have shape {_SHAPES[2]}; got shape "
+                         f"{tuple(images.shape)}, which looks like a batch of volumes; pass "
+                         f"spatial_dims=3")
+    if spatial_dims == 3 and images.ndim == 2:
+        raise ValueError(f"`{name}` must have shape {_SHAPES[3]} for spatial_dims=3; got shape "
+                         f"{tuple(images.shape)}, an image; pass spatial_dims=2 (or add an "
+                         f"axis of length 1: a volume of depth 1)")
+    check_rank(images, name, (spatial_dims, spatial_dims + 1), _SHAPES[spatial_dims])
     images = get_namespace(images).as_float(images)
     check_finite(images, name)
-    single = images.ndim == 2
+    single = images.ndim == spatial_dims
     return (images[None] if single else images), single
 
 

@@ -1,4 +1,4 @@
-"""The container of a batch of persistence diagrams with critical pixels."""
+"""The container of a batch of persistence diagrams with critical pixels (voxels)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -14,37 +14,40 @@ __all__ = ["PersistenceDiagrams"]
 
 @dataclass(frozen=True)
 class PersistenceDiagrams:
-    """All persistence pairs of a batch of images, packed, with their critical pixels.
+    """All persistence pairs of a batch of images (or volumes), packed, with their critical
+    pixels (voxels).
 
     Every field is an array of length K (the number of pairs in the whole batch), in the
     library and on the device of the images they were computed from. Pairs are grouped by
-    image, then by dimension.
+    image, then by dimension. ``ndim`` below is the number of spatial dimensions: 2 for
+    images (H, W), 3 for volumes (D, H, W) (see :attr:`spatial_dims`).
 
     Attributes
     ----------
     image : (K,) int64
         Index of the image in the batch that the pair belongs to.
     dim : (K,) int64
-        Homology dimension (0: connected components, 1: loops).
+        Homology dimension (0: connected components, 1: loops (tunnels), 2: voids).
     birth, death : (K,) float32 or float64
         Filtration values, in the input's dtype. Essential classes die at ``+inf``
         (``-inf`` for a superlevel filtration). When the images carry gradients (torch),
         these are differentiable functions of the pixel values.
-    birth_pixel, death_pixel : (K, 2) int64
-        (row, col) of the critical pixels whose values are the birth and the death;
-        ``(-1, -1)`` as the death pixel of an essential class.
+    birth_pixel, death_pixel : (K, ndim) int64
+        (row, col) of the critical pixels ((z, y, x) of the critical voxels) whose values
+        are the birth and the death; ``-1`` in every column as the death pixel of an
+        essential class. Also available as :attr:`birth_voxel`, :attr:`death_voxel`.
     batch_size : int
         Number of images B (images without pairs count too).
     image_shape : tuple of int
-        (H, W) of the images.
+        The spatial shape: (H, W) of the images or (D, H, W) of the volumes.
     superlevel : bool
         Whether the filtration was the superlevel one (births above deaths).
-    last_pixel : (B, 2) int64 or None
-        (row, col) of the last pixel of each image in the filtration's strict order (the
-        largest value, ties to the largest flat index; for a superlevel filtration the
-        smallest value, ties to the largest index): where the essential class would die if
-        the filtration stopped at the image's last value. Per image, so :meth:`select` keeps
-        it whole.
+    last_pixel : (B, ndim) int64 or None
+        Coordinates of the last pixel (voxel) of each image in the filtration's strict
+        order (the largest value, ties to the largest flat index; for a superlevel
+        filtration the smallest value, ties to the largest index): where the essential class
+        would die if the filtration stopped at the image's last value. Per image, so
+        :meth:`select` keeps it whole. Also available as :attr:`last_voxel`.
 
     Examples
     --------
@@ -75,20 +78,47 @@ class PersistenceDiagrams:
         return array_library(self.birth)
 
     @property
+    def spatial_dims(self) -> int:
+        """Number of spatial dimensions: 2 (images) or 3 (volumes)."""
+        return len(self.image_shape)
+
+    @property
+    def birth_voxel(self) -> Any:
+        """(K, ndim) int64: :attr:`birth_pixel` (the same array), named for volumes."""
+        return self.birth_pixel
+
+    @property
+    def death_voxel(self) -> Any:
+        """(K, ndim) int64: :attr:`death_pixel` (the same array), named for volumes."""
+        return self.death_pixel
+
+    @property
+    def last_voxel(self) -> Any:
+        """(B, ndim) int64 or None: :attr:`last_pixel` (the same array), named for volumes."""
+        return self.last_pixel
+
+    @property
     def persistence(self) -> Any:
         """(K,) absolute lifetime ``|death - birth|`` (inf for essential classes)."""
         return abs(self.death - self.birth)
 
     @property
     def birth_index(self) -> Any:
-        """(K,) int64 flat C-order index of the birth pixel inside its image."""
-        return self.birth_pixel[:, 0] * self.image_shape[1] + self.birth_pixel[:, 1]
+        """(K,) int64 flat C-order index of the birth pixel (voxel) inside its image."""
+        return self._flat(self.birth_pixel)
 
     @property
     def death_index(self) -> Any:
-        """(K,) int64 flat index of the death pixel, -1 for essential classes."""
-        flat = self.death_pixel[:, 0] * self.image_shape[1] + self.death_pixel[:, 1]
+        """(K,) int64 flat index of the death pixel (voxel), -1 for essential classes."""
+        flat = self._flat(self.death_pixel)
         return flat - (flat + 1) * (self.death_pixel[:, 0] < 0)
+
+    def _flat(self, pixels: Any) -> Any:
+        """(K,) C-order flat indices of (K, ndim) coordinates in :attr:`image_shape`."""
+        flat = pixels[:, 0]
+        for axis in range(1, self.spatial_dims):
+            flat = flat * self.image_shape[axis] + pixels[:, axis]
+        return flat
 
     def select(self, mask: Any) -> "PersistenceDiagrams":
         """The pairs where the boolean (K,) ``mask`` is true, in the same container.
@@ -124,7 +154,8 @@ class PersistenceDiagrams:
         i : int
             Image index, ``-batch_size <= i < batch_size``.
         dim : int, optional
-            Homology dimension to keep, 0 or 1 for 2D images; all if None.
+            Homology dimension to keep, 0 or 1 for 2D images, 0, 1 or 2 for volumes; all if
+            None.
 
         Returns
         -------
@@ -163,23 +194,25 @@ class PersistenceDiagrams:
         return PersistenceDiagrams(**values)
 
     def counts(self) -> np.ndarray:
-        """(B, 2) int64 number of pairs per image and dimension (H0, H1), on the host."""
+        """(B, ndim) int64 number of pairs per image and dimension (H0, H1; H0, H1, H2 for
+        volumes), on the host."""
         image = to_numpy(self.image)
         dim = to_numpy(self.dim)
-        out = np.zeros((self.batch_size, 2), dtype=np.int64)
-        np.add.at(out, (image, np.clip(dim, 0, 1)), 1)
+        out = np.zeros((self.batch_size, self.spatial_dims), dtype=np.int64)
+        np.add.at(out, (image, np.clip(dim, 0, self.spatial_dims - 1)), 1)
         return out
 
     def __repr__(self) -> str:
-        counts = self.counts()
-        h, w = self.image_shape
+        totals = self.counts().sum(axis=0)
+        shape = ", ".join(str(int(s)) for s in self.image_shape)
+        per_dim = ", ".join(f"H{d}: {int(n)}" for d, n in enumerate(totals))
         device = ""
         if self.library == "torch":
             device = f", device={self.birth.device}"
         filtration = "superlevel" if self.superlevel else "sublevel"
         return (
-            f"PersistenceDiagrams(batch_size={self.batch_size}, image_shape=({h}, {w}), "
-            f"pairs={len(self)} (H0: {int(counts[:, 0].sum())}, H1: {int(counts[:, 1].sum())}), "
+            f"PersistenceDiagrams(batch_size={self.batch_size}, image_shape=({shape}), "
+            f"pairs={len(self)} ({per_dim}), "
             f"{filtration}, library={self.library}{device}, dtype={self.birth.dtype})"
         )
 

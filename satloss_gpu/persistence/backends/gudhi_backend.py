@@ -1,10 +1,11 @@
-"""The reference backend: gudhi's cubical complexes, one image at a time, on the CPU.
+"""The reference backend: gudhi's cubical complexes, one image (volume) at a time, on the CPU.
 
 gudhi breaks ties between equal values by its internal cell order, which no pixel rule
-reproduces. To follow the tie rule of :func:`satloss_gpu.cubical_persistence`, every image is replaced by the rank
-of each pixel in the strict (value, C-order index) order before it is handed to gudhi:
-persistence pairs depend on the order of the values only, so this is gudhi run on the
-index-perturbed image, with the values read back unperturbed by the caller.
+reproduces. To follow the tie rule of :func:`satloss_gpu.cubical_persistence`, every image is
+replaced by the rank of each pixel in the strict (value, C-order index) order before it is
+handed to gudhi: persistence pairs depend on the order of the values only, so this is gudhi
+run on the index-perturbed image, with the values read back unperturbed by the caller.
+Volumes (D, H, W) are handled the same way, with H2 (voids) as well.
 """
 from __future__ import annotations
 
@@ -14,20 +15,20 @@ import numpy as np
 
 from ._base import PairIndices, PersistenceBackend
 
-__all__ = ["GudhiBackend", "strict_ranks"]
+__all__ = ["GudhiBackend", "strict_ranks", "gudhi_to_c_order"]
 
 
 def strict_ranks(image: np.ndarray) -> np.ndarray:
-    """Rank of every pixel in the (value, C-order flat index) order.
+    """Rank of every pixel (voxel) in the (value, C-order flat index) order.
 
     Parameters
     ----------
-    image : (H, W) float ndarray
+    image : (H, W) or (D, H, W) float ndarray
 
     Returns
     -------
-    (H, W) float64 ndarray
-        Distinct ranks 0 .. H*W-1, as floats for gudhi.
+    float64 ndarray of the shape of ``image``
+        Distinct ranks 0 .. image.size - 1, as floats for gudhi.
     """
     order = np.argsort(image.ravel(), kind="stable")
     ranks = np.empty(order.size, dtype=np.float64)
@@ -35,10 +36,34 @@ def strict_ranks(image: np.ndarray) -> np.ndarray:
     return ranks.reshape(image.shape)
 
 
+def gudhi_to_c_order(flat_f: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """C-order flat indices of the cells that gudhi names by ``flat_f``.
+
+    gudhi numbers the top-dimensional cells (T) and the vertices (V) of an array of ``shape``
+    with the first axis varying fastest (Fortran order); the API uses C order.
+
+    Parameters
+    ----------
+    flat_f : (N,) integer array_like
+        Indices as returned by ``cofaces_of_persistence_pairs`` or
+        ``vertices_of_persistence_pairs``.
+    shape : tuple of int
+        (H, W) or (D, H, W).
+
+    Returns
+    -------
+    (N,) int64 ndarray
+    """
+    coords = np.unravel_index(np.asarray(flat_f, dtype=np.int64).ravel(), shape, order="F")
+    return np.ravel_multi_index(coords, shape).astype(np.int64)
+
+
 class GudhiBackend(PersistenceBackend):
-    """gudhi ``CubicalComplex`` on rank images; T: ``top_dimensional_cells``, V: ``vertices``."""
+    """gudhi ``CubicalComplex`` on rank images (volumes); T: ``top_dimensional_cells`` and
+    ``cofaces_of_persistence_pairs``, V: ``vertices`` and ``vertices_of_persistence_pairs``."""
 
     name = "gudhi"
+    supports_volumes = True
 
     @classmethod
     def is_available(cls) -> bool:
@@ -69,9 +94,9 @@ class GudhiBackend(PersistenceBackend):
 
     @staticmethod
     def _image_pairs(image: np.ndarray, construction: str, dims: tuple[int, ...]):
+        """(dim, birth_index, death_index, last_index) of one image (H, W) or volume (D, H, W)."""
         import gudhi
 
-        height, width = image.shape
         ranks = strict_ranks(image)
         if construction == "T":
             complex_ = gudhi.CubicalComplex(top_dimensional_cells=ranks)
@@ -83,21 +108,17 @@ class GudhiBackend(PersistenceBackend):
         else:
             regular, essential = complex_.vertices_of_persistence_pairs()
 
-        def to_c_order(flat_f: np.ndarray) -> np.ndarray:
-            rows, cols = np.unravel_index(np.asarray(flat_f, dtype=np.int64), (height, width),
-                                          order="F")
-            return (rows * width + cols).astype(np.int64)
-
         dim_col, birth_col, death_col = [], [], []
         for d in dims:
             if d < len(regular) and len(regular[d]):
                 cells = np.asarray(regular[d]).reshape(-1, 2)
-                births, deaths = to_c_order(cells[:, 0]), to_c_order(cells[:, 1])
+                births = gudhi_to_c_order(cells[:, 0], image.shape)
+                deaths = gudhi_to_c_order(cells[:, 1], image.shape)
                 dim_col.append(np.full(births.size, d, dtype=np.int64))
                 birth_col.append(births)
                 death_col.append(deaths)
             if d < len(essential) and len(essential[d]):
-                births = to_c_order(np.asarray(essential[d]).ravel())
+                births = gudhi_to_c_order(essential[d], image.shape)
                 dim_col.append(np.full(births.size, d, dtype=np.int64))
                 birth_col.append(births)
                 death_col.append(np.full(births.size, -1, dtype=np.int64))
