@@ -1,0 +1,400 @@
+"""The per-voxel rule of the 3D local-pairing persistence core, shared by the CPU and the GPU.
+
+The cubical complex
+-------------------
+A volume of ``D x H x W`` voxels in a strict total order (the tie rule: voxel ``a`` precedes
+voxel ``b`` when ``(vals[a], a) < (vals[b], b)``, ``a`` the C-order flat index
+``z*H*W + y*W + x``; the V-construction reverses it, see below) is cut into cells: voxel
+``p = (z, y, x)`` is the closed unit cube ``[z, z+1] x [y, y+1] x [x, x+1]`` (T-construction,
+gudhi's ``top_dimensional_cells``), and the cube's faces, edges and corners are shared with
+the up to 26 voxels around it.
+
+Local cells
+-----------
+The 27 cells of the closed cube of ``p`` are named by a direction ``s = (dz, dy, dx)`` in
+``{-1, 0, 1}^3``, local index ``j = (dz+1)*9 + (dy+1)*3 + (dx+1)``
+(:data:`LOCAL_OFFSETS`). Along axis ``i``: ``s_i = 0``, the cell spans ``[p_i, p_i+1]``;
+``s_i = -1``, it lies at coordinate ``p_i``; ``s_i = +1``, at ``p_i + 1``. The dimension of
+cell ``j`` (:data:`LOCAL_DIM`) is the number of zeros of ``s``: ``j = 13`` (:data:`CUBE`) is the
+cube (dimension 3), the 6 faces (dimension 2) have one nonzero entry, the 12 edges two, the
+8 corners three. Cell ``a`` is a face of cell ``b`` iff ``a_i = b_i`` wherever ``b_i != 0``.
+:data:`FACE_BITS` ``[j]`` is the bitset (bit ``a`` for local cell ``a``) of the faces of ``j``
+of dimension ``dim(j) - 1`` (its boundary), :data:`COFACE_BITS` ``[j]`` the cells of dimension
+``dim(j) + 1`` that have ``j`` as a face; :data:`DIM_BITS` ``[d]`` the cells of dimension ``d``.
+
+The neighbourhood mask
+----------------------
+The 26 neighbours are named by the same directions ``t != 0`` (:data:`NEIGHBOUR_OFFSETS`):
+neighbour bit ``k`` of a mask is local index ``j = k`` if ``k < 13`` else ``k + 1`` (raster
+order, the centre skipped). ``mask26`` has bit ``k`` set iff neighbour ``k`` precedes the voxel;
+:func:`neighbour_mask26` computes it. A neighbour outside the volume counts as later
+(``outside_earlier = False``, the T-construction: bit clear) or as earlier
+(``outside_earlier = True``: bit set), exactly as in 2D. Neighbour ``t`` shares cell ``s`` iff
+``t_i`` is ``0`` or ``s_i`` on every axis (a face is shared with 1 neighbour, an edge with 3, a
+corner with 7); :data:`SHARED_NEIGHBOUR_BITS` ``[j]`` holds their mask bits (0 for the cube).
+
+Ownership
+---------
+Every cell belongs to ("is owned by") the earliest voxel that contains it: voxel ``p`` owns
+cell ``s`` iff every neighbour sharing ``s`` is later, i.e.
+``mask26 & SHARED_NEIGHBOUR_BITS[s] == 0`` (:func:`owned_cells`). The cube is always owned,
+and so is every coface of an owned cell: the owned cells are an upward-closed set, the
+cells that enter the filtration with ``p``. With the outside earlier, cells on the volume's
+outer boundary belong to nobody.
+
+The rule
+--------
+:func:`voxel_rule` pairs the owned cells of one voxel, inside the voxel only, into a discrete
+gradient (pairs of a cell and one of its faces of one dimension less) and leaves the rest
+critical. It is Robins-Wood-Sheppard's ProcessLowerStars with a *static* priority, applied to
+the dual of the owned set: read with dimensions ``k -> 3 - k`` and faces and cofaces swapped,
+the owned cells are the lower star of a vertex (the cube plays the vertex) of the vertex
+construction, and ProcessLowerStars runs on that lower star with the priority (dual dimension,
+local index), smallest first, instead of values:
+
+1. if the cube is the only owned cell, it is critical; otherwise it is paired with the owned
+   face (dual edge) of smallest local index, and the other owned faces wait in the queue of
+   candidates for critical cells (``PQzero``);
+2. a cell whose owned cofaces (dual faces) are all classified but one goes to the pairing
+   queue (``PQone``); popped first by priority, it is paired with that one coface, or moves to
+   ``PQzero`` if none is left;
+3. when ``PQone`` is empty, the first cell of ``PQzero`` becomes critical, and its faces are
+   examined as in 2.
+
+The queues are bitsets over the 27 cells; popping takes the lowest set bit of the highest
+dimension present. For every one of the 2^26 masks this gradient is *perfect*: the number of
+critical cells of dimension ``k`` equals the rank of ``H_k(C, A)`` = the reduced Betti number
+``b~_{k-1}(A)``, ``C`` the closed cube and ``A`` its part shared with earlier neighbours (the
+cells not owned), so ``c0 = [A empty]``, ``c1`` = components of ``A`` - 1, ``c2`` = independent
+loops of ``A``, ``c3 = [A is the whole boundary]``. No voxel can do with fewer critical cells,
+and their total is what the persistence pairs need (checked exhaustively by the tests).
+
+partner and seq
+---------------
+``partner[j]`` is -2 when cell ``j`` is not owned, -1 when it is critical, otherwise the local
+index of the owned cell it is paired with (a face or coface of ``j``, dimension differing by
+one; ``partner[partner[j]] == j``). ``seq[j]`` is the position ``0 .. n-1`` of owned cell ``j``
+in a refined filtration order of the voxel's ``n`` owned cells (-1 when not owned):
+
+(i) every owned face of an owned cell comes before it (so the cube comes last);
+(ii) a pair ``(a, b)``, ``a`` a face of ``b``, is consecutive: ``seq[b] == seq[a] + 1``, so
+     every other owned face of ``b`` comes before ``a``;
+(iii) the gradient is acyclic (it follows from (i) and (ii)).
+
+The global order "voxel rank, then ``seq``" is therefore a filtration of the whole complex in
+which every gradient pair is consecutive: every face of a cell owned by ``p`` is owned by ``p``
+or by an earlier voxel.
+
+How the cores use it
+--------------------
+* T-construction: ``mask26`` of the values, outside later. Critical corners are H0 births,
+  critical edges H0 deaths or H1 births, critical faces H1 deaths or H2 births, critical cubes
+  H2 deaths; the critical voxel of each is the owner.
+* V-construction (gudhi's ``vertices``): the same machinery on the reversed order with the
+  outside earlier, i.e. ``mask26`` of the T-construction complemented inside the volume
+  (XOR ``0x3FFFFFF``) with the bits of outside neighbours set. Dimensions swap
+  (``k <-> 3 - k``) and so do births and deaths, as in 2D.
+
+All functions are scalar and allocation-free (the callers pass ``partner`` and ``seq``), work
+on plain integers and read the module's constant tables, so the CPU raster loop (through a
+cache by owned pattern or directly) and the CUDA kernels (one thread per voxel; under the
+simulator through ``function.py_func``) run the same code.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "N_LOCAL",
+    "CUBE",
+    "ALL_CELLS",
+    "MASK26_ALL",
+    "LOCAL_OFFSETS",
+    "LOCAL_DIM",
+    "NEIGHBOUR_OFFSETS",
+    "NEIGHBOUR_LOCAL",
+    "FACE_BITS",
+    "COFACE_BITS",
+    "DIM_BITS",
+    "SHARED_NEIGHBOUR_BITS",
+    "NOT_OWNED",
+    "CRITICAL",
+    "popcount32",
+    "lowest_bit_index",
+    "local_index",
+    "neighbour_bit",
+    "neighbour_mask26",
+    "owned_cells",
+    "voxel_rule",
+    "critical_cells",
+    "critical_counts",
+]
+
+#: Number of local cells of a voxel (the closed unit cube).
+N_LOCAL = 27
+#: Local index of the cube itself, direction (0, 0, 0).
+CUBE = 13
+#: Bitset of all 27 local cells.
+ALL_CELLS = (1 << N_LOCAL) - 1
+#: All 26 neighbour bits.
+MASK26_ALL = (1 << 26) - 1
+#: ``partner[j]`` of a cell the voxel does not own.
+NOT_OWNED = -2
+#: ``partner[j]`` of a critical cell.
+CRITICAL = -1
+
+
+def _direction(j: int) -> tuple[int, int, int]:
+    """Direction (dz, dy, dx) of local cell ``j``."""
+    return j // 9 - 1, (j // 3) % 3 - 1, j % 3 - 1
+
+
+def _is_face(a: int, b: int) -> bool:
+    """Whether local cell ``a`` is a face of local cell ``b`` (or ``b`` itself)."""
+    sa, sb = _direction(a), _direction(b)
+    return all(sb[i] == 0 or sa[i] == sb[i] for i in range(3))
+
+
+def _build_tables():
+    offsets = np.array([_direction(j) for j in range(N_LOCAL)], dtype=np.int64)
+    dims = (offsets == 0).sum(axis=1).astype(np.int64)
+    local = np.array([k if k < CUBE else k + 1 for k in range(26)], dtype=np.int64)
+    faces = np.zeros(N_LOCAL, dtype=np.uint32)
+    cofaces = np.zeros(N_LOCAL, dtype=np.uint32)
+    shared = np.zeros(N_LOCAL, dtype=np.uint32)
+    for b in range(N_LOCAL):
+        for a in range(N_LOCAL):
+            if dims[a] == dims[b] - 1 and _is_face(a, b):
+                faces[b] |= np.uint32(1 << a)
+                cofaces[a] |= np.uint32(1 << b)
+        for k in range(26):
+            t = offsets[local[k]]
+            if all(t[i] == 0 or t[i] == offsets[b][i] for i in range(3)):
+                shared[b] |= np.uint32(1 << k)
+    dim_bits = np.zeros(4, dtype=np.uint32)
+    for j in range(N_LOCAL):
+        dim_bits[dims[j]] |= np.uint32(1 << j)
+    return offsets, dims, offsets[local].copy(), local, faces, cofaces, dim_bits, shared
+
+
+(LOCAL_OFFSETS, LOCAL_DIM, NEIGHBOUR_OFFSETS, NEIGHBOUR_LOCAL, FACE_BITS, COFACE_BITS,
+ DIM_BITS, SHARED_NEIGHBOUR_BITS) = _build_tables()
+#: (27, 3) int64: direction (dz, dy, dx) of local cell j = (dz+1)*9 + (dy+1)*3 + (dx+1).
+#: (27,) int64 LOCAL_DIM: dimension of local cell j (number of zeros of its direction).
+#: (26, 3) int64 NEIGHBOUR_OFFSETS: direction of neighbour bit k (raster order, centre skipped).
+#: (26,) int64 NEIGHBOUR_LOCAL: local index of neighbour bit k (k if k < 13 else k + 1).
+#: (27,) uint32 FACE_BITS: faces of cell j of dimension dim(j) - 1 (bit a for local cell a).
+#: (27,) uint32 COFACE_BITS: cells of dimension dim(j) + 1 that have j as a face.
+#: (4,) uint32 DIM_BITS: cells of each dimension 0..3.
+#: (27,) uint32 SHARED_NEIGHBOUR_BITS: mask26 bits of the neighbours that share cell j.
+
+
+@njit(inline="always", cache=True)
+def popcount32(x):
+    """Number of set bits of a non-negative integer below 2**32 (branch-free SWAR)."""
+    x = x - ((x >> 1) & 0x55555555)
+    x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F
+    return ((x * 0x01010101) & 0xFFFFFFFF) >> 24
+
+
+@njit(inline="always", cache=True)
+def lowest_bit_index(x):
+    """Index of the lowest set bit of a positive integer below 2**32."""
+    return popcount32((x & -x) - 1)
+
+
+@njit(inline="always", cache=True)
+def local_index(dz, dy, dx):
+    """Local index ``(dz+1)*9 + (dy+1)*3 + (dx+1)`` of direction ``(dz, dy, dx)``."""
+    return (dz + 1) * 9 + (dy + 1) * 3 + (dx + 1)
+
+
+@njit(inline="always", cache=True)
+def neighbour_bit(j):
+    """Mask bit of the neighbour in direction of local index ``j`` (``j != 13``)."""
+    return j if j < CUBE else j - 1
+
+
+@njit(cache=True)
+def neighbour_mask26(vals, sign, outside_earlier, z, y, x, depth, height, width):
+    """26-bit mask of the neighbours of voxel ``(z, y, x)`` that precede it.
+
+    Parameters
+    ----------
+    vals : (D*H*W,) array
+        The values in C order (float32, float64, or distinct integer keys).
+    sign : int
+        +1 or -1: voxel ``a`` precedes ``b`` when ``(vals[a], sign*a) < (vals[b], sign*b)``.
+    outside_earlier : bool
+        Whether the voxels outside the volume precede every voxel.
+    z, y, x, depth, height, width : int
+
+    Returns
+    -------
+    int
+        Bit ``k`` set when neighbour ``k`` (raster order, see the module docstring) precedes.
+    """
+    centre = (z * height + y) * width + x
+    value = vals[centre]
+    key = sign * centre
+    mask = 0
+    for k in range(26):
+        j = k + (k >= CUBE)
+        zz = z + j // 9 - 1
+        yy = y + (j // 3) % 3 - 1
+        xx = x + j % 3 - 1
+        if 0 <= zz < depth and 0 <= yy < height and 0 <= xx < width:
+            u = (zz * height + yy) * width + xx
+            value_u = vals[u]
+            earlier = (value_u < value) | ((value_u == value) & (sign * u < key))
+        else:
+            earlier = outside_earlier
+        mask |= int(earlier) << k
+    return mask
+
+
+@njit(cache=True)
+def owned_cells(mask26):
+    """Bitset of the local cells voxel owns (bit ``j`` set iff cell ``j`` is owned).
+
+    Parameters
+    ----------
+    mask26 : int
+        Bit ``k`` set iff neighbour ``k`` precedes the voxel.
+
+    Returns
+    -------
+    int
+        27-bit set; the cube (bit 13) is always in it.
+    """
+    mask = int(mask26)
+    owned = 0
+    for j in range(N_LOCAL):
+        if (mask & int(SHARED_NEIGHBOUR_BITS[j])) == 0:
+            owned |= 1 << j
+    return owned
+
+
+@njit(inline="always", cache=True)
+def _pop_first(queue):
+    """The cell of ``queue`` (nonzero bitset) first in the priority: highest dimension
+    (lowest dual dimension), then lowest local index."""
+    for d in range(3, -1, -1):
+        cells = queue & int(DIM_BITS[d])
+        if cells != 0:
+            return lowest_bit_index(cells)
+    return -1
+
+
+@njit(inline="always", cache=True)
+def _ready_faces(cells, unclassified):
+    """The cells of ``cells`` (unclassified) with exactly one unclassified coface."""
+    ready = 0
+    rest = cells & unclassified
+    while rest != 0:
+        low = rest & -rest
+        rest ^= low
+        up = int(COFACE_BITS[lowest_bit_index(low)]) & unclassified
+        if up != 0 and (up & (up - 1)) == 0:
+            ready |= low
+    return ready
+
+
+@njit(cache=True)
+def _rule(owned, partner, seq):
+    """ProcessLowerStars on the dual of the owned set (see the module docstring).
+
+    Returns the bitset of critical cells; writes ``partner`` and ``seq`` unless they are
+    ``None`` (the branches are then pruned at compile time). ``seq`` is filled from the
+    end: the dual classification order reversed.
+    """
+    position = popcount32(owned)
+    unclassified = owned
+    critical = 0
+    if owned == (1 << CUBE):
+        if partner is not None:
+            partner[CUBE] = CRITICAL
+            seq[CUBE] = 0
+        return owned
+    first = lowest_bit_index(owned & int(DIM_BITS[2]))
+    unclassified ^= (1 << CUBE) | (1 << first)
+    if partner is not None:
+        partner[CUBE] = first
+        partner[first] = CUBE
+        seq[CUBE] = position - 1
+        seq[first] = position - 2
+    position -= 2
+    zero = unclassified & int(DIM_BITS[2])
+    one = _ready_faces(int(FACE_BITS[first]), unclassified)
+    while one != 0 or zero != 0:
+        while one != 0:
+            cell = _pop_first(one)
+            one ^= 1 << cell
+            up = int(COFACE_BITS[cell]) & unclassified
+            if up == 0:
+                zero |= 1 << cell
+                continue
+            mate = lowest_bit_index(up)
+            unclassified ^= (1 << cell) | (1 << mate)
+            zero &= ~(1 << mate)
+            one &= ~(1 << mate)
+            if partner is not None:
+                partner[cell] = mate
+                partner[mate] = cell
+                seq[mate] = position - 1
+                seq[cell] = position - 2
+            position -= 2
+            one |= _ready_faces(int(FACE_BITS[cell]) | int(FACE_BITS[mate]), unclassified)
+        if zero != 0:
+            cell = _pop_first(zero)
+            zero ^= 1 << cell
+            unclassified ^= 1 << cell
+            critical |= 1 << cell
+            if partner is not None:
+                partner[cell] = CRITICAL
+                seq[cell] = position - 1
+            position -= 1
+            one |= _ready_faces(int(FACE_BITS[cell]), unclassified)
+    return critical
+
+
+@njit(cache=True)
+def voxel_rule(mask26, partner, seq):
+    """Pair the cells a voxel owns into a perfect discrete gradient.
+
+    Parameters
+    ----------
+    mask26 : int
+        Bit ``k`` set iff neighbour ``k`` precedes the voxel (see the module docstring).
+    partner : (27,) int8 or int32 array
+        Output: -2 not owned, -1 critical, else the local index of the paired cell.
+    seq : (27,) int8 or int32 array
+        Output: position of each owned cell in the voxel's refined filtration order, -1 when
+        not owned.
+
+    Returns
+    -------
+    int
+        The number of critical cells (0 to 7).
+    """
+    owned = owned_cells(mask26)
+    for j in range(N_LOCAL):
+        partner[j] = NOT_OWNED
+        seq[j] = -1
+    return popcount32(_rule(owned, partner, seq))
+
+
+@njit(cache=True)
+def critical_cells(mask26):
+    """Bitset of the critical cells :func:`voxel_rule` leaves (no arrays written)."""
+    return _rule(owned_cells(mask26), None, None)
+
+
+@njit(cache=True)
+def critical_counts(mask26):
+    """Numbers ``(c0, c1, c2, c3)`` of critical corners, edges, faces and cubes of a voxel."""
+    critical = critical_cells(mask26)
+    return (popcount32(critical & int(DIM_BITS[0])), popcount32(critical & int(DIM_BITS[1])),
+            popcount32(critical & int(DIM_BITS[2])), popcount32(critical & int(DIM_BITS[3])))
