@@ -3,7 +3,8 @@
 Public API
 ----------
 cubical_persistence
-    Persistence diagrams of a batch of 2D images with the critical pixel of every value.
+    Persistence diagrams of a batch of 2D images or 3D volumes with the critical pixel
+    (voxel) of every value.
 PersistenceDiagrams
     The packed container it returns.
 match_batch

@@ -15,7 +15,8 @@ import numpy as np
 from ._arraylib import array_library, get_namespace, to_numpy
 
 __all__ = [
-    "check_choice", "check_rank", "check_images", "check_spatial_dims", "HOMOLOGY_DIMS",
+    "check_choice", "check_rank", "check_images", "check_image_shape", "float_batch",
+    "check_spatial_dims", "HOMOLOGY_DIMS",
     "check_dims", "check_finite", "check_finite_valid",
     "check_matching_problem", "check_pred_target", "check_clamp", "check_channel_weights",
     "check_memory_for_images", "check_memory_for_lists", "available_memory",
@@ -194,6 +195,12 @@ def check_images(images: Any, name: str = "images", spatial_dims: int = 2) -> tu
         ``spatial_dims=2`` is named as a likely batch of volumes), a zero-sized dimension, or
         NaN/inf values.
     """
+    return float_batch(check_image_shape(images, name, spatial_dims), name, spatial_dims)
+
+
+def check_image_shape(images: Any, name: str = "images", spatial_dims: int = 2) -> Any:
+    """The dtype and shape checks of :func:`check_images`, without converting or reading the
+    values: ``images`` as an array of its library (NumPy for sequences)."""
     library = array_library(images)
     if library == "numpy":
         images = np.asarray(images)
@@ -212,6 +219,12 @@ def check_images(images: Any, name: str = "images", spatial_dims: int = 2) -> tu
                          f"{tuple(images.shape)}, an image; pass spatial_dims=2 (or add an "
                          f"axis of length 1: a volume of depth 1)")
     check_rank(images, name, (spatial_dims, spatial_dims + 1), _SHAPES[spatial_dims])
+    return images
+
+
+def float_batch(images: Any, name: str, spatial_dims: int) -> tuple[Any, bool]:
+    """The rest of :func:`check_images` on the output of :func:`check_image_shape`: convert to
+    float, check finiteness, add the batch axis of a single image."""
     images = get_namespace(images).as_float(images)
     check_finite(images, name)
     single = images.ndim == spatial_dims

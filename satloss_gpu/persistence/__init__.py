@@ -1,4 +1,5 @@
-"""Cubical persistence of batches of 2D images, with the critical pixel of every value.
+"""Cubical persistence of batches of 2D images and 3D volumes, with the critical pixel (voxel)
+of every value.
 
 The public face of the subpackage: :func:`cubical_persistence` validates, picks a backend
 (:mod:`satloss_gpu.persistence.backends`: ``cpu``, ``cuda``, ``gudhi``) and returns a

@@ -8,8 +8,8 @@ import numpy as np
 from numba import njit
 
 from .._arraylib import array_library, get_namespace
-from .._validation import (HOMOLOGY_DIMS, check_choice, check_dims, check_images,
-                           check_spatial_dims)
+from .._validation import (HOMOLOGY_DIMS, check_choice, check_dims, check_image_shape,
+                           check_spatial_dims, float_batch)
 from .backends import PairIndices, get_backend
 from ._diagrams import PersistenceDiagrams
 
@@ -122,14 +122,16 @@ def cubical_persistence(
     [[0, 0, 0], [2, 2, 2]]
     """
     spatial_dims = check_spatial_dims(spatial_dims)
-    batch, single = check_images(images, "images", spatial_dims)
+    images = check_image_shape(images, "images", spatial_dims)
     check_choice("construction", construction, CONSTRUCTIONS)
     allowed = HOMOLOGY_DIMS[spatial_dims]
     dims = allowed if dims is None else check_dims(dims, allowed, _dims_context(spatial_dims))
     if not isinstance(superlevel, (bool, np.bool_)):
         raise TypeError(f"`superlevel` must be a bool; got {type(superlevel).__name__}")
-    impl = get_backend(backend, batch, spatial_dims)
-    impl.check_size(tuple(int(s) for s in batch.shape))
+    impl = get_backend(backend, images, spatial_dims)
+    shape = tuple(int(s) for s in images.shape)
+    impl.check_size(shape if len(shape) > spatial_dims else (1,) + shape)
+    batch, _ = float_batch(images, "images", spatial_dims)
     work = impl.asarray(batch)
     if superlevel:
         work = -work
