@@ -126,6 +126,8 @@ __all__ = [
     "neighbour_bit",
     "neighbour_mask26",
     "owned_cells",
+    "rule_code",
+    "sequence_cell",
     "voxel_rule",
     "critical_cells",
     "critical_counts",
@@ -178,16 +180,23 @@ def _build_tables():
     return offsets, dims, offsets[local].copy(), local, faces, cofaces, dim_bits, shared
 
 
-(LOCAL_OFFSETS, LOCAL_DIM, NEIGHBOUR_OFFSETS, NEIGHBOUR_LOCAL, FACE_BITS, COFACE_BITS,
- DIM_BITS, SHARED_NEIGHBOUR_BITS) = _build_tables()
+_TABLES = _build_tables()
 #: (27, 3) int64: direction (dz, dy, dx) of local cell j = (dz+1)*9 + (dy+1)*3 + (dx+1).
-#: (27,) int64 LOCAL_DIM: dimension of local cell j (number of zeros of its direction).
-#: (26, 3) int64 NEIGHBOUR_OFFSETS: direction of neighbour bit k (raster order, centre skipped).
-#: (26,) int64 NEIGHBOUR_LOCAL: local index of neighbour bit k (k if k < 13 else k + 1).
-#: (27,) uint32 FACE_BITS: faces of cell j of dimension dim(j) - 1 (bit a for local cell a).
-#: (27,) uint32 COFACE_BITS: cells of dimension dim(j) + 1 that have j as a face.
-#: (4,) uint32 DIM_BITS: cells of each dimension 0..3.
-#: (27,) uint32 SHARED_NEIGHBOUR_BITS: mask26 bits of the neighbours that share cell j.
+LOCAL_OFFSETS = _TABLES[0]
+#: (27,) int64: dimension of local cell j (the number of zeros of its direction).
+LOCAL_DIM = _TABLES[1]
+#: (26, 3) int64: direction of neighbour bit k (raster order, the centre skipped).
+NEIGHBOUR_OFFSETS = _TABLES[2]
+#: (26,) int64: local index of neighbour bit k (k if k < 13 else k + 1).
+NEIGHBOUR_LOCAL = _TABLES[3]
+#: (27,) uint32: the faces of cell j of dimension dim(j) - 1 (bit a for local cell a).
+FACE_BITS = _TABLES[4]
+#: (27,) uint32: the cells of dimension dim(j) + 1 that have cell j as a face.
+COFACE_BITS = _TABLES[5]
+#: (4,) uint32: the cells of each dimension 0 .. 3.
+DIM_BITS = _TABLES[6]
+#: (27,) uint32: mask26 bits of the neighbours that share cell j (0 for the cube).
+SHARED_NEIGHBOUR_BITS = _TABLES[7]
 
 
 @njit(inline="always", cache=True)
@@ -302,30 +311,61 @@ def _ready_faces(cells, unclassified):
     return ready
 
 
-@njit(cache=True)
-def _rule(owned, partner, seq):
-    """ProcessLowerStars on the dual of the owned set (see the module docstring).
+@njit(inline="always", cache=True)
+def _put(words, position, cell):
+    """``words`` (a 3-tuple of ints, 12 cells of 5 bits each) with ``cell`` at ``position``."""
+    w0, w1, w2 = words
+    if position < 12:
+        w0 |= cell << (5 * position)
+    elif position < 24:
+        w1 |= cell << (5 * (position - 12))
+    else:
+        w2 |= cell << (5 * (position - 24))
+    return w0, w1, w2
 
-    Returns the bitset of critical cells; writes ``partner`` and ``seq`` unless they are
-    ``None`` (the branches are then pruned at compile time). ``seq`` is filled from the
-    end: the dual classification order reversed.
+
+@njit(inline="always", cache=True)
+def sequence_cell(words, position):
+    """The cell at ``position`` of the dual classification order of :func:`rule_code`."""
+    if position < 12:
+        return (words[0] >> (5 * position)) & 31
+    if position < 24:
+        return (words[1] >> (5 * (position - 12))) & 31
+    return (words[2] >> (5 * (position - 24))) & 31
+
+
+@njit(cache=True)
+def rule_code(owned):
+    """ProcessLowerStars on the dual of an owned set (see the module docstring), as integers.
+
+    Parameters
+    ----------
+    owned : int
+        Bitset of the owned cells (:func:`owned_cells`).
+
+    Returns
+    -------
+    critical : int
+        Bitset of the critical cells.
+    pair_starts : int
+        Bit ``v`` set when the cells at positions ``v`` and ``v + 1`` of the dual order are a
+        gradient pair.
+    words : tuple of 3 int
+        The dual classification order: position ``v`` (0 .. n-1, ``n`` owned cells) holds a
+        cell index in bits ``5*(v%12) .. 5*(v%12)+4`` of ``words[v // 12]``
+        (:func:`sequence_cell`). ``seq`` of the cell at position ``v`` is ``n - 1 - v``.
     """
-    position = popcount32(owned)
+    words = (0, 0, 0)
     unclassified = owned
     critical = 0
+    pair_starts = 0
     if owned == (1 << CUBE):
-        if partner is not None:
-            partner[CUBE] = CRITICAL
-            seq[CUBE] = 0
-        return owned
+        return owned, 0, _put(words, 0, CUBE)
     first = lowest_bit_index(owned & int(DIM_BITS[2]))
     unclassified ^= (1 << CUBE) | (1 << first)
-    if partner is not None:
-        partner[CUBE] = first
-        partner[first] = CUBE
-        seq[CUBE] = position - 1
-        seq[first] = position - 2
-    position -= 2
+    words = _put(_put(words, 0, CUBE), 1, first)
+    pair_starts |= 1
+    position = 2
     zero = unclassified & int(DIM_BITS[2])
     one = _ready_faces(int(FACE_BITS[first]), unclassified)
     while one != 0 or zero != 0:
@@ -340,24 +380,19 @@ def _rule(owned, partner, seq):
             unclassified ^= (1 << cell) | (1 << mate)
             zero &= ~(1 << mate)
             one &= ~(1 << mate)
-            if partner is not None:
-                partner[cell] = mate
-                partner[mate] = cell
-                seq[mate] = position - 1
-                seq[cell] = position - 2
-            position -= 2
+            words = _put(_put(words, position, mate), position + 1, cell)
+            pair_starts |= 1 << position
+            position += 2
             one |= _ready_faces(int(FACE_BITS[cell]) | int(FACE_BITS[mate]), unclassified)
         if zero != 0:
             cell = _pop_first(zero)
             zero ^= 1 << cell
             unclassified ^= 1 << cell
             critical |= 1 << cell
-            if partner is not None:
-                partner[cell] = CRITICAL
-                seq[cell] = position - 1
-            position -= 1
+            words = _put(words, position, cell)
+            position += 1
             one |= _ready_faces(int(FACE_BITS[cell]), unclassified)
-    return critical
+    return critical, pair_starts, words
 
 
 @njit(cache=True)
@@ -378,18 +413,34 @@ def voxel_rule(mask26, partner, seq):
     -------
     int
         The number of critical cells (0 to 7).
+
+    Notes
+    -----
+    Only this function touches the arrays (the work is :func:`rule_code` on integers), so
+    its Python body also runs in the CUDA simulator with any kind of array.
     """
     owned = owned_cells(mask26)
+    critical, pair_starts, words = rule_code(owned)
     for j in range(N_LOCAL):
         partner[j] = NOT_OWNED
         seq[j] = -1
-    return popcount32(_rule(owned, partner, seq))
+    n = popcount32(owned)
+    for position in range(n):
+        cell = sequence_cell(words, position)
+        seq[cell] = n - 1 - position
+        if (critical >> cell) & 1:
+            partner[cell] = CRITICAL
+        elif (pair_starts >> position) & 1:
+            mate = sequence_cell(words, position + 1)
+            partner[cell] = mate
+            partner[mate] = cell
+    return popcount32(critical)
 
 
 @njit(cache=True)
 def critical_cells(mask26):
     """Bitset of the critical cells :func:`voxel_rule` leaves (no arrays written)."""
-    return _rule(owned_cells(mask26), None, None)
+    return rule_code(owned_cells(mask26))[0]
 
 
 @njit(cache=True)
