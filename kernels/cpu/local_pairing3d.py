@@ -1,0 +1,1257 @@
+"""The 3D CPU persistence core: a per-voxel discrete gradient, two union-finds and a small H1.
+
+Per volume ``(D, H, W)`` (see :mod:`satloss_gpu.kernels.common.local_pairing3d` for the
+complex, the local cells of a voxel and the rule that pairs them):
+
+1. The first and last voxels of the (value, index) order.
+2. One raster pass, row by row: every voxel's 26-neighbour mask, its *owned pattern* (the set
+   of local cells it owns, which is all the rule depends on), the pattern's id in a table
+   built once per process (every possible owned set, 15,935 of them, with the rule's output),
+   then the gradient parents of the owned corners, the dual parent of the voxel and the
+   critical edges and faces, each with a sort key (the order-preserving bits of the voxel's
+   value) and a payload ``12 * voxel + edge slot`` or ``6 * voxel + face slot``. Critical
+   cells are generated in raster order and, inside a voxel, in the rule's sequence, so a
+   stable sort orders them by (value, voxel, sequence): a filtration of the whole complex.
+3. Two stable LSD radix sorts, of the critical edges and of the critical faces.
+4. H0: Kruskal over the sorted edges with a union-find over corners whose parents start as
+   the gradient (roots carry their birth voxel), the elder rule; the edges that merge are
+   marked (H0-negative).
+5. H2: the critical faces in reverse, a union-find over voxels (parents start as the dual
+   gradient) plus one cell for the outside; the younger voxel dies. The faces that merge
+   nothing are kept, in order: they are the H1 deaths.
+6. H1: a lazy Morse reduction. Each kept face, in increasing order, is a column: the
+   boundary (four edges) goes on a max-heap keyed by (owner voxel's order, sequence) and is
+   reduced youngest first. A popped edge with an even count cancels; an H0-negative
+   critical edge is dropped (compression); a regular edge paired with a corner is dropped
+   (it flows to nothing); a regular edge paired with a face is replaced by that face's other
+   edges (its gradient path); a critical edge that is already an earlier column's pivot adds
+   that column's stored remainder; any other critical edge is the pivot: the pair is (edge
+   voxel, face voxel) and the rest of the column is expanded down to critical edges and
+   stored. Every column finds a pivot (a box has no essential H1); memory is O(critical
+   cells).
+
+H0 and H2 are independent: with two threads they run concurrently. H1 needs both.
+
+The V-construction runs the same steps in the reversed order with the outside earlier (as in
+2D): the masks set the bits of later and of outside neighbours, surface cells belong to
+nobody (outer corners hang from one exterior corner, unowned edges drop out of H1), the
+sorted lists are read from the other end, the elder rules compare the other way, and the
+three passes give the V-construction's H2, H0 and H1 (births and deaths swapped).
+
+:func:`batch_pairs3d` runs the volumes of a batch on the calling thread and helper threads of
+the 2D core's non-spinning pool; a single volume splits its raster pass into z-slabs over
+the threads and runs H0 and H2 concurrently.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from numba import njit
+
+from ..common.scalar import find_root, precedes
+from ..common.local_pairing3d import (
+    CUBE,
+    FACE_BITS,
+    LOCAL_DIM,
+    LOCAL_OFFSETS,
+    N_LOCAL,
+    SHARED_NEIGHBOUR_BITS,
+    voxel_rule,
+)
+from .local_pairing import (
+    _birth_older,
+    _executor,
+    _extremes,
+    _find_corner,
+    _ordered_key,
+    _radix_sort,
+    _unsigned_bits,
+)
+
+__all__ = ["batch_pairs3d", "volume_pairs3d", "stage_times3d", "pattern_table", "MAX_VOXELS"]
+
+#: Most voxels per volume: edge payloads ``12 * voxel + slot`` are uint32, corner ids of a
+#: thin volume (up to 8 per voxel) and heap keys ``32 * voxel + sequence`` stay in range.
+MAX_VOXELS = 2**27
+
+# ---------------------------------------------------------------------------------------
+# Local geometry derived from the rule's tables.
+
+_EDGE_LOCAL = np.flatnonzero(LOCAL_DIM == 1).astype(np.int64)  # (12,) edge slot -> local
+_FACE_LOCAL = np.flatnonzero(LOCAL_DIM == 2).astype(np.int64)  # (6,) face slot -> local
+_CORNER_LOCAL = np.flatnonzero(LOCAL_DIM == 0).astype(np.int64)  # (8,)
+
+
+def _local_slots(locals_: np.ndarray) -> np.ndarray:
+    slots = np.full(N_LOCAL, -1, dtype=np.int64)
+    slots[locals_] = np.arange(locals_.size)
+    return slots
+
+
+_EDGE_SLOT = _local_slots(_EDGE_LOCAL)
+_FACE_SLOT = _local_slots(_FACE_LOCAL)
+
+
+def _bits_of(bitset: int) -> list[int]:
+    return [j for j in range(N_LOCAL) if (int(bitset) >> j) & 1]
+
+
+def _geometry():
+    """Endpoints of every edge, edges of every face, and the voxels sharing every edge."""
+    ends = np.full((N_LOCAL, 2), -1, dtype=np.int64)
+    face_edges = np.full((N_LOCAL, 4), -1, dtype=np.int64)
+    sharers = np.full((N_LOCAL, 3), -1, dtype=np.int64)
+    reframed = np.full((N_LOCAL, 3), -1, dtype=np.int64)
+    for j in range(N_LOCAL):
+        if LOCAL_DIM[j] == 1:
+            ends[j] = _bits_of(FACE_BITS[j])
+            neighbours = _bits_of(SHARED_NEIGHBOUR_BITS[j])
+            for i, k in enumerate(neighbours):
+                t = LOCAL_OFFSETS[k if k < CUBE else k + 1]
+                sharers[j, i] = (t[0] + 1) * 9 + (t[1] + 1) * 3 + (t[2] + 1)
+                s = LOCAL_OFFSETS[j] - 2 * t  # the same edge seen from the neighbour
+                reframed[j, i] = (s[0] + 1) * 9 + (s[1] + 1) * 3 + (s[2] + 1)
+        if LOCAL_DIM[j] == 2:
+            face_edges[j] = _bits_of(FACE_BITS[j])
+    return ends, face_edges, sharers, reframed
+
+
+_EDGE_ENDS, _FACE_EDGES, _EDGE_SHARERS, _EDGE_REFRAMED = _geometry()
+_OFFSETS = LOCAL_OFFSETS.astype(np.int64)
+_DIMS = LOCAL_DIM.astype(np.int64)
+_SHARED = SHARED_NEIGHBOUR_BITS.astype(np.int64)
+
+# ---------------------------------------------------------------------------------------
+# The pattern table: one row of int8 per owned set.
+
+_MAX_CRITICAL = 7
+_PARTNER = 0  # 27: -2 not owned, -1 critical, else the paired local cell
+_SEQ = 27  # 27: position in the voxel's refined order
+_LOCAL_OF_SEQ = 54  # 27: local cell at each position
+_CE_RANK = 81  # 27: rank of a critical edge among the voxel's critical edges (by sequence)
+_N_CE = 108
+_CE = 109  # 7: critical edges (local) by sequence
+_N_CF = 116
+_CF = 117  # 7: critical faces (local) by sequence
+_CUBE_PARTNER = 124  # face the cube is paired with, -1 if critical
+_N_CORNER = 125
+_CORNER = 126  # 8: owned corners (local)
+_CORNER_PARENT = 134  # 8: -1 critical, else the corner at the other end of the paired edge
+_ROW = 144
+_HASH_SIZE = 1 << 16
+_HASH_MULT = 0x9E3779B1
+
+
+@njit(cache=True)
+def _closure(cells, shared):
+    """The owned set of the mask that leaves exactly the neighbours sharing ``cells`` later."""
+    later = 0
+    for j in range(N_LOCAL):
+        if (cells >> j) & 1:
+            later |= shared[j]
+    closed = 0
+    for j in range(N_LOCAL):
+        if (shared[j] & ~later) == 0:
+            closed |= 1 << j
+    return closed, later
+
+
+@njit(cache=True)
+def _enumerate_owned_sets(shared):
+    """Every possible owned set, by Ganter's NextClosure (lectic order).
+
+    A set of cells is an owned set iff it is closed: it holds every cell whose sharing
+    neighbours all share some cell of the set.
+    """
+    out = np.empty(1 << 15, dtype=np.int64)
+    full = (1 << N_LOCAL) - 1
+    current, _ = _closure(0, shared)
+    n = 0
+    out[n] = current
+    n += 1
+    while current != full:
+        for i in range(N_LOCAL - 1, -1, -1):
+            bit = 1 << i
+            if current & bit:
+                continue
+            low = current & (bit - 1)
+            candidate, _ = _closure(low | bit, shared)
+            if (candidate & (bit - 1)) == low:
+                current = candidate
+                break
+        if n == out.size:
+            out = np.concatenate((out, np.empty(out.size, dtype=np.int64)))
+        out[n] = current
+        n += 1
+    return out[:n]
+
+
+@njit(cache=True)
+def _build_rows(owned_sets, shared, dims, face_bits, ends):
+    """Rows of the pattern table (see the ``_PARTNER`` .. ``_CORNER_PARENT`` offsets)."""
+    n_patterns = owned_sets.size
+    rows = np.full((n_patterns, _ROW), -1, dtype=np.int8)
+    partner = np.empty(N_LOCAL, dtype=np.int32)
+    seq = np.empty(N_LOCAL, dtype=np.int32)
+    all26 = (1 << 26) - 1
+    for p in range(n_patterns):
+        _, later = _closure(owned_sets[p], shared)
+        voxel_rule(all26 & ~later, partner, seq)
+        row = rows[p]
+        n_owned = 0
+        for j in range(N_LOCAL):
+            row[_PARTNER + j] = partner[j]
+            row[_SEQ + j] = seq[j]
+            if seq[j] >= 0:
+                row[_LOCAL_OF_SEQ + seq[j]] = j
+                n_owned += 1
+        n_ce = 0
+        n_cf = 0
+        for position in range(n_owned):
+            j = row[_LOCAL_OF_SEQ + position]
+            if partner[j] == -1 and dims[j] == 1:
+                row[_CE + n_ce] = j
+                row[_CE_RANK + j] = n_ce
+                n_ce += 1
+            if partner[j] == -1 and dims[j] == 2:
+                row[_CF + n_cf] = j
+                n_cf += 1
+        row[_N_CE] = n_ce
+        row[_N_CF] = n_cf
+        row[_CUBE_PARTNER] = partner[CUBE]
+        n_corner = 0
+        for j in range(N_LOCAL):
+            if dims[j] == 0 and partner[j] != -2:
+                row[_CORNER + n_corner] = j
+                e = partner[j]
+                if e == -1:
+                    row[_CORNER_PARENT + n_corner] = -1
+                else:
+                    row[_CORNER_PARENT + n_corner] = ends[e, 0] + ends[e, 1] - j
+                n_corner += 1
+        row[_N_CORNER] = n_corner
+    return rows
+
+
+@njit(cache=True)
+def _hash_of(owned):
+    return ((owned * _HASH_MULT) & 0xFFFFFFFF) >> 16
+
+
+@njit(cache=True)
+def _build_hash(owned_sets):
+    keys = np.zeros(_HASH_SIZE, dtype=np.int64)
+    values = np.zeros(_HASH_SIZE, dtype=np.int32)
+    for p in range(owned_sets.size):
+        h = _hash_of(owned_sets[p])
+        while keys[h] != 0:
+            h = (h + 1) & (_HASH_SIZE - 1)
+        keys[h] = owned_sets[p]
+        values[h] = p
+    return keys, values
+
+
+_TABLE_LOCK = threading.Lock()
+_TABLE: list = []
+
+
+def pattern_table():
+    """The rule's output for every owned set, built once per process.
+
+    Returns
+    -------
+    owned : (P,) int64
+        The owned sets (27-bit sets of local cells), P = 15,935.
+    rows : (P, 144) int8
+        Per owned set: partner, sequence, critical edges and faces in sequence, corners and
+        their gradient parents, the cube's partner (offsets ``_PARTNER`` .. in this module).
+    hash_keys, hash_values : (65536,) int64, int32
+        Open-addressing table from an owned set to its row.
+    """
+    with _TABLE_LOCK:
+        if not _TABLE:
+            owned = _enumerate_owned_sets(_SHARED)
+            rows = _build_rows(owned, _SHARED, _DIMS, FACE_BITS.astype(np.int64), _EDGE_ENDS)
+            if (rows[:, _N_CE] > _MAX_CRITICAL).any() or (rows[:, _N_CF] > _MAX_CRITICAL).any():
+                raise RuntimeError("the voxel rule left more critical cells than expected")
+            keys, values = _build_hash(owned)
+            _TABLE.extend([owned, rows, keys, values])
+    return tuple(_TABLE)
+
+
+# ---------------------------------------------------------------------------------------
+# Step 2: the raster pass.
+
+
+@njit(cache=True, nogil=True)
+def _row_masks(flat, z, y, depth, height, width, vertex, masks):
+    """26-neighbour masks of the voxels of row ``(z, y)``, in the working order.
+
+    T: bit set when the neighbour precedes (outside: later, bit clear). V (the reversed order,
+    outside earlier): bit set when the neighbour comes later or lies outside. Direction by
+    direction over slices, so that the loops vectorise.
+    """
+    masks[:] = 0
+    hw = height * width
+    start = z * hw + y * width
+    centre = flat[start : start + width]
+    for k in range(26):
+        j = k + (k >= CUBE)
+        dz = j // 9 - 1
+        dy = (j // 3) % 3 - 1
+        dx = j % 3 - 1
+        bit = np.uint32(1 << k)
+        zz = z + dz
+        yy = y + dy
+        if zz < 0 or zz >= depth or yy < 0 or yy >= height:
+            if vertex:
+                for x in range(width):
+                    masks[x] |= bit
+            continue
+        lo = 1 if dx < 0 else 0
+        hi = width - 1 if dx > 0 else width
+        if vertex:
+            if dx < 0:
+                masks[0] |= bit
+            if dx > 0 and width > 0:
+                masks[width - 1] |= bit
+        if hi <= lo:
+            continue
+        nstart = zz * hw + yy * width + dx
+        neighbour = flat[nstart + lo : nstart + hi]
+        c = centre[lo:hi]
+        out = masks[lo:hi]
+        count = hi - lo
+        if vertex:
+            if k < 13:
+                for i in range(count):
+                    out[i] |= bit if neighbour[i] > c[i] else np.uint32(0)
+            else:
+                for i in range(count):
+                    out[i] |= bit if neighbour[i] >= c[i] else np.uint32(0)
+        else:
+            if k < 13:
+                for i in range(count):
+                    out[i] |= bit if neighbour[i] <= c[i] else np.uint32(0)
+            else:
+                for i in range(count):
+                    out[i] |= bit if neighbour[i] < c[i] else np.uint32(0)
+
+
+@njit(cache=True, nogil=True)
+def _row_owned(masks, shared, owned):
+    """Owned sets of a row from its masks (cell j owned iff no sharing neighbour precedes)."""
+    width = masks.size
+    for x in range(width):
+        owned[x] = np.uint32(1 << CUBE)
+    for j in range(N_LOCAL):
+        if j == CUBE:
+            continue
+        sh = np.uint32(shared[j])
+        bit = np.uint32(1 << j)
+        for x in range(width):
+            owned[x] |= bit if (masks[x] & sh) == 0 else np.uint32(0)
+
+
+@njit(inline="always", cache=True)
+def _lookup(hash_keys, hash_values, owned):
+    h = _hash_of(owned)
+    while hash_keys[h] != owned:
+        h = (h + 1) & (_HASH_SIZE - 1)
+    return hash_values[h]
+
+
+@njit(cache=True, nogil=True)
+def _grown(array, capacity):
+    """A copy of ``array`` with room for ``capacity`` items."""
+    out = np.empty(capacity, dtype=array.dtype)
+    for i in range(array.size):
+        out[i] = array[i]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _raster(flat, depth, height, width, z0, z1, vertex, want_edges, want_faces, rows,
+            hash_keys, hash_values, pattern, corner_parent, voxel_parent, edge_start):
+    """The raster pass over z-slab ``[z0, z1)``.
+
+    Writes ``pattern[v]`` (row of the pattern table), ``corner_parent`` of the owned corners
+    (the corner at the other end of the paired edge, or ``-(v + 1)`` for a critical corner born
+    at voxel ``v``), ``voxel_parent[v]`` (the voxel across the paired face, ``D*H*W`` for the
+    outside, ``v`` for a critical cube) and ``edge_start[v]`` (the number of critical edges
+    generated before voxel ``v`` in this slab).
+
+    Returns
+    -------
+    edge_keys : (m,) uint64
+        Order-preserving bits of each critical edge's value, in generation order.
+    edge_payload : (m,) uint32
+        ``12 * voxel + edge slot``.
+    face_keys : (f,) uint64
+    face_payload : (f,) uint32
+        ``6 * voxel + face slot``.
+    """
+    n = depth * height * width
+    hw = height * width
+    s2 = width + 1
+    s1 = (height + 1) * s2
+    bits = _unsigned_bits(flat)
+    corner_delta = np.zeros(N_LOCAL, dtype=np.int64)
+    voxel_delta = np.zeros(N_LOCAL, dtype=np.int64)
+    for j in range(N_LOCAL):
+        dz = j // 9 - 1
+        dy = (j // 3) % 3 - 1
+        dx = j % 3 - 1
+        corner_delta[j] = ((dz + 1) >> 1) * s1 + ((dy + 1) >> 1) * s2 + ((dx + 1) >> 1)
+        voxel_delta[j] = dz * hw + dy * width + dx
+    slab = (z1 - z0) * hw
+    cap_e = slab // 4 + 8 * width + 16
+    cap_f = slab // 3 + 8 * width + 16
+    edge_keys = np.empty(cap_e if want_edges else 0, dtype=np.uint64)
+    edge_payload = np.empty(edge_keys.size, dtype=np.uint32)
+    face_keys = np.empty(cap_f if want_faces else 0, dtype=np.uint64)
+    face_payload = np.empty(face_keys.size, dtype=np.uint32)
+    masks = np.empty(width, dtype=np.uint32)
+    owned = np.empty(width, dtype=np.uint32)
+    shared = SHARED_NEIGHBOUR_BITS
+    ne = np.int64(0)
+    nf = np.int64(0)
+    for z in range(z0, z1):
+        for y in range(height):
+            _row_masks(flat, z, y, depth, height, width, vertex, masks)
+            _row_owned(masks, shared, owned)
+            if want_edges and ne + _MAX_CRITICAL * width > edge_keys.size:
+                edge_keys = _grown(edge_keys, 2 * edge_keys.size + _MAX_CRITICAL * width)
+                edge_payload = _grown(edge_payload, edge_keys.size)
+            if want_faces and nf + _MAX_CRITICAL * width > face_keys.size:
+                face_keys = _grown(face_keys, 2 * face_keys.size + _MAX_CRITICAL * width)
+                face_payload = _grown(face_payload, face_keys.size)
+            base = z * hw + y * width
+            corner_base = (z * (height + 1) + y) * s2
+            for x in range(width):
+                v = base + x
+                p = _lookup(hash_keys, hash_values, np.int64(owned[x]))
+                pattern[v] = p
+                row = rows[p]
+                cb = corner_base + x
+                for i in range(row[_N_CORNER]):
+                    parent = row[_CORNER_PARENT + i]
+                    target = cb + corner_delta[row[_CORNER + i]]
+                    if parent < 0:
+                        corner_parent[target] = -(v + 1)
+                    else:
+                        corner_parent[target] = cb + corner_delta[parent]
+                f = row[_CUBE_PARTNER]
+                if f < 0:
+                    voxel_parent[v] = v
+                else:
+                    zz = z + f // 9 - 1
+                    yy = y + (f // 3) % 3 - 1
+                    xx = x + f % 3 - 1
+                    inside = (0 <= zz < depth) & (0 <= yy < height) & (0 <= xx < width)
+                    voxel_parent[v] = v + voxel_delta[f] if inside else n
+                edge_start[v] = ne
+                if want_edges:
+                    n_ce = row[_N_CE]
+                    if n_ce > 0:
+                        key = _ordered_key(bits[v])
+                        for i in range(n_ce):
+                            e = row[_CE + (n_ce - 1 - i if vertex else i)]
+                            edge_keys[ne] = key
+                            edge_payload[ne] = np.uint32(12 * v + _EDGE_SLOT[e])
+                            ne += 1
+                if want_faces:
+                    n_cf = row[_N_CF]
+                    if n_cf > 0:
+                        key = _ordered_key(bits[v])
+                        for i in range(n_cf):
+                            f = row[_CF + (n_cf - 1 - i if vertex else i)]
+                            face_keys[nf] = key
+                            face_payload[nf] = np.uint32(6 * v + _FACE_SLOT[f])
+                            nf += 1
+    return edge_keys[:ne], edge_payload[:ne], face_keys[:nf], face_payload[:nf]
+
+
+@njit(cache=True, nogil=True)
+def _outer_corners(depth, height, width, corner_parent):
+    """Hang every corner on the volume's surface from the exterior corner (V-construction)."""
+    s2 = width + 1
+    s1 = (height + 1) * s2
+    exterior = (depth + 1) * s1
+    for cz in range(depth + 1):
+        for cy in range(height + 1):
+            row = cz * s1 + cy * s2
+            if cz == 0 or cz == depth or cy == 0 or cy == height:
+                for cx in range(width + 1):
+                    corner_parent[row + cx] = exterior
+            else:
+                corner_parent[row] = exterior
+                corner_parent[row + width] = exterior
+
+
+@njit(cache=True, nogil=True)
+def _concatenate(parts_keys, parts_payload):
+    total = 0
+    for part in parts_keys:
+        total += part.size
+    keys = np.empty(total, dtype=np.uint64)
+    payload = np.empty(total, dtype=np.uint32)
+    at = 0
+    for s in range(len(parts_keys)):
+        k = parts_keys[s]
+        q = parts_payload[s]
+        for i in range(k.size):
+            keys[at + i] = k[i]
+            payload[at + i] = q[i]
+        at += k.size
+    return keys, payload
+
+
+@njit(cache=True, nogil=True)
+def _shift(array, start, stop, offset):
+    for i in range(start, stop):
+        array[i] += offset
+
+
+# ---------------------------------------------------------------------------------------
+# Steps 4 and 5: the two union-find passes.
+
+
+@njit(inline="always", cache=True)
+def _decode_voxel(v, height, width):
+    hw = height * width
+    z = v // hw
+    r = v - z * hw
+    y = r // width
+    return z, y, r - y * width
+
+
+@njit(inline="always", cache=True)
+def _corner_delta(j, s1, s2):
+    return ((j // 9) >> 1) * s1 + (((j // 3) % 3) >> 1) * s2 + ((j % 3) >> 1)
+
+
+@njit(inline="always", cache=True)
+def _edge_rank(row, j, vertex):
+    """Index of critical edge ``j`` among its voxel's critical edges in generation order."""
+    rank = row[_CE_RANK + j]
+    return row[_N_CE] - 1 - rank if vertex else rank
+
+
+@njit(cache=True, nogil=True)
+def _h0_pass(flat, depth, height, width, edges, corner_parent, pattern, rows, edge_start,
+             vertex, negative, out_a, out_b):
+    """Kruskal over the sorted edges, the elder rule; marks the edges that merge.
+
+    Writes (younger birth voxel, edge voxel) to ``out_a`` / ``out_b``; ``negative[i]`` becomes
+    1 for the merging edge generated ``i``-th. The V-construction reads ``edges`` backwards.
+
+    Returns
+    -------
+    int
+        Number of pairs.
+    """
+    m = edges.size
+    n = depth * height * width
+    s2 = width + 1
+    s1 = (height + 1) * s2
+    k = 0
+    for t in range(m):
+        i = m - 1 - t if vertex else t
+        packed = np.int64(edges[i])
+        v = packed // 12
+        j = _EDGE_LOCAL[packed - 12 * v]
+        z, y, x = _decode_voxel(v, height, width)
+        cb = (z * (height + 1) + y) * s2 + x
+        a = cb + _corner_delta(_EDGE_ENDS[j, 0], s1, s2)
+        b = cb + _corner_delta(_EDGE_ENDS[j, 1], s1, s2)
+        ra = _find_corner(corner_parent, a)
+        rb = _find_corner(corner_parent, b)
+        if ra == rb:
+            continue
+        birth_a = -corner_parent[ra] - 1
+        birth_b = -corner_parent[rb] - 1
+        if _birth_older(flat, birth_a, birth_b, n, vertex):
+            corner_parent[rb] = ra
+            younger = birth_b
+        else:
+            corner_parent[ra] = rb
+            younger = birth_a
+        out_a[k] = younger
+        out_b[k] = v
+        k += 1
+        negative[edge_start[v] + _edge_rank(rows[pattern[v]], j, vertex)] = 1
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _h2_pass(flat, depth, height, width, faces, voxel_parent, vertex, out_a, out_b):
+    """The critical faces in reverse, merging voxels; writes (face voxel, younger voxel).
+
+    The faces that merge nothing are kept in place, in order: at the back for T, at the
+    front for V (read those backwards).
+
+    Returns
+    -------
+    n_pairs, n_kept : int
+    """
+    m = faces.size
+    n = depth * height * width
+    k = 0
+    kept = 0
+    for t in range(m):
+        i = t if vertex else m - 1 - t
+        packed = np.int64(faces[i])
+        v = packed // 6
+        f = _FACE_LOCAL[packed - 6 * v]
+        z, y, x = _decode_voxel(v, height, width)
+        zz = z + f // 9 - 1
+        yy = y + (f // 3) % 3 - 1
+        xx = x + f % 3 - 1
+        inside = (0 <= zz < depth) & (0 <= yy < height) & (0 <= xx < width)
+        across = (zz * height + yy) * width + xx if inside else n
+        ra = find_root(voxel_parent, v)
+        rb = find_root(voxel_parent, across)
+        if ra == rb:
+            faces[kept if vertex else m - 1 - kept] = faces[i]
+            kept += 1
+            continue
+        if ra == n:
+            a_older = True
+        elif rb == n:
+            a_older = False
+        elif vertex:
+            a_older = precedes(flat[ra], ra, flat[rb], rb)
+        else:
+            a_older = precedes(flat[rb], rb, flat[ra], ra)
+        if a_older:
+            voxel_parent[rb] = ra
+            younger = rb
+        else:
+            voxel_parent[ra] = rb
+            younger = ra
+        out_a[k] = v
+        out_b[k] = younger
+        k += 1
+    return k, kept
+
+
+# ---------------------------------------------------------------------------------------
+# Step 6: H1 by a lazy Morse reduction.
+
+
+@njit(inline="always", cache=True)
+def _later(hi_a, lo_a, hi_b, lo_b):
+    return (hi_a > hi_b) | ((hi_a == hi_b) & (lo_a > lo_b))
+
+
+@njit(cache=True, nogil=True)
+def _heap_push(heap_hi, heap_lo, size, hi, lo):
+    """Push onto the max-heap; returns the (possibly grown) arrays and the new size."""
+    if size == heap_hi.size:
+        heap_hi = _grown(heap_hi, 2 * size)
+        heap_lo = _grown(heap_lo, 2 * size)
+    i = size
+    while i > 0:
+        parent = (i - 1) >> 1
+        if not _later(hi, lo, heap_hi[parent], heap_lo[parent]):
+            break
+        heap_hi[i] = heap_hi[parent]
+        heap_lo[i] = heap_lo[parent]
+        i = parent
+    heap_hi[i] = hi
+    heap_lo[i] = lo
+    return heap_hi, heap_lo, size + 1
+
+
+@njit(inline="always", cache=True)
+def _heap_pop(heap_hi, heap_lo, size):
+    """Remove the root of a non-empty max-heap; returns the new size."""
+    size -= 1
+    hi = heap_hi[size]
+    lo = heap_lo[size]
+    i = 0
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and _later(heap_hi[child + 1], heap_lo[child + 1],
+                                       heap_hi[child], heap_lo[child]):
+            child += 1
+        if not _later(heap_hi[child], heap_lo[child], hi, lo):
+            break
+        heap_hi[i] = heap_hi[child]
+        heap_lo[i] = heap_lo[child]
+        i = child
+    heap_hi[i] = hi
+    heap_lo[i] = lo
+    return size
+
+
+@njit(inline="always", cache=True)
+def _order_word(bits, q, vertex):
+    key = _ordered_key(bits[q])
+    return ~key if vertex else key
+
+
+@njit(inline="always", cache=True)
+def _edge_owner(flat, depth, height, width, p, z, y, x, j, owned_p, vertex):
+    """Owner voxel of edge ``j`` of voxel ``p`` and the edge's local index there.
+
+    Returns ``(-1, -1)`` when nobody owns the edge (V: it lies on the volume's surface).
+    """
+    if (owned_p >> j) & 1:
+        return p, j
+    best = np.int64(-1)
+    best_j = np.int64(-1)
+    for i in range(3):
+        t = _EDGE_SHARERS[j, i]
+        zz = z + t // 9 - 1
+        yy = y + (t // 3) % 3 - 1
+        xx = x + t % 3 - 1
+        if not ((0 <= zz < depth) & (0 <= yy < height) & (0 <= xx < width)):
+            if vertex:
+                return np.int64(-1), np.int64(-1)
+            continue
+        u = (zz * height + yy) * width + xx
+        if best < 0:
+            earlier = True
+        elif vertex:
+            earlier = precedes(flat[best], best, flat[u], u)
+        else:
+            earlier = precedes(flat[u], u, flat[best], best)
+        if earlier:
+            best = u
+            best_j = _EDGE_REFRAMED[j, i]
+    return best, best_j
+
+
+@njit(cache=True, nogil=True)
+def _h1_pass(flat, depth, height, width, columns, pattern, rows, owned_sets, edge_start,
+             negative, vertex, out_a, out_b):
+    """The lazy Morse reduction of the kept faces (see the module docstring).
+
+    ``columns`` are the kept faces (payloads ``6 * voxel + slot``) in increasing working
+    order. Writes (edge voxel, face voxel) per column.
+
+    Returns
+    -------
+    int
+        Number of pairs (= columns), or ``-1 - c`` if column ``c`` found no pivot.
+    """
+    n = depth * height * width
+    bits = _unsigned_bits(flat)
+    n_cols = columns.size
+    pivot_of = np.full(negative.size, -1, dtype=np.int32)
+    store_start = np.zeros(n_cols + 1, dtype=np.int64)
+    store = np.empty(max(16, 8 * n_cols), dtype=np.uint64)
+    n_store = 0
+    heap_hi = np.empty(64, dtype=np.uint64)
+    heap_lo = np.empty(64, dtype=np.uint64)
+    for c in range(n_cols):
+        packed = np.int64(columns[c])
+        p = packed // 6
+        face = _FACE_LOCAL[packed - 6 * p]
+        size = 0
+        z, y, x = _decode_voxel(p, height, width)
+        owned_p = owned_sets[pattern[p]]
+        for e in range(4):
+            q, jq = _edge_owner(flat, depth, height, width, p, z, y, x, _FACE_EDGES[face, e],
+                                owned_p, vertex)
+            if q >= 0:
+                lo = (n - 1 - q if vertex else q) * 32 + rows[pattern[q], _SEQ + jq]
+                heap_hi, heap_lo, size = _heap_push(heap_hi, heap_lo, size,
+                                                    _order_word(bits, q, vertex), np.uint64(lo))
+        pivot_found = False
+        while size > 0:
+            hi = heap_hi[0]
+            lo = heap_lo[0]
+            size = _heap_pop(heap_hi, heap_lo, size)
+            odd = True
+            while size > 0 and heap_hi[0] == hi and heap_lo[0] == lo:
+                size = _heap_pop(heap_hi, heap_lo, size)
+                odd = not odd
+            if not odd:
+                continue
+            ilo = np.int64(lo)
+            q = ilo >> 5
+            if vertex:
+                q = n - 1 - q
+            row = rows[pattern[q]]
+            jq = np.int64(row[_LOCAL_OF_SEQ + (ilo & 31)])
+            partner = row[_PARTNER + jq]
+            if partner == -1:
+                idx = edge_start[q] + _edge_rank(row, jq, vertex)
+                if negative[idx]:
+                    continue
+                if pivot_found:
+                    if n_store == store.size:
+                        store = _grown(store, 2 * store.size)
+                    store[n_store] = lo
+                    n_store += 1
+                    continue
+                col = pivot_of[idx]
+                if col >= 0:
+                    for s in range(store_start[col], store_start[col + 1]):
+                        slo = store[s]
+                        sq = np.int64(slo) >> 5
+                        if vertex:
+                            sq = n - 1 - sq
+                        heap_hi, heap_lo, size = _heap_push(heap_hi, heap_lo, size,
+                                                            _order_word(bits, sq, vertex), slo)
+                    continue
+                pivot_of[idx] = c
+                out_a[c] = q
+                out_b[c] = p
+                pivot_found = True
+                store_start[c] = n_store
+                continue
+            if _DIMS[partner] == 0:
+                continue
+            zq, yq, xq = _decode_voxel(q, height, width)
+            owned_q = owned_sets[pattern[q]]
+            for e in range(4):
+                j2 = _FACE_EDGES[partner, e]
+                if j2 == jq:
+                    continue
+                r, jr = _edge_owner(flat, depth, height, width, q, zq, yq, xq, j2, owned_q,
+                                    vertex)
+                if r >= 0:
+                    lo2 = (n - 1 - r if vertex else r) * 32 + rows[pattern[r], _SEQ + jr]
+                    heap_hi, heap_lo, size = _heap_push(heap_hi, heap_lo, size,
+                                                        _order_word(bits, r, vertex),
+                                                        np.uint64(lo2))
+        if not pivot_found:
+            return -1 - c
+        store_start[c + 1] = n_store
+    return n_cols
+
+
+# ---------------------------------------------------------------------------------------
+# One volume.
+
+
+def _plan(dims: tuple[int, ...], vertex: bool):
+    """Which passes a request needs: (H0 pass, H2 pass, H1 pass)."""
+    low, high = (2, 0) if vertex else (0, 2)
+    want_h1 = 1 in dims
+    return (low in dims or want_h1), (high in dims or want_h1), want_h1
+
+
+class _Volume:
+    """State of one volume between the stages (each stage is a compiled, nogil call)."""
+
+    def __init__(self, flat: np.ndarray, shape: tuple[int, int, int], vertex: bool,
+                 dims: tuple[int, ...]):
+        self.flat = flat
+        self.shape = shape
+        self.vertex = bool(vertex)
+        self.dims = dims
+        self.run_h0, self.run_h2, self.run_h1 = _plan(dims, vertex)
+        depth, height, width = shape
+        self.n = depth * height * width
+        self.tables = pattern_table()
+
+    # Step 1-2
+    def raster(self, n_slabs: int = 1, run=None) -> None:
+        depth, height, width = self.shape
+        owned, rows, keys, values = self.tables
+        self.first, self.last = _extremes(self.flat, depth * height, width)
+        n_corners = (depth + 1) * (height + 1) * (width + 1)
+        self.corner_parent = np.empty(n_corners + 1, dtype=np.int32)
+        # The exterior corner: older than every voxel (only V has corners nobody owns).
+        self.corner_parent[n_corners] = -(self.n + 1)
+        if self.vertex:
+            _outer_corners(depth, height, width, self.corner_parent)
+        self.voxel_parent = np.empty(self.n + 1, dtype=np.int32)
+        self.voxel_parent[self.n] = self.n
+        self.pattern = np.empty(self.n, dtype=np.int16)
+        self.edge_start = np.empty(self.n, dtype=np.int32)
+        n_slabs = max(1, min(int(n_slabs), depth))
+        bounds = [depth * s // n_slabs for s in range(n_slabs + 1)]
+
+        def slab(s):
+            return _raster(self.flat, depth, height, width, bounds[s], bounds[s + 1],
+                           self.vertex, self.run_h0, self.run_h2, rows, keys, values,
+                           self.pattern, self.corner_parent, self.voxel_parent,
+                           self.edge_start)
+
+        if n_slabs == 1:
+            parts = [slab(0)]
+        else:
+            parts = run([lambda s=s: slab(s) for s in range(n_slabs)])
+        if len(parts) == 1:
+            self.edge_keys, self.edge_payload, self.face_keys, self.face_payload = parts[0]
+            return
+        hw = height * width
+        offset = 0
+        for s, part in enumerate(parts):
+            if offset:
+                _shift(self.edge_start, bounds[s] * hw, bounds[s + 1] * hw, offset)
+            offset += part[0].size
+        from numba.typed import List
+
+        self.edge_keys, self.edge_payload = _concatenate(List([p[0] for p in parts]),
+                                                         List([p[1] for p in parts]))
+        self.face_keys, self.face_payload = _concatenate(List([p[2] for p in parts]),
+                                                         List([p[3] for p in parts]))
+
+    # Step 3
+    def sort_edges(self) -> None:
+        key_bits = 8 * self.flat.itemsize
+        self.edges = _radix_sort(self.edge_keys, self.edge_payload, key_bits)
+        self.edge_keys = self.edge_payload = None
+
+    def sort_faces(self) -> None:
+        key_bits = 8 * self.flat.itemsize
+        self.faces = _radix_sort(self.face_keys, self.face_payload, key_bits)
+        self.face_keys = self.face_payload = None
+
+    # Step 4
+    def h0(self) -> None:
+        depth, height, width = self.shape
+        m = self.edges.size
+        self.negative = np.zeros(m, dtype=np.uint8)
+        self.h0_a = np.empty(m, dtype=np.int32)
+        self.h0_b = np.empty(m, dtype=np.int32)
+        _owned, rows, _k, _v = self.tables
+        self.n_h0 = _h0_pass(self.flat, depth, height, width, self.edges, self.corner_parent,
+                             self.pattern, rows, self.edge_start, self.vertex, self.negative,
+                             self.h0_a, self.h0_b)
+        self.corner_parent = None
+
+    # Step 5
+    def h2(self) -> None:
+        depth, height, width = self.shape
+        m = self.faces.size
+        self.h2_a = np.empty(m, dtype=np.int32)
+        self.h2_b = np.empty(m, dtype=np.int32)
+        self.n_h2, kept = _h2_pass(self.flat, depth, height, width, self.faces,
+                                   self.voxel_parent, self.vertex, self.h2_a, self.h2_b)
+        self.voxel_parent = None
+        if self.vertex:
+            self.columns = self.faces[:kept][::-1].copy()
+        else:
+            self.columns = self.faces[m - kept :]
+
+    # Step 6
+    def h1(self) -> None:
+        depth, height, width = self.shape
+        owned, rows, _k, _v = self.tables
+        n_cols = self.columns.size
+        self.h1_a = np.empty(n_cols, dtype=np.int32)
+        self.h1_b = np.empty(n_cols, dtype=np.int32)
+        status = _h1_pass(self.flat, depth, height, width, self.columns, self.pattern, rows,
+                          owned, self.edge_start, self.negative, self.vertex, self.h1_a,
+                          self.h1_b)
+        if status < 0:
+            raise RuntimeError(f"internal error: H1 column {-1 - status} of {n_cols} found no "
+                               "pivot (a box has no essential H1)")
+
+    def result(self):
+        """Pairs per dimension: {dim: (birth, death)} as int64 arrays, essential class first."""
+        empty = np.zeros(0, dtype=np.int64)
+        out = {}
+        for d in self.dims:
+            if d == 0:
+                if self.vertex:
+                    births, deaths = self.h2_b[: self.n_h2], self.h2_a[: self.n_h2]
+                else:
+                    births, deaths = self.h0_a[: self.n_h0], self.h0_b[: self.n_h0]
+                birth = np.concatenate(([self.first], births)).astype(np.int64)
+                death = np.concatenate(([-1], deaths)).astype(np.int64)
+            elif d == 1:
+                if self.vertex:
+                    birth, death = self.h1_b, self.h1_a
+                else:
+                    birth, death = self.h1_a, self.h1_b
+            else:
+                if self.vertex:
+                    birth, death = self.h0_b[: self.n_h0], self.h0_a[: self.n_h0]
+                else:
+                    birth, death = self.h2_a[: self.n_h2], self.h2_b[: self.n_h2]
+            out[d] = (np.asarray(birth, dtype=np.int64), np.asarray(death, dtype=np.int64))
+        for d in out:
+            if out[d][0].size == 0:
+                out[d] = (empty, empty)
+        return out, self.last
+
+
+def _run_sequential(volume: _Volume) -> None:
+    volume.raster()
+    if volume.run_h0:
+        volume.sort_edges()
+        volume.h0()
+    if volume.run_h2:
+        volume.sort_faces()
+        volume.h2()
+    if volume.run_h1:
+        volume.h1()
+
+
+def _run_threads(tasks, n_threads: int):
+    """Run callables on the calling thread and ``n_threads - 1`` pool helpers; results in order."""
+    if n_threads <= 1 or len(tasks) <= 1:
+        return [task() for task in tasks]
+    executor = _executor(min(n_threads, len(tasks)) - 1)
+    futures = [executor.submit(task) for task in tasks[1:]]
+    first = tasks[0]()
+    return [first] + [future.result() for future in futures]
+
+
+def _run_parallel(volume: _Volume, n_threads: int) -> None:
+    """One volume on ``n_threads`` threads: z-slabs, then H0 beside H2, then H1."""
+    volume.raster(n_threads, lambda tasks: _run_threads(tasks, n_threads))
+    tasks = []
+    if volume.run_h0:
+        tasks.append(lambda: (volume.sort_edges(), volume.h0()))
+    if volume.run_h2:
+        tasks.append(lambda: (volume.sort_faces(), volume.h2()))
+    _run_threads(tasks, n_threads)
+    if volume.run_h1:
+        volume.h1()
+
+
+def volume_pairs3d(volume: np.ndarray, vertex: bool, dims: tuple[int, ...],
+                   n_threads: int = 1):
+    """Persistence pairs of one volume.
+
+    Parameters
+    ----------
+    volume : (D, H, W) float32 or float64, C-contiguous
+        Finite values.
+    vertex : bool
+        V-construction (voxels are vertices) instead of T (voxels are cubes).
+    dims : tuple of int
+        Sorted, non-empty subset of (0, 1, 2).
+    n_threads : int
+        Threads for this volume (z-slabs of the raster pass, H0 beside H2).
+
+    Returns
+    -------
+    pairs : dict
+        ``{dim: (birth, death)}``, (K_d,) int64 flat voxel indices; in H0 the essential class
+        comes first, death -1.
+    last : int
+        Flat index of the last voxel of the (value, index) order.
+    """
+    state = _Volume(volume.reshape(-1), volume.shape, vertex, tuple(dims))
+    if n_threads > 1:
+        _run_parallel(state, n_threads)
+    else:
+        _run_sequential(state)
+    return state.result()
+
+
+# ---------------------------------------------------------------------------------------
+# Batches, memory, stage times.
+
+#: Bytes per voxel the core needs on uniform noise beyond the input (measured ~60; kept with
+#: a margin for the transient copies of the buffers).
+_BYTES_PER_VOXEL = 100
+
+
+def _available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes, or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def estimated_bytes(shape: tuple[int, int, int], n_concurrent: int = 1) -> int:
+    """Memory the core may need for volumes of ``shape``, ``n_concurrent`` at a time."""
+    depth, height, width = shape
+    n = depth * height * width
+    corners = (depth + 1) * (height + 1) * (width + 1)
+    return n_concurrent * (_BYTES_PER_VOXEL * n + 4 * corners + (1 << 20))
+
+
+def _check_input(volumes: np.ndarray, dims: tuple[int, ...], n_concurrent: int) -> None:
+    if not isinstance(volumes, np.ndarray) or volumes.ndim != 4:
+        raise ValueError("`images` must be a (B, D, H, W) array; got "
+                         f"{getattr(volumes, 'shape', type(volumes).__name__)}")
+    if volumes.dtype not in (np.float32, np.float64):
+        raise TypeError(f"`images` must be float32 or float64; got {volumes.dtype}")
+    if not volumes.flags.c_contiguous:
+        raise ValueError("`images` must be C-contiguous")
+    if min(volumes.shape[1:], default=0) < 1:
+        raise ValueError(f"`images` must have at least one voxel per volume; got {volumes.shape}")
+    n = volumes.shape[1] * volumes.shape[2] * volumes.shape[3]
+    if n > MAX_VOXELS:
+        raise ValueError(f"`images` volumes may have at most {MAX_VOXELS} voxels; got {n}")
+    if not dims or any(d not in (0, 1, 2) for d in dims) or list(dims) != sorted(set(dims)):
+        raise ValueError(f"`dims` must be a sorted non-empty subset of (0, 1, 2); got {dims}")
+    need = estimated_bytes(volumes.shape[1:], n_concurrent)
+    available = _available_memory()
+    if available is not None and need > available:
+        raise MemoryError(
+            f"`images`: volumes of shape {tuple(volumes.shape[1:])} need about "
+            f"{need / 2**30:.1f} GiB ({n_concurrent} at a time) but only "
+            f"{available / 2**30:.1f} GiB are available; use smaller volumes or fewer threads")
+
+
+def batch_pairs3d(volumes: np.ndarray, vertex: bool, dims: tuple[int, ...],
+                  n_threads: int | None = None):
+    """Persistence pairs of a batch of volumes, packed, with the last voxel of each.
+
+    Parameters
+    ----------
+    volumes : (B, D, H, W) float32 or float64, C-contiguous
+        Finite values, sublevel order (negate for superlevel); at most :data:`MAX_VOXELS`
+        voxels per volume.
+    vertex : bool
+        V-construction (gudhi ``vertices``: components 6-connected) instead of T (gudhi
+        ``top_dimensional_cells``: components 26-connected).
+    dims : tuple of int
+        Sorted, non-empty subset of (0, 1, 2).
+    n_threads : int, optional
+        Threads, the calling thread included; default ``numba.get_num_threads()``. Volumes
+        are spread over the threads; a batch with fewer volumes than threads also splits
+        each volume (z-slabs, H0 beside H2).
+
+    Returns
+    -------
+    image, dim, birth_index, death_index : (K,) int64
+        Grouped by volume, then dimension; flat C-order voxel indices; the essential class
+        first in H0, death -1. Pairs of zero persistence may be included.
+    last_index : (B,) int64
+        Flat index of the last voxel of each volume in the (value, index) order.
+
+    Raises
+    ------
+    MemoryError
+        When the estimated memory exceeds what the machine has available (before any
+        allocation).
+    """
+    if n_threads is None:
+        import numba
+
+        n_threads = numba.get_num_threads()
+    n_threads = max(1, int(n_threads))
+    dims = tuple(int(d) for d in dims)
+    n_volumes = volumes.shape[0] if isinstance(volumes, np.ndarray) and volumes.ndim == 4 else 0
+    per_volume = 1 if n_volumes >= n_threads else n_threads
+    _check_input(volumes, dims, min(max(n_volumes, 1), n_threads))
+    shape = volumes.shape[1:]
+    if per_volume > 1:
+        results = [volume_pairs3d(volumes[b], vertex, dims, per_volume)
+                   for b in range(n_volumes)]
+    else:
+        tasks = [lambda b=b: volume_pairs3d(volumes[b], vertex, dims, 1)
+                 for b in range(n_volumes)]
+        results = _run_batch(tasks, n_threads)
+    del shape
+    return _pack(results, dims)
+
+
+def _run_batch(tasks, n_threads: int):
+    """Volumes claimed one at a time by the calling thread and ``n_threads - 1`` helpers.
+
+    As in the 2D core: the calling thread never waits for a helper; once all volumes are
+    claimed, it computes itself any volume still in a helper's hands (the first result wins).
+    """
+    n = len(tasks)
+    n_threads = max(1, min(n_threads, n))
+    if n_threads == 1:
+        return [task() for task in tasks]
+    results = [None] * n
+    lock = threading.Lock()
+    counter = [0]
+
+    def claim():
+        with lock:
+            b = counter[0]
+            counter[0] += 1
+        return b
+
+    def store(b, result):
+        with lock:
+            if results[b] is None:
+                results[b] = result
+
+    def work():
+        b = claim()
+        while b < n:
+            store(b, tasks[b]())
+            b = claim()
+
+    executor = _executor(n_threads - 1)
+    for _ in range(n_threads - 1):
+        executor.submit(work)
+    work()
+    for b in range(n):
+        if results[b] is None:
+            store(b, tasks[b]())
+    return results
+
+
+def _pack(results, dims: tuple[int, ...]):
+    images, dim_col, births, deaths = [], [], [], []
+    last = np.empty(len(results), dtype=np.int64)
+    for b, (pairs, last_voxel) in enumerate(results):
+        for d in dims:
+            birth, death = pairs[d]
+            images.append(np.full(birth.size, b, dtype=np.int64))
+            dim_col.append(np.full(birth.size, d, dtype=np.int64))
+            births.append(birth)
+            deaths.append(death)
+        last[b] = last_voxel
+    if not images:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy(), empty.copy(), empty.copy(), last
+    return (np.concatenate(images), np.concatenate(dim_col), np.concatenate(births),
+            np.concatenate(deaths), last)
+
+
+def stage_times3d(volume: np.ndarray, vertex: bool = False,
+                  dims: tuple[int, ...] = (0, 1, 2)) -> dict[str, float]:
+    """CPU seconds of each stage of one volume, on the calling thread (for benchmarks).
+
+    Parameters
+    ----------
+    volume : (D, H, W) float32 or float64, C-contiguous
+    vertex : bool
+    dims : tuple of int
+
+    Returns
+    -------
+    dict
+        ``raster`` (extremes, masks, rule, parents, critical cells), ``sort`` (both lists),
+        ``h0``, ``h2``, ``h1``, ``pack`` and ``total``, plus the counts ``edges``,
+        ``faces``, ``columns``.
+    """
+    state = _Volume(np.ascontiguousarray(volume).reshape(-1), volume.shape, vertex,
+                    tuple(dims))
+    times: dict[str, float] = {}
+
+    def timed(name, fn):
+        start = time.process_time()
+        fn()
+        times[name] = times.get(name, 0.0) + time.process_time() - start
+
+    timed("raster", state.raster)
+    n_edges = state.edge_keys.size
+    n_faces = state.face_keys.size
+    if state.run_h0:
+        timed("sort", state.sort_edges)
+    if state.run_h2:
+        timed("sort", state.sort_faces)
+    if state.run_h0:
+        timed("h0", state.h0)
+    if state.run_h2:
+        timed("h2", state.h2)
+    if state.run_h1:
+        timed("h1", state.h1)
+    timed("pack", lambda: _pack([state.result()], state.dims))
+    times["total"] = sum(times.values())
+    times["edges"] = float(n_edges)
+    times["faces"] = float(n_faces)
+    times["columns"] = float(state.columns.size) if state.run_h2 else 0.0
+    return times
