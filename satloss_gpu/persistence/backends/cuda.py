@@ -21,6 +21,10 @@ One read-back per call (the critical-edge and critical-corner counts of every im
 step 2) sizes every buffer: each critical edge gives exactly one pair (Euler characteristic),
 so the output size is known before the pairing runs, and nothing is ever truncated. All
 launches go to the caller's current stream (torch's or CuPy's).
+
+Batches of volumes (B, D, H, W) run the same stages with 3D kernels (per-voxel rule, one sort
+of critical edges and faces, both elder-rule passes in the same launches); their H1 pairs are
+computed on the host by the CPU core, overlapped with the device stages (see ``_cuda3d``).
 """
 from __future__ import annotations
 
@@ -60,6 +64,8 @@ class CUDABackend(PersistenceBackend):
     """
 
     name = "cuda"
+    #: Batches of volumes (B, D, H, W) run the 3D pipeline of ``_cuda3d``.
+    supports_volumes = True
 
     def __init__(self, pairing: str = "halving", threads: Optional[int] = None,
                  base_edges: int = 32) -> None:
@@ -117,18 +123,28 @@ class CUDABackend(PersistenceBackend):
             return torch.as_tensor(np.ascontiguousarray(to_numpy(images)), device="cuda")
         raise TypeError(f"`images` of type {type(images).__name__} cannot go to the GPU")
 
+    def check_size(self, shape: tuple[int, ...]) -> None:
+        """Raise ``ValueError`` naming ``images`` for volume batches beyond the index widths."""
+        if len(shape) == 4:
+            from ._cuda3d import check_volume_shape
+
+            check_volume_shape(tuple(shape))
+
     def pairs(self, images: Any, construction: str, dims: tuple[int, ...]) -> PairIndices:
         from ..._arraylib import array_library
         from ...kernels.cuda._glue import glue_for
 
         glue = glue_for(images, array_library(images))
+        pipeline = _Pipeline
+        if len(images.shape) == 4:
+            from ._cuda3d import Pipeline3D as pipeline
         if glue.library == "torch":
             # Numba launches in the thread's current CUDA context: make it the input's device.
             import torch
 
             with torch.cuda.device(images.device):
-                return _Pipeline(glue, images, construction, tuple(dims), self).run()
-        return _Pipeline(glue, images, construction, tuple(dims), self).run()
+                return pipeline(glue, images, construction, tuple(dims), self).run()
+        return pipeline(glue, images, construction, tuple(dims), self).run()
 
 
 class _Pipeline:

@@ -1,0 +1,277 @@
+"""The GPU backend on volumes: H0 and H2 on the device, H1 on the host (for now).
+
+Kernels in ``satloss_gpu.kernels.cuda.local_pairing3d`` (the per-voxel rule is shared with the
+CPU backend); the order words, pointer jumping, key sort and recursive-halving elder rule are
+the 2D pipeline's, unchanged. Per call, for all volumes of the batch at once:
+
+1. order words (float32 bits, or per-volume ranks for float64);
+2. the per-voxel rule, one thread per voxel: critical edges and faces counted (one read-back
+   of the per-volume totals, which sizes every buffer and the output), scanned, compacted;
+   gradient parents of corners and voxels written;
+3. pointer jumping along the gradient paths;
+4. ONE sort of the 64-bit keys of all critical edges and faces (``2B`` segments);
+5. the elder rule on both passes at once, as separate segments of the same launches: the
+   edges in ascending order on corners (H0 of the T-construction, H2 of the V-construction),
+   the faces in descending order on voxels and the outside (H2 of T, H0 of V);
+6. H1: the volumes are copied to the host before step 3 and the CPU core's reduction runs
+   there while the device works on steps 3-5; its pairs are uploaded;
+7. packed output written on the device: pairs grouped by volume, then dimension.
+
+H1 split. Each critical edge and face gives exactly one pair (the Euler characteristic), so
+all output sizes, H1 included, are known after step 2: H1 has as many pairs per volume as
+critical edges the corner pass leaves over. The H1 pairs themselves need the Morse-reduced
+boundary matrix of the leftover faces over the leftover edges; that reduction runs on the
+CPU (``satloss_gpu.kernels.cpu.local_pairing3d``), overlapped with the device stages. Future
+work (design study, section 6.4): stage A on the device, one thread per H1 column computing its
+Morse boundary by youngest-first expansion through the gradient, with a CPU fallback for
+columns whose per-thread buffer overflows; stage B, the reduction of that compressed, cleared
+matrix, on the CPU (overlapped with the next batch) or one device thread per volume.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._base import PairIndices
+from .cuda import _levels, _Pipeline
+
+__all__ = ["Pipeline3D", "check_volume_shape"]
+
+
+def check_volume_shape(shape: tuple[int, ...]) -> None:
+    """Raise ``ValueError`` naming ``images`` if a (B, D, H, W) batch is beyond the index
+    widths of the 3D kernels.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (B, D, H, W).
+    """
+    from ...kernels.cuda.local_pairing3d import MAX_VOXELS
+
+    batch, depth, height, width = (int(s) for s in shape)
+    n = depth * height * width
+    if n > MAX_VOXELS:
+        raise ValueError(f"`images` must have at most {MAX_VOXELS} voxels per volume for "
+                         f"the cuda backend; got {depth}x{height}x{width}")
+    nodes = (depth + 1) * (height + 1) * (width + 1) + 1 + n + 1
+    # Node ids of the elder rule are int32; the packed scan holds edge counts in 32 bits.
+    if batch * nodes >= 2 ** 31 or batch * n * 12 >= 2 ** 32:
+        raise ValueError("the batch is too large for one call of the cuda backend "
+                         f"({batch} volumes of {n} voxels); split it")
+
+
+class Pipeline3D(_Pipeline):
+    """One call of the backend on a (B, D, H, W) batch: buffers, launches, read-backs."""
+
+    def __init__(self, glue: Any, images: Any, construction: str, dims: tuple[int, ...],
+                 backend: Any) -> None:
+        from ...kernels.cuda import local_pairing, local_pairing3d
+
+        check_volume_shape(tuple(int(s) for s in images.shape))
+        self.lp = local_pairing
+        self.lp3 = local_pairing3d
+        self.glue = glue
+        self.images = images
+        self.batch, self.depth, self.height, self.width = (int(s) for s in images.shape)
+        self.n = self.depth * self.height * self.width
+        self.n_corners = (self.depth + 1) * (self.height + 1) * (self.width + 1) + 1
+        self.n_voxels = self.n + 1
+        self.construction = construction
+        self.flip = 1 if construction == "V" else 0
+        self.dims = tuple(dims)
+        self.want = tuple(int(d in self.dims) for d in range(3))
+        self.backend = backend
+        self.threads = backend.threads or (16 if glue.simulated else 256)
+        self.max_blocks = 3 if glue.simulated else glue.sm_count() * 32
+        self.hook = backend.stage_hook
+        #: Bits of a sort key (segment number, order word, position); tests lower it.
+        self.key_bits = 64
+
+    # -- stages ------------------------------------------------------------------------------
+    def run(self) -> PairIndices:
+        self._stage("start")
+        self._order_words()
+        self._stage("order")
+        self._count()
+        self._stage("count")
+        self._emit()
+        self._stage("emit")
+        host_volumes = self.glue.to_host(self.images) if self.want[1] else None
+        self._jump()
+        self._stage("jump")
+        self._sort()
+        self._stage("sort")
+        self._passes()
+        self._stage("passes")
+        h1 = self._h1_host(host_volumes)
+        self._stage("h1")
+        result = self._assemble(h1)
+        self._stage("assemble")
+        items = self.edge_counts + self.face_counts
+        self.backend.last_stats = {
+            "images": self.batch,
+            "critical_edges": int(self.edge_counts.sum()),
+            "critical_faces": int(self.face_counts.sum()),
+            "critical_items_per_voxel": float(items.sum()) / max(self.batch * self.n, 1),
+            "longest_list": int(max(self.edge_counts.max(initial=0),
+                                    self.face_counts.max(initial=0))),
+            "halving_levels": self.levels,
+            "h1_pairs": int(self.h1_counts.sum()),
+        }
+        return result
+
+    def _count(self) -> None:
+        """Critical edges, faces, corners and cubes of every volume; the one size read-back."""
+        glue, batch, n = self.glue, self.batch, self.n
+        counts, counts_k = self._buffer("i64", batch * n)
+        self.lowest = self._buffer("u64", batch, fill=-1)[1]
+        self.highest = self._buffer("u64", batch, fill=0)[1]
+        cells, cells_k = self._buffer("i32", 2 * batch, fill=0)
+        dummy = {kind: self._buffer(kind, 1)[1] for kind in ("i32", "u32", "i64")}
+        self._voxel_kernel(0, dummy["i64"], counts_k, cells_k, 0, dummy["i32"], dummy["i32"],
+                           dummy["u32"], dummy["i32"], dummy["i32"])
+        self.counts = counts
+        self.ends = glue.cumsum(counts)
+        totals = self.ends[n - 1::n]
+        host = glue.to_host(glue.stack_i64(totals, cells)).astype(np.int64)
+        packed = host[:batch]
+        edge_ends = packed & 0xFFFFFFFF
+        face_ends = packed >> 32
+        self.edge_counts = np.diff(edge_ends, prepend=0)
+        self.face_counts = np.diff(face_ends, prepend=0)
+        self.critical_corners = host[batch:2 * batch]
+        self.critical_cubes = host[2 * batch:]
+        self.edge_total = int(edge_ends[-1])
+        self.total = self.edge_total + int(face_ends[-1])
+        if 3 * self.total >= 2 ** 31:
+            # Slots and fresh nodes of the pairing are int32.
+            raise ValueError("the batch is too large for one call of the cuda backend "
+                             f"({self.total} critical edges and faces, at most "
+                             f"{(2 ** 31 - 1) // 3}); split it")
+        sizes = np.concatenate([self.edge_counts, self.face_counts])
+        self.seg_start_host = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.seg_start = glue.view(glue.from_host("i64", self.seg_start_host), "i64")
+        # Every critical item pairs once (Euler characteristic). The corner pass merges all
+        # critical corners into one component (T) or into the exterior corner (V); the voxel
+        # pass all critical cubes into the outside (T) or into one component (V). The edges
+        # and faces they leave over pair with each other in H1.
+        self.corner_merges = self.critical_corners - (0 if self.flip else 1)
+        self.voxel_merges = self.critical_cubes - (1 if self.flip else 0)
+        self.h1_counts = self.edge_counts - self.corner_merges
+
+    def _voxel_kernel(self, emit: int, ends: Any, counts: Any, cells: Any, edge_total: int,
+                      *buffers: Any) -> None:
+        self._launch(self.lp3.voxel_kernel, self.batch * self.n, self.words, self.depth,
+                     self.height, self.width, self.flip, emit, ends, counts, self.lowest,
+                     self.highest, cells, edge_total, *buffers)
+
+    def _emit(self) -> None:
+        glue, total = self.glue, self.total
+        self.names = self._buffer("i32", total)[1]
+        self.item_seg = self._buffer("i32", total)[1]
+        self.item_word = self._buffer("u32", total)[1]
+        self.corner_parent = self._buffer("i32", self.batch * self.n_corners)
+        self.voxel_parent = self._buffer("i32", self.batch * self.n_voxels)
+        self._voxel_kernel(1, glue.view(self.ends, "i64"), glue.view(self.counts, "i64"),
+                           self._buffer("i32", 1)[1], self.edge_total, self.names,
+                           self.item_seg, self.item_word, self.corner_parent[1],
+                           self.voxel_parent[1])
+
+    def _jump(self) -> None:
+        for _, parent in (self.corner_parent, self.voxel_parent):
+            self._launch(self.lp.jump_kernel, parent.size, parent)
+
+    def _sort(self) -> None:
+        """One sort of the keys of every critical edge and face of the batch (in chunks of
+        segments only if segment number, order word and position do not fit 64 bits)."""
+        glue, total = self.glue, self.total
+        sizes = np.diff(self.seg_start_host)
+        longest = int(sizes.max(initial=0))
+        self.pos_bits = max(int(longest - 1).bit_length(), 1)
+        self.levels = _levels(sizes)
+        self.sort_chunk = 0
+        keys, self.keys = self._buffer("u64", total)
+        if total == 0:
+            return
+        segments = 2 * self.batch
+        seg_bits = self.key_bits - 32 - self.pos_bits
+        chunk = 1 << min(seg_bits, max(int(segments - 1).bit_length(), 0))
+        self.sort_chunk = chunk
+        self._launch(self.lp.edge_key_kernel, total, self.item_word, self.item_seg,
+                     self.seg_start, chunk - 1, self.pos_bits, self.flip, self.keys)
+        for first in range(0, segments, chunk):
+            last = min(first + chunk, segments)
+            glue.sort_u64(keys, int(self.seg_start_host[first]),
+                          int(self.seg_start_host[last]))
+
+    def _passes(self) -> None:
+        """Both elder-rule passes at once: per slot the birth key it kills, or NO_MERGE."""
+        glue, total = self.glue, self.total
+        result, self.result = self._buffer("u64", total, fill=-1)
+        self.rank = self._buffer("i64", 1)[1]
+        if total == 0:
+            return
+        nodes = self.batch * (self.n_corners + self.n_voxels)
+        ends_a, ends_b = (self._buffer("i32", total)[1] for _ in range(2))
+        node_key = self._buffer("u64", nodes)[1]
+        self._launch(self.lp3.item_ends_kernel, total, self.keys, self.item_seg,
+                     self.seg_start, self.names, self.pos_bits, self.flip, self.words,
+                     self.depth, self.height, self.width, self.corner_parent[1],
+                     self.voxel_parent[1], ends_a, ends_b, node_key)
+        self._elder_rule(ends_a, ends_b, self.item_seg, self.seg_start, node_key, nodes,
+                         self.levels, self.result)
+        self.rank = glue.view(glue.cumsum(glue.merged_flags(result, total)), "i64")
+
+    def _h1_host(self, volumes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """H1 pairs (volume, birth voxel, death voxel) of every volume, computed on the host."""
+        empty = np.zeros(0, dtype=np.int64)
+        if volumes is None:
+            return empty, empty, empty
+        return host_h1_pairs(np.ascontiguousarray(volumes), self.flip == 1)
+
+    def _assemble(self, h1: tuple[np.ndarray, np.ndarray, np.ndarray]) -> PairIndices:
+        glue, batch = self.glue, self.batch
+        h1_image, h1_birth, h1_death = h1
+        h1_sizes = np.bincount(h1_image, minlength=batch)
+        h1_start = np.concatenate([[0], np.cumsum(h1_sizes)])
+        dim0 = (self.voxel_merges if self.flip else self.corner_merges) + 1
+        dim2 = self.corner_merges if self.flip else self.voxel_merges
+        blocks = np.stack([dim0 * self.want[0], h1_sizes * self.want[1],
+                           dim2 * self.want[2]], axis=1).astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(blocks.ravel())])[:-1].reshape(batch, 3)
+        size = int(blocks.sum())
+        columns = [self._buffer("i64", size) for _ in range(4)]
+        last, last_k = self._buffer("i64", batch)
+        first_key, last_key = ((self.highest, self.lowest) if self.flip
+                               else (self.lowest, self.highest))
+        upload = [glue.view(glue.from_host("i64", a), "i64")
+                  for a in (*starts.T, np.array(self.want), h1_image, h1_birth, h1_death,
+                            h1_start)]
+        out0, out1, out2, want, h1_image_k, h1_birth_k, h1_death_k, h1_start_k = upload
+        n_h1 = int(h1_image.size)
+        self._launch(self.lp3.assemble3d_kernel, self.total + batch + n_h1, self.keys,
+                     self.item_seg, self.seg_start, self.names, self.pos_bits, self.flip,
+                     self.result, self.rank, out0, out1, out2, first_key, last_key, want,
+                     h1_image_k, h1_birth_k, h1_death_k, h1_start_k, n_h1,
+                     *(view for _, view in columns), last_k)
+        image, dim, birth, death = (array[:size] for array, _ in columns)
+        return PairIndices(image=image, dim=dim, birth_index=birth, death_index=death,
+                           last_index=last)
+
+
+def host_h1_pairs(volumes: np.ndarray, vertex: bool) -> tuple[np.ndarray, np.ndarray,
+                                                              np.ndarray]:
+    """H1 pairs of a (B, D, H, W) batch by the CPU core, grouped by volume in its order.
+
+    Returns
+    -------
+    image, birth_index, death_index : (K,) int64 ndarrays
+    """
+    from ...kernels.cpu.local_pairing3d import batch_pairs3d
+
+    image, dim, birth, death, _ = batch_pairs3d(volumes, vertex, (1,))
+    keep = np.asarray(dim) == 1
+    return (np.asarray(image, dtype=np.int64)[keep], np.asarray(birth, dtype=np.int64)[keep],
+            np.asarray(death, dtype=np.int64)[keep])
