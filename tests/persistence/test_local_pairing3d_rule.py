@@ -194,20 +194,16 @@ def _check_output(mask, partner, seq, n_critical, expected, shares, face, dim, c
     return 0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _check_masks(masks, shares, face, dim, corners, edges):
     """Error code per mask (0 = all checks pass)."""
-    n = masks.size
-    codes = np.zeros(n, dtype=np.int8)
-    chunk = 4096
-    n_chunks = (n + chunk - 1) // chunk
-    for c in prange(n_chunks):
-        partner = np.empty(27, dtype=np.int8)
-        seq = np.empty(27, dtype=np.int8)
-        expected = np.empty(4, dtype=np.int64)
-        for i in range(c * chunk, min(n, (c + 1) * chunk)):
-            codes[i] = _check_mask(masks[i], partner, seq, expected, shares, face, dim,
-                                   corners, edges)
+    codes = np.zeros(masks.size, dtype=np.int8)
+    partner = np.empty(27, dtype=np.int8)
+    seq = np.empty(27, dtype=np.int8)
+    expected = np.empty(4, dtype=np.int64)
+    for i in range(masks.size):
+        codes[i] = _check_mask(masks[i], partner, seq, expected, shares, face, dim, corners,
+                               edges)
     return codes
 
 
@@ -389,3 +385,134 @@ def test_all_masks_exhaustively():
     bad = first_bad[first_bad >= 0]
     assert errors.sum() == 0, (
         {ERRORS[c]: int(errors[c]) for c in range(1, 9) if errors[c]}, hex(int(bad[0])))
+
+
+# -- end to end: the rule's filtration of a whole volume against gudhi ---------------------
+def _rule_filtration(volume: np.ndarray, outside_earlier: bool, ranks: np.ndarray):
+    """Owner voxel, key (voxel rank, seq), dimension and critical flag of every owned cell of
+    the doubled grid (cell of local index j of voxel p at 2p + 1 + direction)."""
+    depth, height, width = volume.shape
+    partner = np.empty(27, dtype=np.int32)
+    seq = np.empty(27, dtype=np.int32)
+    cells = {}
+    for p, (z, y, x) in enumerate(itertools.product(range(depth), range(height), range(width))):
+        mask = 0
+        for k, (dz, dy, dx) in enumerate(_NEIGHBOURS):
+            zz, yy, xx = z + dz, y + dy, x + dx
+            if 0 <= zz < depth and 0 <= yy < height and 0 <= xx < width:
+                earlier = ranks[(zz * height + yy) * width + xx] < ranks[p]
+            else:
+                earlier = outside_earlier
+            mask |= int(earlier) << k
+        rule.voxel_rule(mask, partner, seq)
+        for j in range(27):
+            if partner[j] != -2:
+                cell = (2 * z + 1 + _DIRS[j][0], 2 * y + 1 + _DIRS[j][1], 2 * x + 1 + _DIRS[j][2])
+                assert cell not in cells, "a cell owned by two voxels"
+                cells[cell] = (p, (ranks[p], int(seq[j])), int(_DIM[j]), partner[j] == -1)
+    return cells
+
+
+def _reduce(cells: dict) -> tuple[list, list]:
+    """Z/2 boundary-matrix reduction of the owned cells in key order (faces that nobody owns
+    are dropped: the complex relative to them). Returns finite pairs (dim, birth voxel, death
+    voxel) of nonzero persistence and the unpaired cells as (dim, voxel)."""
+    order = sorted(cells, key=lambda c: cells[c][1])
+    position = {c: i for i, c in enumerate(order)}
+    low_owner: dict[int, int] = {}
+    columns: dict[int, set] = {}
+    pairs, births = [], set()
+    for i, cell in enumerate(order):
+        column = set()
+        for axis in range(3):
+            if cell[axis] % 2 == 1:  # the cell spans this axis
+                for step in (-1, 1):
+                    face = list(cell)
+                    face[axis] += step
+                    if tuple(face) in position:
+                        column ^= {position[tuple(face)]}
+        while column and max(column) in low_owner:
+            column ^= columns[low_owner[max(column)]]
+        columns[i] = column
+        if column:
+            low = max(column)
+            low_owner[low] = i
+            births.discard(low)
+            b, d = cells[order[low]], cells[cell]
+            assert d[2] == b[2] + 1
+            if b[0] != d[0]:
+                pairs.append((b[2], b[0], d[0]))
+        else:
+            births.add(i)
+    essential = [(cells[order[i]][2], cells[order[i]][0]) for i in births]
+    return pairs, essential
+
+
+def _gudhi_pairs(ranks_volume: np.ndarray, construction: str) -> list:
+    gudhi = pytest.importorskip("gudhi")
+    if construction == "T":
+        complex_ = gudhi.CubicalComplex(top_dimensional_cells=ranks_volume)
+    else:
+        complex_ = gudhi.CubicalComplex(vertices=ranks_volume)
+    voxel_of_rank = np.argsort(ranks_volume.ravel())
+    out = []
+    for dim, (birth, death) in complex_.persistence(homology_coeff_field=2,
+                                                    min_persistence=-1):
+        if death == birth:
+            continue
+        dying = -1 if np.isinf(death) else int(voxel_of_rank[int(death)])
+        out.append((dim, int(voxel_of_rank[int(birth)]), dying))
+    return sorted(out)
+
+
+def _strict_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0 .. N-1 of the flat voxels in the (value, C-order index) order."""
+    order = np.lexsort((np.arange(values.size), values.ravel()))
+    ranks = np.empty(values.size, dtype=np.int64)
+    ranks[order] = np.arange(values.size)
+    return ranks
+
+
+def _rule_pairs(volume: np.ndarray, construction: str) -> list:
+    """Voxel pairs of the rule's filtration; checks perfectness (critical cells = pair ends)."""
+    ranks = _strict_ranks(volume)
+    if construction == "T":
+        cells = _rule_filtration(volume, False, ranks)
+    else:  # the T machinery on the reversed order, the outside earlier
+        cells = _rule_filtration(volume, True, volume.size - 1 - ranks)
+    pairs, essential = _reduce(cells)
+    critical = sorted((dim, p) for p, _, dim, is_critical in cells.values() if is_critical)
+    ends = sorted([(d, b) for d, b, _ in pairs] + [(d + 1, e) for d, _, e in pairs]
+                  + list(essential))
+    assert critical == ends, "the gradient is not perfect on the whole volume"
+    if construction == "T":
+        return sorted(pairs + [(d, b, -1) for d, b in essential])
+    assert [d for d, _ in essential] == [3]
+    return sorted([(2 - d, e, b) for d, b, e in pairs] + [(0, essential[0][1], -1)])
+
+
+def _volumes():
+    rng = np.random.default_rng(3)
+    z, y, x = np.mgrid[:5, :5, :5]
+    return {
+        "noise 3x4x5": rng.random((3, 4, 5)),
+        "noise 4x4x4": rng.random((4, 4, 4)),
+        "noise 6x5x7": rng.random((6, 5, 7)),
+        "binary 6x6x6": (rng.random((6, 6, 6)) < 0.5).astype(np.float64),
+        "binary 4x3x4": rng.integers(0, 2, size=(4, 3, 4)).astype(np.float64),
+        "levels 4x4x3": rng.integers(0, 4, size=(4, 4, 3)).astype(np.float64),
+        "constant 2x3x3": np.zeros((2, 3, 3)),
+        "smooth 5x5x5": np.sin(z / 1.5) + np.cos(y / 1.3) * np.sin(x / 1.7),
+        "slice 1x4x5": rng.random((1, 4, 5)),
+        "rod 1x1x6": rng.random((1, 1, 6)),
+        "rod 5x1x1": rng.random((5, 1, 1)),
+        "one voxel": np.zeros((1, 1, 1)),
+    }
+
+
+@pytest.mark.parametrize("construction", ["T", "V"])
+@pytest.mark.parametrize("name", list(_volumes()))
+def test_rule_filtration_matches_gudhi(name, construction):
+    volume = _volumes()[name]
+    ranks = _strict_ranks(volume).reshape(volume.shape).astype(np.float64)
+    assert _rule_pairs(volume, construction) == _gudhi_pairs(ranks, construction)
