@@ -123,6 +123,8 @@ def volume_cases():
         "thin_z": rng.random((1, 6, 1, 1)).astype(np.float32),
         "slab": rng.integers(0, 2, (1, 1, 4, 5)).astype(np.float64),
         "voxel": np.zeros((1, 1, 1, 1)),
+        "signed_zeros": np.where(rng.random((1, 4, 3, 4)) < 0.5, -0.0, 0.0).astype(np.float32),
+        "ties_f32": (rng.integers(0, 4, (1, 4, 5, 4)) / 4).astype(np.float32),
         "mixed": np.stack([rng.random((4, 4, 4)), np.zeros((4, 4, 4)), ramp]),
     }
 

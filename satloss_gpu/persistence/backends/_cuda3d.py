@@ -13,8 +13,9 @@ the 2D pipeline's, unchanged. Per call, for all volumes of the batch at once:
 5. the elder rule on both passes at once, as separate segments of the same launches: the
    edges in ascending order on corners (H0 of the T-construction, H2 of the V-construction),
    the faces in descending order on voxels and the outside (H2 of T, H0 of V);
-6. H1: the volumes are copied to the host before step 3 and the CPU core's reduction runs
-   there while the device works on steps 3-5; its pairs are uploaded;
+6. H1: the volumes are copied to the host before step 3 and the CPU core computes their H1
+   pairs on a host thread (compiled code, without the GIL) while this thread launches steps
+   3-5 and the device runs them; the pairs are uploaded;
 7. packed output written on the device: pairs grouped by volume, then dimension.
 
 H1 split. Each critical edge and face gives exactly one pair (the Euler characteristic), so
@@ -29,7 +30,9 @@ matrix, on the CPU (overlapped with the next batch) or one device thread per vol
 """
 from __future__ import annotations
 
-from typing import Any
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Optional
 
 import numpy as np
 
@@ -98,14 +101,14 @@ class Pipeline3D(_Pipeline):
         self._stage("count")
         self._emit()
         self._stage("emit")
-        host_volumes = self.glue.to_host(self.images) if self.want[1] else None
+        h1_pending = self._start_h1()
         self._jump()
         self._stage("jump")
         self._sort()
         self._stage("sort")
         self._passes()
         self._stage("passes")
-        h1 = self._h1_host(host_volumes)
+        h1 = h1_pending.result()
         self._stage("h1")
         result = self._assemble(h1)
         self._stage("assemble")
@@ -224,17 +227,30 @@ class Pipeline3D(_Pipeline):
                          self.levels, self.result)
         self.rank = glue.view(glue.cumsum(glue.merged_flags(result, total)), "i64")
 
-    def _h1_host(self, volumes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """H1 pairs (volume, birth voxel, death voxel) of every volume, computed on the host."""
-        empty = np.zeros(0, dtype=np.int64)
-        if volumes is None:
-            return empty, empty, empty
-        return host_h1_pairs(np.ascontiguousarray(volumes), self.flip == 1)
+    def _start_h1(self) -> Future:
+        """Copy the volumes to the host and start their H1 reduction on a host thread.
+
+        The reduction (compiled, without the GIL) runs while this thread launches the device
+        stages and the device runs them. The future gives (volume, birth voxel, death voxel)
+        int64 arrays grouped by volume (empty when H1 is not wanted).
+        """
+        if not self.want[1]:
+            done: Future = Future()
+            empty = np.zeros(0, dtype=np.int64)
+            done.set_result((empty, empty, empty))
+            return done
+        volumes = np.ascontiguousarray(self.glue.to_host(self.images))
+        return _h1_executor().submit(host_h1_pairs, volumes, self.flip == 1)
 
     def _assemble(self, h1: tuple[np.ndarray, np.ndarray, np.ndarray]) -> PairIndices:
         glue, batch = self.glue, self.batch
         h1_image, h1_birth, h1_death = h1
         h1_sizes = np.bincount(h1_image, minlength=batch)
+        if self.want[1] and not np.array_equal(h1_sizes, self.h1_counts):
+            # One H1 pair per critical edge the corner pass leaves over (Euler characteristic).
+            raise RuntimeError("internal error: the host H1 reduction gave "
+                               f"{h1_sizes.tolist()} pairs per volume, the device's critical "
+                               f"cells call for {self.h1_counts.tolist()}")
         h1_start = np.concatenate([[0], np.cumsum(h1_sizes)])
         dim0 = (self.voxel_merges if self.flip else self.corner_merges) + 1
         dim2 = self.corner_merges if self.flip else self.voxel_merges
@@ -259,6 +275,19 @@ class Pipeline3D(_Pipeline):
         image, dim, birth, death = (array[:size] for array, _ in columns)
         return PairIndices(image=image, dim=dim, birth_index=birth, death_index=death,
                            last_index=last)
+
+
+_EXECUTOR: Optional[ThreadPoolExecutor] = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def _h1_executor() -> ThreadPoolExecutor:
+    """The one host thread that runs H1 reductions beside the device work (created once)."""
+    global _EXECUTOR
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None:
+            _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="satloss-h1")
+        return _EXECUTOR
 
 
 def host_h1_pairs(volumes: np.ndarray, vertex: bool) -> tuple[np.ndarray, np.ndarray,
