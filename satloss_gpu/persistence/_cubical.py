@@ -112,13 +112,12 @@ def cubical_persistence(
 
     >>> shell = np.zeros((3, 3, 3))
     >>> shell[1, 1, 1] = 1.0
-    >>> dg = cubical_persistence(shell, spatial_dims=3, backend="gudhi")
+    >>> dg = cubical_persistence(shell, spatial_dims=3)
     >>> dg.dim.tolist(), dg.birth.tolist(), dg.death.tolist()
     ([0, 2], [0.0, 0.0], [inf, 1.0])
     >>> dg.birth_voxel.tolist(), dg.death_voxel.tolist()
     ([[0, 0, 0], [2, 1, 1]], [[-1, -1, -1], [1, 1, 1]])
-    >>> cubical_persistence(shell, spatial_dims=3, construction="V",
-    ...                     backend="gudhi").birth_voxel.tolist()
+    >>> cubical_persistence(shell, spatial_dims=3, construction="V").birth_voxel.tolist()
     [[0, 0, 0], [2, 2, 2]]
     """
     spatial_dims = check_spatial_dims(spatial_dims)
