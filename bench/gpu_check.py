@@ -18,12 +18,18 @@ remaining budget is skipped, so the summary is always printed. Sections:
    diagram-like and real SATLoss problems;
 5. ``losses``: ``SATLoss`` and ``TopoLoss`` on CUDA tensors, value and gradient against the
    CPU path (float64 and float32);
-6. ``timing_persistence``, ``timing_matching``, ``timing_loss``: CUDA-event medians after
+6. ``volumes``: 3D persistence (``spatial_dims=3``): the ``cuda`` backend against the ``cpu``
+   backend on batches of 8 x 64^3 and 4 x 128^3 volumes (noise and smooth, T and V),
+   identical diagrams, values and critical voxels, then CUDA-event medians per volume of the
+   ``cuda`` backend (T, float32) with its stages, peak GPU memory and, for scale, one call of
+   the ``cpu`` backend on all CPU cores; a reported skip where the ``cuda`` backend has no 3D
+   path;
+7. ``timing_persistence``, ``timing_matching``, ``timing_loss``: CUDA-event medians after
    warm-up: persistence of 64 x 512 x 512 per stage (noise, smooth, likelihood, binary), the
    sequential-pairing baseline, matching of real problems, the loss forward + backward at
    16 x 512 x 512 and its share of a UNet training step; peak GPU memory;
-7. ``compile_cached``: a fresh process's first call with the kernel cache warm;
-8. ``sanitizer``: ``compute-sanitizer`` racecheck and synccheck on a tiny run, if installed.
+8. ``compile_cached``: a fresh process's first call with the kernel cache warm;
+9. ``sanitizer``: ``compute-sanitizer`` racecheck and synccheck on a tiny run, if installed.
 
 Writes ``gpu_check.json`` and ``gpu_check.log`` to ``$OUT`` if set, else to ``--out``
 (default ``bench/out/``), and prints a table (section, status, seconds, key numbers) last.
@@ -779,6 +785,121 @@ def section_losses(run: Run) -> str:
     return "passed"
 
 
+# ---------------------------------------------------------------------------- volumes
+
+
+def blur3d(volumes, sigma: float):
+    """Gaussian blur of a (B, D, H, W) torch batch (separable, edges replicated)."""
+    import torch
+    import torch.nn.functional as F
+
+    radius = max(1, int(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=volumes.dtype, device=volumes.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    x = volumes[:, None]
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = -1
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius  # F.pad counts from the last axis
+        x = F.conv3d(F.pad(x, pad, mode="replicate"), kernel.view(shape))
+    return x[:, 0]
+
+
+def make_volumes(kind: str, batch: int, size: int, seed: int = 0, dtype: str = "float32"):
+    """(B, size, size, size) CPU torch batch: ``noise`` (uniform) or ``smooth`` (blurred noise,
+    sigma 4 as in ``bench/persistence3d.py``, less on tiny volumes)."""
+    import torch
+
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    noise = torch.rand((batch, size, size, size), generator=generator, dtype=torch.float64)
+    if kind == "noise":
+        out = noise
+    elif kind == "smooth":
+        out = blur3d(noise, min(4.0, max(0.7, size / 8)))
+    else:
+        raise ValueError(f"`kind` must be 'noise' or 'smooth'; got {kind!r}")
+    return out.to(getattr(torch, dtype)).contiguous()
+
+
+def volumes_supported() -> None:
+    """:class:`Skip` unless the public API and the ``cuda`` backend take volumes."""
+    import inspect
+
+    from satloss_gpu import cubical_persistence
+
+    if "spatial_dims" not in inspect.signature(cubical_persistence).parameters:
+        raise Skip("cubical_persistence has no `spatial_dims` argument")
+    if not getattr(internal("cuda_backend"), "supports_volumes", False):
+        raise Skip("the cuda backend does not compute volumes (supports_volumes is False)")
+
+
+def section_volumes(run: Run) -> str:
+    volumes_supported()
+    sim = run.simulate
+    shapes = [(2, 4), (1, 5)] if sim else [(8, 64), (4, 128)]
+    batches = {(b, n, kind): make_volumes(kind, b, n, seed=40 + i)
+               for i, (b, n) in enumerate(shapes) for kind in ("noise", "smooth")}
+    for (b, n, kind), volumes in batches.items():
+        for construction in ("T", "V"):
+            label = f"volumes {b}x{n}^3 {kind} {construction} float32"
+            if run.remaining() < (10 if sim else 30):
+                run.skip(label, "out of budget")
+                continue
+            run.guarded(label, lambda volumes=volumes, label=label, construction=construction:
+                        persistence_pair(run, label, volumes, spatial_dims=3,
+                                         construction=construction))
+    table = {}
+    for (b, n, kind), volumes in batches.items():
+        name = f"{b}x{n}^3 {kind}"
+        if run.remaining() < (10 if sim else 30):
+            run.skip(f"timing {name}", "out of budget")
+            continue
+        run.guarded(f"timing {name}", lambda volumes=volumes, name=name:
+                    table.update({name: time_volumes(run, volumes)}))
+    run.number("timing_per_volume", table)
+    parts = [f"{k} {v['cuda']['per_volume_ms']:.1f}" for k, v in table.items() if "cuda" in v]
+    run.key("ms per volume (cuda, T): " + ", ".join(parts) if parts else "no timing")
+    return "passed"
+
+
+def time_volumes(run: Run, volumes) -> dict:
+    """cuda backend medians on one batch (per call and per volume), its stages, its peak GPU
+    memory, and one call of the cpu backend on every CPU core for scale."""
+    from satloss_gpu import cubical_persistence
+
+    sim = run.simulate
+    batch = int(volumes.shape[0])
+    device_volumes = Backends(sim).to_cuda(volumes)
+    repeats, warmup = (1, 0) if sim else (5, 1)
+    with cuda_backend_with() as backend:
+        def call():
+            return cubical_persistence(device_volumes, spatial_dims=3, backend="cuda")
+
+        reset_peak()
+        cuda = Timer(sim)(call, repeats, warmup)
+        cuda["per_volume_ms"] = round(cuda["median_ms"] / batch, 3)
+        cuda["peak_mib"] = peak_mib()
+        cuda["stage_ms"] = stage_times(backend, call, sim)
+        cuda["stats"] = dict(getattr(backend, "last_stats", {}))
+    row = {"cuda": cuda}
+    if not sim:
+        import numba
+
+        host = volumes.numpy()
+        started = time.perf_counter()
+        cubical_persistence(host, spatial_dims=3, backend="cpu")
+        seconds = time.perf_counter() - started
+        row["cpu_one_call"] = {"ms": round(1e3 * seconds, 1),
+                               "per_volume_ms": round(1e3 * seconds / batch, 1),
+                               "threads": numba.get_num_threads()}
+    run.log(f"  {tuple(volumes.shape)}: cuda {cuda['median_ms']} ms "
+            f"({cuda['per_volume_ms']} ms per volume), stages {cuda['stage_ms']}"
+            + (f", cpu {row['cpu_one_call']['ms']} ms" if "cpu_one_call" in row else ""))
+    return row
+
+
 # ---------------------------------------------------------------------------- timings
 
 
@@ -1106,6 +1227,7 @@ SECTIONS = [  # (name, function, seconds it needs at least: real GPU, simulator)
     ("persistence", section_persistence, (40, 20)),
     ("matching", section_matching, (20, 10)),
     ("losses", section_losses, (20, 10)),
+    ("volumes", section_volumes, (60, 20)),
     ("timing_persistence", section_timing_persistence, (40, 10)),
     ("timing_matching", section_timing_matching, (20, 5)),
     ("timing_loss", section_timing_loss, (30, 5)),
