@@ -56,6 +56,14 @@ class PersistenceDiagrams:
     >>> dg = cubical_persistence(np.array([[0.0, 1.0, 0.0]]))
     >>> len(dg), dg.birth.tolist(), dg.death.tolist()
     (2, [0.0, 0.0], [inf, 1.0])
+
+    The same values as a volume of depth 1: the same pairs, with (z, y, x) voxels.
+
+    >>> dv = cubical_persistence(np.array([[[0.0, 1.0, 0.0]]]), spatial_dims=3)
+    >>> dv.spatial_dims, dv.image_shape, dv.counts().tolist()
+    (3, (1, 1, 3), [[2, 0, 0]])
+    >>> dv.birth_voxel.tolist(), dv.death_voxel.tolist()
+    ([[0, 0, 0], [0, 0, 2]], [[-1, -1, -1], [0, 0, 1]])
     """
 
     image: Any
