@@ -262,10 +262,15 @@ class Pipeline3D(_Pipeline):
         last, last_k = self._buffer("i64", batch)
         first_key, last_key = ((self.highest, self.lowest) if self.flip
                                else (self.lowest, self.highest))
-        upload = [glue.view(glue.from_host("i64", a), "i64")
-                  for a in (*starts.T, np.array(self.want), h1_image, h1_birth, h1_death,
-                            h1_start)]
-        out0, out1, out2, want, h1_image_k, h1_birth_k, h1_death_k, h1_start_k = upload
+        # One upload: the block starts, the wanted dimensions and the host's H1 pairs.
+        # (Each part at least one element: no zero-size device views.)
+        parts = tuple(part if part.size else np.zeros(1, dtype=np.int64) for part in
+                      (*starts.T, np.array(self.want), h1_image, h1_birth, h1_death, h1_start))
+        bounds = np.concatenate([[0], np.cumsum([part.size for part in parts])])
+        packed = glue.from_host("i64", np.concatenate(parts).astype(np.int64))
+        out0, out1, out2, want, h1_image_k, h1_birth_k, h1_death_k, h1_start_k = (
+            glue.view(packed[int(bounds[i]):int(bounds[i + 1])], "i64")
+            for i in range(len(parts)))
         n_h1 = int(h1_image.size)
         self._launch(self.lp3.assemble3d_kernel, self.total + batch + n_h1, self.keys,
                      self.item_seg, self.seg_start, self.names, self.pos_bits, self.flip,
