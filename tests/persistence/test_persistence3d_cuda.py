@@ -166,6 +166,17 @@ def test_pairing_variants(options, construction, cuda_mode):
     assert_matches_gudhi(volumes, construction, backend=cuda_backend(**options))
 
 
+@pytest.mark.parametrize("pairing", ["halving", "sequential"])
+def test_more_volumes_than_launched_threads(pairing, cuda_mode):
+    # 2 * 20 segments and 240 voxels: more than the simulator's capped grid runs threads
+    # (3 blocks of 16), so every kernel must loop over voxels, items and segments.
+    if cuda_mode != "sim":
+        pytest.skip("NumPy input: simulator only")
+    volumes = RNG.random((20, 2, 3, 2)).astype(np.float32)
+    volumes[::3] = np.round(volumes[::3])
+    assert_matches_gudhi(volumes, "T", backend=cuda_backend(pairing=pairing))
+
+
 class _ReversedOrder:
     """Stand-in for NumPy in the simulator's launcher: blocks and threads start in reverse."""
 
