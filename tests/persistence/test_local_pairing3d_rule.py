@@ -45,6 +45,17 @@ _EDGES = np.array([[e] + [int(np.flatnonzero(_CORNERS == c)[0]) for c in range(2
                           if _FACE[c, e] and _DIM[c] == 0]
                    for e in range(27) if _DIM[e] == 1], dtype=np.int64)
 
+# The vertex construction's view (the duality the rule is written in): the owned cells other
+# than the cube, read as cells of the octahedron around a vertex (a face = an octahedron
+# vertex, an edge = an octahedron edge between the two faces along its nonzero axes, a corner =
+# a triangle), form the lower link of that vertex for the complemented mask.
+_OCT_VERTICES = np.array([j for j in range(27) if _DIM[j] == 2], dtype=np.int64)
+_OCT_EDGES = np.array(
+    [[e] + [int(np.flatnonzero(_OCT_VERTICES == v)[0]) for v in _OCT_VERTICES
+            if sum(abs(c) for c in _DIRS[v]) == 1
+            and all(_DIRS[v][i] in (0, _DIRS[e][i]) for i in range(3))]
+     for e in range(27) if _DIM[e] == 1], dtype=np.int64)
+
 ERRORS = {
     1: "ownership differs from the geometry",
     2: "a pair is not a face/coface pair of owned cells one dimension apart",
@@ -54,6 +65,7 @@ ERRORS = {
     6: "a face comes after its coface in seq",
     7: "a pair is not consecutive, or another face of its coface comes later",
     8: "the gradient has a cycle",
+    9: "critical counts differ from the dual lower link (vertex construction)",
 }
 
 
@@ -102,6 +114,35 @@ def _expected_counts(mask, shares, dim, corners, edges, out):
 
 
 @njit(cache=True)
+def _dual_expected_counts(owned, dim, oct_vertices, oct_edges, out):
+    """out[3 - k] = b~_{k-1} of the octahedral lower link made of the owned cells."""
+    out[:] = 0
+    cells = 0
+    chi = 0
+    for j in range(27):
+        if owned[j] and dim[j] < 3:
+            cells += 1
+            chi += 1 if dim[j] % 2 == 0 else -1  # octahedron dimension 2 - dim keeps parity
+    if cells == 0:
+        out[3] = 1
+        return
+    parent = np.arange(6)
+    for e in range(oct_edges.shape[0]):
+        if owned[oct_edges[e, 0]]:
+            ra = _find(parent, oct_edges[e, 1])
+            rb = _find(parent, oct_edges[e, 2])
+            parent[ra] = rb
+    b0 = 0
+    for v in range(6):
+        if owned[oct_vertices[v]] and _find(parent, v) == v:
+            b0 += 1
+    b2 = 1 if cells == 26 else 0
+    out[2] = b0 - 1
+    out[1] = b0 + b2 - chi
+    out[0] = b2
+
+
+@njit(cache=True)
 def _check_mask(mask, partner, seq, expected, shares, face, dim, corners, edges):
     """0 when the rule's output for ``mask`` passes every check, else an ERRORS code."""
     n_critical = rule.voxel_rule(mask, partner, seq)
@@ -133,6 +174,11 @@ def _check_output(mask, partner, seq, n_critical, expected, shares, face, dim, c
     for k in range(4):
         if counts[k] != expected[k]:
             return 3
+    dual = np.empty(4, dtype=np.int64)
+    _dual_expected_counts(owned, dim, _OCT_VERTICES, _OCT_EDGES, dual)
+    for k in range(4):
+        if counts[k] != dual[k]:
+            return 9
     if counts.sum() != n_critical:
         return 4
     seen = np.zeros(27, dtype=np.bool_)
@@ -212,7 +258,7 @@ def _check_range(start, stop, shares, face, dim, corners, edges):
     """Error counts per code and the first failing mask over masks start..stop-1."""
     chunk = 1 << 16
     n_chunks = (stop - start + chunk - 1) // chunk
-    errors = np.zeros((n_chunks, 9), dtype=np.int64)
+    errors = np.zeros((n_chunks, 10), dtype=np.int64)
     first_bad = np.full(n_chunks, -1, dtype=np.int64)
     for c in prange(n_chunks):
         partner = np.empty(27, dtype=np.int8)
@@ -297,11 +343,11 @@ def test_tables_follow_the_geometry():
 
 def test_owned_cells_match_the_geometry():
     rng = np.random.default_rng(0)
-    for mask in rng.integers(0, 1 << 26, size=2000):
-        owned = rule.owned_cells(int(mask))
-        shared_earlier = [any(_SHARES[k, j] for k in range(26) if (int(mask) >> k) & 1)
-                          for j in range(27)]
-        assert owned == sum(1 << j for j in range(27) if not shared_earlier[j])
+    masks = rng.integers(0, 1 << 26, size=20_000)
+    bits = (masks[:, None] >> np.arange(26)) & 1
+    shared_earlier = (bits @ _SHARES.astype(np.int64)) > 0
+    expected = ((~shared_earlier).astype(np.int64) << np.arange(27)).sum(axis=1)
+    assert [rule.owned_cells(int(m)) for m in masks] == expected.tolist()
 
 
 def test_extreme_masks():
@@ -324,6 +370,19 @@ def test_extreme_masks():
     # The 6 face neighbours earlier: A is the whole boundary, the cube is critical.
     faces = sum(1 << k for k in range(26) if np.abs(_NEIGHBOURS[k]).sum() == 1)
     assert rule.critical_counts(faces) == (0, 0, 0, 1)
+
+
+def test_the_two_oracles_on_known_links():
+    """Both oracles on masks whose shared boundary A is known by hand."""
+    ring = sum(1 << k for k in range(26) if _NEIGHBOURS[k][0] == 0)  # A: an annulus
+    cases = {0: [1, 0, 0, 0], rule.MASK26_ALL: [0, 0, 0, 1], 0b101: [0, 1, 0, 0],
+             ring: [0, 0, 1, 0]}
+    out = np.empty(4, dtype=np.int64)
+    for mask, expected in cases.items():
+        in_a = _expected_counts(mask, _SHARES, _DIM, _CORNERS, _EDGES, out)
+        assert list(out) == expected, hex(mask)
+        _dual_expected_counts(~in_a, _DIM, _OCT_VERTICES, _OCT_EDGES, out)
+        assert list(out) == expected, hex(mask)
 
 
 @pytest.mark.parametrize("counts", [(0, 1, 2), (24, 25, 26), (3, 23)])
@@ -384,7 +443,7 @@ def test_all_masks_exhaustively():
     errors, first_bad = _check_range(0, 1 << 26, _SHARES, _FACE, _DIM, _CORNERS, _EDGES)
     bad = first_bad[first_bad >= 0]
     assert errors.sum() == 0, (
-        {ERRORS[c]: int(errors[c]) for c in range(1, 9) if errors[c]}, hex(int(bad[0])))
+        {ERRORS[c]: int(errors[c]) for c in range(1, 10) if errors[c]}, hex(int(bad[0])))
 
 
 # -- end to end: the rule's filtration of a whole volume against gudhi ---------------------
