@@ -170,6 +170,7 @@ def _is_face(a: int, b: int) -> bool:
 
 
 def _build_tables():
+    """The public tables, from the directions of the 27 local cells."""
     offsets = np.array([_direction(j) for j in range(N_LOCAL)], dtype=np.int64)
     dims = (offsets == 0).sum(axis=1).astype(np.int64)
     local = np.array([k if k < CUBE else k + 1 for k in range(26)], dtype=np.int64)
@@ -219,10 +220,15 @@ def popcount32(x):
     return ((x * 0x01010101) & 0xFFFFFFFF) >> 24
 
 
-#: (32,) int64: de Bruijn table of :func:`lowest_bit_index`.
-_DE_BRUIJN = np.zeros(32, dtype=np.int64)
-for _bit in range(32):
-    _DE_BRUIJN[(((1 << _bit) * 0x077CB531) & 0xFFFFFFFF) >> 27] = _bit
+def _build_de_bruijn() -> np.ndarray:
+    """Bit index of every 5-bit window of the de Bruijn sequence 0x077CB531."""
+    table = np.zeros(32, dtype=np.int64)
+    for bit in range(32):
+        table[(((1 << bit) * 0x077CB531) & 0xFFFFFFFF) >> 27] = bit
+    return table
+
+
+_DE_BRUIJN = _build_de_bruijn()
 
 
 @njit(inline="always", cache=True)
