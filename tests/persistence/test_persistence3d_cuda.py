@@ -349,6 +349,57 @@ def test_public_api_equals_gudhi_and_cpu(construction, to_cuda):
             np.testing.assert_array_equal(a[key], e[key_e], err_msg=f"{field} vs {name}")
 
 
+# -- H1 on the device (stage A) and the host (stage B) -------------------------------------------
+def assert_device_h1_matches(volumes, construction, dims=ALL_DIMS):
+    """h1="device" gives the same arrays as the CPU backend (or, without it, H1 as gudhi)."""
+    got = cuda_pairs(volumes, construction, dims, backend=cuda_backend(h1="device"))
+    if HAS_CPU_CORE:
+        from satloss_gpu.persistence.backends.cpu import CPUBackend
+
+        expected = _to_numpy(CPUBackend().pairs(volumes, construction, dims))
+        for name in ("image", "dim", "birth_index", "death_index", "last_index"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name),
+                                          err_msg=name)
+    for b in range(volumes.shape[0]):
+        assert volume_pairs(got, volumes, b) == gudhi_pairs(volumes[b], construction, dims)
+
+
+@pytest.mark.parametrize("case", ["noise", "ties", "binary", "thin_x", "mixed"])
+@pytest.mark.parametrize("construction", ["T", "V"])
+def test_device_h1(case, construction, cuda_mode):
+    if cuda_mode != "sim":
+        pytest.skip("NumPy input: simulator only")
+    assert_device_h1_matches(CASES[case], construction, (0, 1, 2) if HAS_CPU_CORE else (1,))
+
+
+def test_device_h1_heap_overflow_falls_back_to_the_host(monkeypatch, cuda_mode):
+    # A column whose Morse boundary does not fit its heap must not truncate anything: the
+    # whole H1 is then computed by the host path.
+    if cuda_mode != "sim" or not HAS_CPU_CORE:
+        pytest.skip("shrinks the simulator's heaps; the fallback is the CPU core")
+    from satloss_gpu.kernels.cuda import morse_h1
+    from satloss_gpu.persistence.backends import _cuda3d
+
+    monkeypatch.setattr(morse_h1, "HEAP_CAPACITY", 3)
+    fallbacks = []
+    real_start = _cuda3d.Pipeline3D._start_h1
+
+    def start(self):
+        fallbacks.append(self.backend.h1)
+        return real_start(self)
+
+    monkeypatch.setattr(_cuda3d.Pipeline3D, "_start_h1", start)
+    volumes = np.stack([RNG.random((4, 4, 4)), RNG.random((4, 4, 4))])
+    for construction in "TV":
+        assert_device_h1_matches(volumes, construction)
+    assert fallbacks == ["device", "device"]
+
+
+def test_h1_option_is_checked():
+    with pytest.raises(ValueError, match="`h1` must be one of"):
+        cuda_backend(h1="gpu")
+
+
 # -- limits -------------------------------------------------------------------------------------
 def test_too_many_voxels_rejected(monkeypatch):
     from satloss_gpu.kernels.cuda import local_pairing3d
@@ -382,6 +433,7 @@ PTX_SCRIPT = textwrap.dedent(
         cuda_paths._get_nvrtc_path = lambda: ("<not needed>", None)
     from numba import cuda, types as t
     from satloss_gpu.kernels.cuda import local_pairing3d as lp3
+    from satloss_gpu.kernels.cuda import morse_h1 as mh
 
     u64, u32, i32, i64 = t.uint64[::1], t.uint32[::1], t.int32[::1], t.int64[::1]
     s = t.int64
@@ -393,7 +445,12 @@ PTX_SCRIPT = textwrap.dedent(
         lp3.assemble3d_kernel: (u64, i32, i64, i32, s, s, u64, i64, i64, i64, i64, u64, u64,
                                 i64, i64, i64, i64, i64, s, i64, i64, i64, i64, i64),
     }
-    missing = {name for name in lp3.__all__ if name.endswith("_kernel")}
+    signatures.update({
+        mh.negative_kernel: (u64, i32, i64, s, s, u64, s, i32),
+        mh.column_kernel: (u64, i32, i64, i32, s, s, u32, s, s, s, u64, i64, i64, i64, i32,
+                           i64, s, i64, i64, i64, u64, i64, i32),
+    })
+    missing = {name for name in lp3.__all__ + mh.__all__ if name.endswith("_kernel")}
     missing -= {k.py_func.__name__ for k in signatures}
     assert not missing, missing
     for kernel, signature in signatures.items():
@@ -411,7 +468,7 @@ def test_3d_kernels_compile_to_ptx_for_hopper():
     if "libnvvm" in result.stderr and "not found" in result.stderr.lower():
         pytest.skip("libNVVM is not installed")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("compiled") == 3
+    assert result.stdout.count("compiled") == 5
 
 
 # -- real GPU -----------------------------------------------------------------------------------

@@ -35,9 +35,10 @@ import numpy as np
 
 from ._base import PairIndices, PersistenceBackend
 
-__all__ = ["CUDABackend", "PAIRING_METHODS"]
+__all__ = ["CUDABackend", "PAIRING_METHODS", "H1_METHODS"]
 
 PAIRING_METHODS = ("halving", "sequential")
+H1_METHODS = ("host", "device")
 _SIM_THREADS = 16
 _SIM_BLOCKS = 3
 
@@ -61,6 +62,10 @@ class CUDABackend(PersistenceBackend):
         The halving stops at runs of this many consecutive edges of an image (a power of
         two), each then paired by one thread: fewer levels (launches over all edges) for
         more sequential work per thread. 1 runs every level in parallel.
+    h1 : {"host", "device"}, default "host"
+        H1 of volumes: the CPU core on a host thread, overlapped with the device stages;
+        or the Morse boundaries of the columns on the device and their reduction on the
+        host (``satloss_gpu.kernels.cuda.morse_h1``). Images are not affected.
     """
 
     name = "cuda"
@@ -68,10 +73,11 @@ class CUDABackend(PersistenceBackend):
     supports_volumes = True
 
     def __init__(self, pairing: str = "halving", threads: Optional[int] = None,
-                 base_edges: int = 32) -> None:
+                 base_edges: int = 32, h1: str = "host") -> None:
         from ..._validation import check_choice
 
         self.pairing = check_choice("pairing", pairing, PAIRING_METHODS)
+        self.h1 = check_choice("h1", h1, H1_METHODS)
         if (isinstance(base_edges, bool) or not isinstance(base_edges, (int, np.integer))
                 or base_edges < 1 or base_edges & (base_edges - 1)):
             raise ValueError(f"`base_edges` must be a power of two (1, 2, 4, ...); "
