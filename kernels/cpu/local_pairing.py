@@ -223,8 +223,12 @@ def _decode(flat, height, width, table, corner_parent, square_parent):
     :func:`_decode_into` with edge buffers of its own; same results.
     """
     capacity = _edge_capacity(height, width)
-    return _decode_into(flat, height, width, table, corner_parent, square_parent,
-                        np.empty(capacity, dtype=np.uint64), np.empty(capacity, dtype=np.uint32))
+    no_pixels = np.empty(0, dtype=np.int32)
+    keys, payload, _, _ = _decode_into(
+        flat, height, width, table, corner_parent, square_parent,
+        np.empty(capacity, dtype=np.uint64), np.empty(capacity, dtype=np.uint32), False,
+        no_pixels, no_pixels)
+    return keys, payload
 
 
 @njit(inline="always", cache=True)
@@ -234,7 +238,8 @@ def _edge_capacity(height, width):
 
 
 @njit(cache=True, nogil=True)
-def _decode_into(flat, height, width, table, corner_parent, square_parent, keys, payload):
+def _decode_into(flat, height, width, table, corner_parent, square_parent, keys, payload, number,
+                 corner_pixel, square_pixel):
     """The raster pass: corner parents, square parents and the critical edges, row by row.
 
     ``corner_parent[c]`` becomes the gradient parent of corner ``c``, ``-(pixel + 1)`` for a
@@ -250,12 +255,19 @@ def _decode_into(flat, height, width, table, corner_parent, square_parent, keys,
     ``keys`` and ``payload`` are the edge buffers to start with (:func:`_edge_capacity` items);
     they grow (new arrays) when the image has more critical edges.
 
+    With ``number``, each row of cells, once written and still in the cache, is numbered by
+    :func:`_number_row`: critical corners and squares get numbers 1, 2, ... in raster order
+    (so in pixel order), number 0 is the exterior corner and the outside square, and
+    ``corner_pixel`` and ``square_pixel`` receive the pixels of the numbers.
+
     Returns
     -------
     keys : (m,) uint64
         Order-preserving bits of each critical edge's value.
     payload : (m,) uint32
         ``4 * pixel + side``, in raster order.
+    n_corner_numbers, n_square_numbers : int
+        With ``number``: critical corners and squares plus one (number 0); otherwise 0.
     """
     n = height * width
     row_masks = np.empty(width, dtype=np.uint8)
@@ -264,6 +276,12 @@ def _decode_into(flat, height, width, table, corner_parent, square_parent, keys,
     stride = width + 1
     exterior = (height + 1) * stride
     j = np.int64(0)  # not the constant 0: a call with a literal compiles once more
+    corner_count = np.int64(0)
+    square_count = np.int64(0)
+    if number:
+        # Number 0: the exterior corner and the outside square.
+        corner_parent[exterior] = -1
+        square_parent[n] = -1
     for row in range(height + 1):
         cur = codes[row & 1]
         prev = codes[(row + 1) & 1]
@@ -282,6 +300,9 @@ def _decode_into(flat, height, width, table, corner_parent, square_parent, keys,
                 outside = (((kind == 0) & top) | ((kind == 3) & bottom)
                            | ((kind == 1) & (col == 0)) | ((kind == 2) & (col == width - 1)))
                 row_squares[col] = n if outside else base + col + offset
+            if number:
+                square_count = _number_row(square_parent, base, width, n, True, square_pixel,
+                                           square_count)
             if j + 3 * width + 1 > keys.size:
                 keys = _grown(keys, 2 * keys.size + 3 * width)
                 payload = _grown(payload, keys.size)
@@ -302,7 +323,45 @@ def _decode_into(flat, height, width, table, corner_parent, square_parent, keys,
             corner = row * stride + col
             corners[col] = (exterior if kind == 0 else
                             (-(owner + 1) if kind == 1 else corner + step))
-    return keys[:j], payload[:j]
+        if number:
+            corner_count = _number_row(corner_parent, row * stride, stride, n, False,
+                                       corner_pixel, corner_count)
+    if number:
+        corner_pixel[0] = 0
+        square_pixel[0] = 0
+        corner_count += 1
+        square_count += 1
+    return keys[:j], payload[:j], corner_count, square_count
+
+
+@njit(inline="always", cache=True)
+def _number_row(parent, start, size, n, squares, pixels, count):
+    """Number the critical cells of ``parent[start:start+size]``, a row of ``corner_parent``
+    or ``square_parent`` as :func:`_decode` writes them.
+
+    Critical corners (``-(pixel + 1)``) or critical squares (their own parent) get the next
+    numbers and hold ``-(number + 1)`` from then on; ``pixels[number]`` receives the pixel.
+    A cell whose parent comes earlier takes that parent's entry (final already), so paths
+    that run up or left are followed in one step. Branch-free.
+
+    Returns
+    -------
+    int
+        The count of numbers given so far (``count`` plus this row's).
+    """
+    for c in range(start, start + size):
+        entry = np.int64(parent[c])
+        if squares:
+            critical = entry == c
+            pixel = c
+        else:
+            critical = (entry < 0) & (entry > -(n + 2))
+            pixel = -entry - 1
+        count += critical
+        pixels[count if critical else 0] = pixel
+        earlier = (entry >= 0) & (entry < c)
+        parent[c] = -(count + 1) if critical else parent[entry if earlier else c]
+    return count
 
 
 @njit(cache=True, nogil=True)
@@ -514,48 +573,25 @@ def _h1_pass(flat, height, width, edges, n_left, square_parent, vertex, out_a, o
 # pixel order, so the tie rule compares numbers where it compared pixels.
 
 
-@njit(cache=True, nogil=True)
-def _number_critical(parent, n, squares, pixels):
-    """Number the critical cells of :func:`_decode`'s ``corner_parent`` or ``square_parent``.
-
-    In raster order, critical corners (``-(pixel + 1)``) or critical squares (their own
-    parent) get numbers 1, 2, ... and hold ``-(number + 1)`` from then on; ``pixels[number]``
-    receives the pixel. The last entry (the exterior corner, the outside square) gets number
-    0. Branch-free.
-
-    Returns
-    -------
-    count : int
-        Critical cells plus one.
-    """
-    count = np.int64(0)
-    for c in range(parent.size - 1):
-        entry = np.int64(parent[c])
-        if squares:
-            critical = entry == c
-            pixel = c
-        else:
-            critical = (entry < 0) & (entry > -(n + 2))
-            pixel = -entry - 1
-        count += critical
-        pixels[count if critical else 0] = pixel
-        parent[c] = -(count + 1) if critical else entry
-    parent[parent.size - 1] = -1
-    return count + 1
-
-
 @njit(inline="always", cache=True)
 def _number_of(parent, x):
     """Number of the critical cell at the end of ``x``'s gradient path (numbered cells hold
-    ``-(number + 1)``). Three steps without branches, then a loop for the rare longer paths;
-    ``x`` is given the end's entry."""
+    ``-(number + 1)``). Three steps without branches, then, on the rare longer paths, a
+    loop that gives every cell of the path the end's entry; ``x`` is given it always."""
     cell = x
     for _ in range(3):
         up = parent[cell]
         cell = up if up >= 0 else cell
     end = parent[cell]
-    while end >= 0:
-        end = parent[end]
+    if end >= 0:
+        while end >= 0:
+            end = parent[end]
+        while True:
+            up = parent[x]
+            parent[x] = end
+            if up < 0:
+                break
+            x = up
     parent[x] = end
     return -end - 1
 
@@ -621,25 +657,25 @@ def _older_node(nodes, a, b, later_older):
 
 
 @njit(cache=True, nogil=True)
-def _resolve_ends(flat, height, width, keys, payload, corner_parent, square_parent, records,
-                  sort_keys):
+def _resolve_ends(flat, height, width, keys, payload, corner_parent, square_parent,
+                  corner_pixel, square_pixel, records, sort_keys):
     """The records of the critical edges, in raster order: their cells' numbers and pixel.
 
-    ``corner_parent`` and ``square_parent`` are :func:`_decode`'s, with the exterior corner
-    and the outside square set to number 0 (``-(n + 2)`` and ``-1``). The critical corners and
-    squares get numbers 1, 2, ... in the order in which the edges reach them; the gradient
-    paths followed are short and local, and each is compressed on the way.
+    ``corner_parent`` and ``square_parent`` are numbered (:func:`_decode_into` with
+    ``number``), ``corner_pixel`` and ``square_pixel`` the pixels
+    of the numbers (one per number). The gradient paths followed run in the neighbourhood of
+    the edge: the raster order keeps them in the cache.
 
     Returns
     -------
     records : (m, 3) uint64
         Per edge: its two corners' numbers (low and high 32 bits), the numbers of its pixel's
-        square and of the square across (0: the outside), and its pixel.
+        square and of the square across (0: the outside), and its pixel. A view of
+        ``records`` when it is long enough.
     sort_keys : (m,) uint32 (float32 images) or uint64 (float64)
-        ``keys`` as wide as the image's values.
-    corner_pixel, corner_value, square_pixel, square_value : (count,) arrays
-        Pixel (int32) and value (the image's dtype) of every corner and square number
-        (number 0: pixel 0).
+        ``keys`` as wide as the image's values, likewise in ``sort_keys``.
+    corner_pixel, corner_nodes, square_pixel, square_nodes : arrays
+        The pixels as given, and the union-find nodes of the numbers (:func:`_cell_nodes`).
     """
     n = height * width
     m = payload.size
@@ -648,14 +684,6 @@ def _resolve_ends(flat, height, width, keys, payload, corner_parent, square_pare
         sort_keys = np.empty(m, dtype=sort_keys.dtype)
     records = records[:m]
     sort_keys = sort_keys[:m]
-    # Critical corners are pixels that precede their 8 neighbours, critical squares pixels
-    # that follow their 4 neighbours: neither can be adjacent, whence the bounds.
-    corner_pixel = np.empty(((height + 1) // 2) * ((width + 1) // 2) + 1, dtype=np.int32)
-    square_pixel = np.empty((n + 1) // 2 + 1, dtype=np.int32)
-    corners = _number_critical(corner_parent, n, False, corner_pixel)
-    squares = _number_critical(square_parent, n, True, square_pixel)
-    corner_pixel[0] = 0
-    square_pixel[0] = 0
     inverse_width = 1.0 / width
     for j in range(m):
         packed = np.int64(payload[j])
@@ -673,8 +701,6 @@ def _resolve_ends(flat, height, width, keys, payload, corner_parent, square_pare
         records[j, 1] = np.uint64(square_a) | (np.uint64(square_b) << np.uint64(32))
         records[j, 2] = np.uint64(v)
         sort_keys[j] = keys[j]
-    corner_pixel = corner_pixel[:corners]
-    square_pixel = square_pixel[:squares]
     return (records, sort_keys, corner_pixel, _cell_nodes(flat, corner_pixel), square_pixel,
             _cell_nodes(flat, square_pixel))
 
@@ -891,12 +917,24 @@ def _scratch(flat: np.ndarray, height: int, width: int) -> tuple:
     n = height * width
     capacity = n // 2 + 3 * width + 1  # as _edge_capacity
     key_type = np.uint32 if flat.dtype.itemsize == 4 else np.uint64
+    corners, squares = _number_bounds(height, width)
     return (np.empty((height + 1) * (width + 1) + 1, dtype=np.int32),
             np.empty(n + 1, dtype=np.int32),
             np.empty(capacity, dtype=np.uint64), np.empty(capacity, dtype=np.uint32),
             np.empty((capacity, 3), dtype=np.uint64), np.empty((capacity, 3), dtype=np.uint64),
             np.empty(capacity, dtype=key_type), np.empty(capacity, dtype=key_type),
-            np.empty(capacity + 1, dtype=np.int32), np.empty(capacity + 1, dtype=np.int32))
+            np.empty(capacity + 1, dtype=np.int32), np.empty(capacity + 1, dtype=np.int32),
+            np.empty(corners, dtype=np.int32), np.empty(squares, dtype=np.int32))
+
+
+@njit(cache=True)
+def _number_bounds(height, width):
+    """Most numbers of critical corners and of critical squares (number 0 included).
+
+    Critical corners are pixels that precede their 8 neighbours, critical squares pixels
+    that follow their 4 neighbours: neither can be adjacent.
+    """
+    return ((height + 1) // 2) * ((width + 1) // 2) + 1, (height * width + 1) // 2 + 1
 
 
 @njit(cache=True, nogil=True)
@@ -905,12 +943,14 @@ def _new_scratch(flat, height, width):
     n = height * width
     capacity = _edge_capacity(height, width)
     key_type = _unsigned_bits(flat).dtype
+    corners, squares = _number_bounds(height, width)
     return (np.empty((height + 1) * (width + 1) + 1, dtype=np.int32),
             np.empty(n + 1, dtype=np.int32),
             np.empty(capacity, dtype=np.uint64), np.empty(capacity, dtype=np.uint32),
             np.empty((capacity, 3), dtype=np.uint64), np.empty((capacity, 3), dtype=np.uint64),
             np.empty(capacity, dtype=key_type), np.empty(capacity, dtype=key_type),
-            np.empty(capacity + 1, dtype=np.int32), np.empty(capacity + 1, dtype=np.int32))
+            np.empty(capacity + 1, dtype=np.int32), np.empty(capacity + 1, dtype=np.int32),
+            np.empty(corners, dtype=np.int32), np.empty(squares, dtype=np.int32))
 
 
 @njit(cache=True, nogil=True)
@@ -944,13 +984,15 @@ def _image_pairs_v_in(flat, height, width, want_h0, want_h1, scratch):
 def _image_pairs(flat, height, width, vertex, want_h0, want_h1, scratch):
     """:func:`image_pairs`; ``vertex`` is a compile-time constant."""
     (corner_parent, square_parent, edge_keys, edge_payload, records, records_tmp, sort_keys,
-     sort_keys_tmp, birth, death) = scratch
+     sort_keys_tmp, birth, death, corner_pixel, square_pixel) = scratch
     first, last = _extremes(flat, height, width)
     table = _RULE_TABLE_V if vertex else RULE_TABLE
-    keys, payload = _decode_into(flat, height, width, table, corner_parent, square_parent,
-                                 edge_keys, edge_payload)
+    keys, payload, n_corner_numbers, n_square_numbers = _decode_into(
+        flat, height, width, table, corner_parent, square_parent, edge_keys, edge_payload, True,
+        corner_pixel, square_pixel)
     records, keys, corner_pixel, corner_nodes, square_pixel, square_nodes = _resolve_ends(
-        flat, height, width, keys, payload, corner_parent, square_parent, records, sort_keys)
+        flat, height, width, keys, payload, corner_parent, square_parent,
+        corner_pixel[:n_corner_numbers], square_pixel[:n_square_numbers], records, sort_keys)
     records = _radix_sort_records(keys, records, sort_keys_tmp, records_tmp,
                                   8 * flat.itemsize)
     n_edges = records.shape[0]
