@@ -350,9 +350,13 @@ def test_public_api_equals_gudhi_and_cpu(construction, to_cuda):
 
 
 # -- H1 on the device (stage A) and the host (stage B) -------------------------------------------
-def assert_device_h1_matches(volumes, construction, dims=ALL_DIMS):
+def assert_device_h1_matches(volumes, construction, dims=ALL_DIMS, where="device"):
     """h1="device" gives the same arrays as the CPU backend (or, without it, H1 as gudhi)."""
-    got = cuda_pairs(volumes, construction, dims, backend=cuda_backend(h1="device"))
+    backend = cuda_backend(h1="device")
+    got = cuda_pairs(volumes, construction, dims, backend=backend)
+    if 1 in dims and backend.last_stats["h1_pairs"]:
+        assert backend.last_stats["h1"] == where
+        assert (backend.last_stats["h1_terms"] > 0) == (where == "device")
     if HAS_CPU_CORE:
         from satloss_gpu.persistence.backends.cpu import CPUBackend
 
@@ -391,7 +395,7 @@ def test_device_h1_heap_overflow_falls_back_to_the_host(monkeypatch, cuda_mode):
     monkeypatch.setattr(_cuda3d.Pipeline3D, "_start_h1", start)
     volumes = np.stack([RNG.random((4, 4, 4)), RNG.random((4, 4, 4))])
     for construction in "TV":
-        assert_device_h1_matches(volumes, construction)
+        assert_device_h1_matches(volumes, construction, where="host")
     assert fallbacks == ["device", "device"]
 
 

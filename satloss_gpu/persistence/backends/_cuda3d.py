@@ -110,6 +110,7 @@ class Pipeline3D(_Pipeline):
         self._emit()
         self._stage("emit")
         on_device = self.backend.h1 == "device" and self.want[1]
+        self.h1_where, self.h1_terms = ("device" if on_device else "host"), 0
         h1_pending = None if on_device else self._start_h1()
         self._jump()
         self._stage("jump")
@@ -120,6 +121,7 @@ class Pipeline3D(_Pipeline):
         if on_device:
             h1 = self._h1_device()
             if h1 is None:  # a column's heap overflowed: the host computes H1
+                self.h1_where = "host"
                 h1 = self._start_h1().result()
         else:
             h1 = h1_pending.result()
@@ -136,6 +138,9 @@ class Pipeline3D(_Pipeline):
                                     self.face_counts.max(initial=0))),
             "halving_levels": self.levels,
             "h1_pairs": int(self.h1_counts.sum()),
+            # "device" or "host": where H1 was computed ("host" after a heap overflow too).
+            "h1": self.h1_where,
+            "h1_terms": self.h1_terms,
         }
         return result
 
@@ -286,6 +291,7 @@ class Pipeline3D(_Pipeline):
             return None
         column_start = np.concatenate([[0], np.cumsum(host[:n_cols])]).astype(np.int64)
         n_terms = int(column_start[-1])
+        self.h1_terms = n_terms
         term_key, term_key_k = self._buffer("u64", n_terms)
         term_slot, term_slot_k = self._buffer("i64", n_terms)
         self._launch(morse_h1.column_kernel, faces, *common, 1, counts_k, voxels_k,
