@@ -521,23 +521,19 @@ def _shift(array, start, stop, offset):
 
 @njit(inline="always", cache=True)
 def _decode_voxel(v, height, width):
+    """``(z, y, x)`` of flat index ``v`` by reciprocal multiplications (exact below 2**40)."""
     hw = height * width
-    z = v // hw
+    z = np.int64(v * (1.0 / hw))
+    z += np.int64((z + 1) * hw <= v) - np.int64(z * hw > v)
     r = v - z * hw
-    y = r // width
+    y = np.int64(r * (1.0 / width))
+    y += np.int64((y + 1) * width <= r) - np.int64(y * width > r)
     return z, y, r - y * width
 
 
 @njit(inline="always", cache=True)
 def _corner_delta(j, s1, s2):
     return ((j // 9) >> 1) * s1 + (((j // 3) % 3) >> 1) * s2 + ((j % 3) >> 1)
-
-
-@njit(inline="always", cache=True)
-def _edge_rank(row, j, vertex):
-    """Index of critical edge ``j`` among its voxel's critical edges in generation order."""
-    rank = row[_CE_RANK + j]
-    return row[_N_CE] - 1 - rank if vertex else rank
 
 
 @njit(cache=True, nogil=True)
@@ -582,7 +578,11 @@ def _h0_pass(flat, depth, height, width, edges, corner_parent, pattern, rows, ed
         out_a[k] = younger
         out_b[k] = v
         k += 1
-        negative[edge_start[v] + _edge_rank(rows[pattern[v]], j, vertex)] = 1
+        pv = pattern[v]
+        rank = rows[pv, _CE_RANK + j]
+        if vertex:
+            rank = rows[pv, _N_CE] - 1 - rank
+        negative[edge_start[v] + rank] = 1
     return k
 
 
@@ -648,84 +648,13 @@ def _later(hi_a, lo_a, hi_b, lo_b):
 
 
 @njit(cache=True, nogil=True)
-def _heap_push(heap_hi, heap_lo, size, hi, lo):
-    """Push onto the max-heap; returns the (possibly grown) arrays and the new size."""
-    if size == heap_hi.size:
-        heap_hi = _grown(heap_hi, 2 * size)
-        heap_lo = _grown(heap_lo, 2 * size)
-    i = size
-    while i > 0:
-        parent = (i - 1) >> 1
-        if not _later(hi, lo, heap_hi[parent], heap_lo[parent]):
-            break
-        heap_hi[i] = heap_hi[parent]
-        heap_lo[i] = heap_lo[parent]
-        i = parent
-    heap_hi[i] = hi
-    heap_lo[i] = lo
-    return heap_hi, heap_lo, size + 1
-
-
-@njit(inline="always", cache=True)
-def _heap_pop(heap_hi, heap_lo, size):
-    """Remove the root of a non-empty max-heap; returns the new size."""
-    size -= 1
-    hi = heap_hi[size]
-    lo = heap_lo[size]
-    i = 0
-    while True:
-        child = 2 * i + 1
-        if child >= size:
-            break
-        if child + 1 < size and _later(heap_hi[child + 1], heap_lo[child + 1],
-                                       heap_hi[child], heap_lo[child]):
-            child += 1
-        if not _later(heap_hi[child], heap_lo[child], hi, lo):
-            break
-        heap_hi[i] = heap_hi[child]
-        heap_lo[i] = heap_lo[child]
-        i = child
-    heap_hi[i] = hi
-    heap_lo[i] = lo
-    return size
-
-
-@njit(inline="always", cache=True)
-def _order_word(bits, q, vertex):
-    key = _ordered_key(bits[q])
-    return ~key if vertex else key
-
-
-@njit(inline="always", cache=True)
-def _edge_owner(flat, depth, height, width, p, z, y, x, j, owned_p, vertex):
-    """Owner voxel of edge ``j`` of voxel ``p`` and the edge's local index there.
-
-    Returns ``(-1, -1)`` when nobody owns the edge (V: it lies on the volume's surface).
-    """
-    if (owned_p >> j) & 1:
-        return p, j
-    best = np.int64(-1)
-    best_j = np.int64(-1)
-    for i in range(3):
-        t = _EDGE_SHARERS[j, i]
-        zz = z + t // 9 - 1
-        yy = y + (t // 3) % 3 - 1
-        xx = x + t % 3 - 1
-        if not ((0 <= zz < depth) & (0 <= yy < height) & (0 <= xx < width)):
-            if vertex:
-                return np.int64(-1), np.int64(-1)
-            continue
-        u = (zz * height + yy) * width + xx
-        if best < 0:
-            earlier = True
-        elif vertex:
-            earlier = precedes(flat[best], best, flat[u], u)
-        else:
-            earlier = precedes(flat[u], u, flat[best], best)
-        if earlier:
-            best = u
-            best_j = _EDGE_REFRAMED[j, i]
-    return best, best_j
+def _grown_rows(array, capacity):
+    """A copy of the 2-row ``array`` with ``capacity`` columns."""
+    out = np.empty((2, capacity), dtype=array.dtype)
+    for r in range(2):
+        for i in range(array.shape[1]):
+            out[r, i] = array[r, i]
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -736,6 +665,16 @@ def _h1_pass(flat, depth, height, width, columns, pattern, rows, owned_sets, edg
     ``columns`` are the kept faces (payloads ``6 * voxel + slot``) in increasing working
     order. Writes (edge voxel, face voxel) per column.
 
+    Heap entries are edges keyed by ``(order word of the owner voxel, 32 * owner + sequence)``
+    (the owner counted from the end for V). Edges that cannot matter are never pushed:
+    unowned ones (V), those paired with a corner and H0-negative critical ones. A column's
+    remainder is stored as the heap holds it when the pivot is found, and expanded down to
+    critical edges (on a second heap) the first time another column adds it; most are never
+    added.
+
+    Everything runs in this one function: calls that take arrays would cost two atomic
+    reference-count updates per array per call, which on noise was half of the time.
+
     Returns
     -------
     int
@@ -745,87 +684,226 @@ def _h1_pass(flat, depth, height, width, columns, pattern, rows, owned_sets, edg
     bits = _unsigned_bits(flat)
     n_cols = columns.size
     pivot_of = np.full(negative.size, -1, dtype=np.int32)
-    store_start = np.zeros(n_cols + 1, dtype=np.int64)
-    store = np.empty(max(16, 8 * n_cols), dtype=np.uint64)
+    store_first = np.zeros(n_cols, dtype=np.int64)
+    store_count = np.zeros(n_cols, dtype=np.int64)
+    expanded = np.zeros(n_cols, dtype=np.uint8)
+    store_hi = np.empty(max(16, 4 * n_cols), dtype=np.uint64)
+    store_lo = np.empty(store_hi.size, dtype=np.uint64)
     n_store = 0
-    heap_hi = np.empty(64, dtype=np.uint64)
-    heap_lo = np.empty(64, dtype=np.uint64)
+    # Row 0: the column's heap; row 1: the heap of a stored remainder being expanded.
+    heap_hi = np.empty((2, 1024), dtype=np.uint64)
+    heap_lo = np.empty((2, 1024), dtype=np.uint64)
+    drained_hi = np.empty(64, dtype=np.uint64)
+    drained_lo = np.empty(64, dtype=np.uint64)
+    cand_v = np.empty(4, dtype=np.int64)  # edges to push: voxel, local index there
+    cand_j = np.empty(4, dtype=np.int64)
     for c in range(n_cols):
         packed = np.int64(columns[c])
         p = packed // 6
         face = _FACE_LOCAL[packed - 6 * p]
-        size = 0
-        z, y, x = _decode_voxel(p, height, width)
-        owned_p = owned_sets[pattern[p]]
         for e in range(4):
-            q, jq = _edge_owner(flat, depth, height, width, p, z, y, x, _FACE_EDGES[face, e],
-                                owned_p, vertex)
-            if q >= 0:
-                lo = (n - 1 - q if vertex else q) * 32 + rows[pattern[q], _SEQ + jq]
-                heap_hi, heap_lo, size = _heap_push(heap_hi, heap_lo, size,
-                                                    _order_word(bits, q, vertex), np.uint64(lo))
+            cand_v[e] = p
+            cand_j[e] = _FACE_EDGES[face, e]
+        n_cand = 4
+        pend_first = 0  # stored entries to push: store[pend_first : pend_first + pend_count]
+        pend_count = 0
+        sizes0 = 0
+        sizes1 = 0
+        active = 0
+        draining = -1  # the column whose remainder is being expanded
+        n_drained = 0
         pivot_found = False
-        while size > 0:
-            hi = heap_hi[0]
-            lo = heap_lo[0]
-            size = _heap_pop(heap_hi, heap_lo, size)
-            odd = True
-            while size > 0 and heap_hi[0] == hi and heap_lo[0] == lo:
-                size = _heap_pop(heap_hi, heap_lo, size)
+        while True:
+            size = sizes1 if active else sizes0
+            if size + n_cand + pend_count > heap_hi.shape[1]:
+                capacity = 2 * (size + n_cand + pend_count)
+                heap_hi = _grown_rows(heap_hi, capacity)
+                heap_lo = _grown_rows(heap_lo, capacity)
+            # Push the candidate edges, keyed by their owners.
+            for k in range(n_cand):
+                v = cand_v[k]
+                j = cand_j[k]
+                z, y, x = _decode_voxel(v, height, width)
+                if (owned_sets[pattern[v]] >> j) & 1:
+                    q = v
+                    jq = j
+                else:
+                    q = np.int64(-1)
+                    jq = np.int64(-1)
+                    for i in range(3):
+                        t = _EDGE_SHARERS[j, i]
+                        zz = z + t // 9 - 1
+                        yy = y + (t // 3) % 3 - 1
+                        xx = x + t % 3 - 1
+                        if not ((0 <= zz < depth) & (0 <= yy < height) & (0 <= xx < width)):
+                            if vertex:
+                                q = np.int64(-2)
+                                break
+                            continue
+                        u = (zz * height + yy) * width + xx
+                        if q < 0:
+                            earlier = True
+                        elif vertex:
+                            earlier = precedes(flat[q], q, flat[u], u)
+                        else:
+                            earlier = precedes(flat[u], u, flat[q], q)
+                        if earlier:
+                            q = u
+                            jq = _EDGE_REFRAMED[j, i]
+                    if q < 0:
+                        continue  # nobody owns it (V: the volume's surface)
+                pq = pattern[q]
+                partner = rows[pq, _PARTNER + jq]
+                if partner == -1:
+                    rank = rows[pq, _CE_RANK + jq]
+                    if vertex:
+                        rank = rows[pq, _N_CE] - 1 - rank
+                    if negative[edge_start[q] + rank]:
+                        continue  # compression
+                elif _DIMS[partner] == 0:
+                    continue  # flows to a corner: nothing
+                hi = _ordered_key(bits[q])
+                if vertex:
+                    hi = ~hi
+                lo = np.uint64((n - 1 - q if vertex else q) * 32 + rows[pq, _SEQ + jq])
+                i = size
+                while i > 0:
+                    parent = (i - 1) >> 1
+                    if not _later(hi, lo, heap_hi[active, parent], heap_lo[active, parent]):
+                        break
+                    heap_hi[active, i] = heap_hi[active, parent]
+                    heap_lo[active, i] = heap_lo[active, parent]
+                    i = parent
+                heap_hi[active, i] = hi
+                heap_lo[active, i] = lo
+                size += 1
+            n_cand = 0
+            # Push stored entries (already keyed).
+            for s in range(pend_first, pend_first + pend_count):
+                hi = store_hi[s]
+                lo = store_lo[s]
+                i = size
+                while i > 0:
+                    parent = (i - 1) >> 1
+                    if not _later(hi, lo, heap_hi[active, parent], heap_lo[active, parent]):
+                        break
+                    heap_hi[active, i] = heap_hi[active, parent]
+                    heap_lo[active, i] = heap_lo[active, parent]
+                    i = parent
+                heap_hi[active, i] = hi
+                heap_lo[active, i] = lo
+                size += 1
+            pend_count = 0
+            if size == 0:
+                if active == 0:
+                    break  # no pivot: an error, reported below
+                # The stored remainder of ``draining`` is expanded: keep it, then add it.
+                count = n_drained
+                if count <= store_count[draining]:
+                    at = store_first[draining]
+                else:
+                    if n_store + count > store_hi.size:
+                        store_hi = _grown(store_hi, 2 * (n_store + count))
+                        store_lo = _grown(store_lo, store_hi.size)
+                    at = n_store
+                    n_store += count
+                for s in range(count):
+                    store_hi[at + s] = drained_hi[s]
+                    store_lo[at + s] = drained_lo[s]
+                store_first[draining] = at
+                store_count[draining] = count
+                expanded[draining] = 1
+                sizes1 = 0
+                active = 0
+                pend_first = at
+                pend_count = count
+                continue
+            # Pop the youngest entry with its multiplicity (pairs cancel).
+            hi = heap_hi[active, 0]
+            lo = heap_lo[active, 0]
+            odd = False
+            while size > 0 and heap_hi[active, 0] == hi and heap_lo[active, 0] == lo:
                 odd = not odd
+                size -= 1
+                last_hi = heap_hi[active, size]
+                last_lo = heap_lo[active, size]
+                i = 0
+                while True:
+                    child = 2 * i + 1
+                    if child >= size:
+                        break
+                    if child + 1 < size and _later(heap_hi[active, child + 1],
+                                                   heap_lo[active, child + 1],
+                                                   heap_hi[active, child], heap_lo[active, child]):
+                        child += 1
+                    if not _later(heap_hi[active, child], heap_lo[active, child], last_hi,
+                                  last_lo):
+                        break
+                    heap_hi[active, i] = heap_hi[active, child]
+                    heap_lo[active, i] = heap_lo[active, child]
+                    i = child
+                heap_hi[active, i] = last_hi
+                heap_lo[active, i] = last_lo
+            if active:
+                sizes1 = size
+            else:
+                sizes0 = size
             if not odd:
                 continue
             ilo = np.int64(lo)
             q = ilo >> 5
             if vertex:
                 q = n - 1 - q
-            row = rows[pattern[q]]
-            jq = np.int64(row[_LOCAL_OF_SEQ + (ilo & 31)])
-            partner = row[_PARTNER + jq]
-            if partner == -1:
-                idx = edge_start[q] + _edge_rank(row, jq, vertex)
-                if negative[idx]:
-                    continue
-                if pivot_found:
-                    if n_store == store.size:
-                        store = _grown(store, 2 * store.size)
-                    store[n_store] = lo
-                    n_store += 1
-                    continue
-                col = pivot_of[idx]
-                if col >= 0:
-                    for s in range(store_start[col], store_start[col + 1]):
-                        slo = store[s]
-                        sq = np.int64(slo) >> 5
-                        if vertex:
-                            sq = n - 1 - sq
-                        heap_hi, heap_lo, size = _heap_push(heap_hi, heap_lo, size,
-                                                            _order_word(bits, sq, vertex), slo)
-                    continue
+            pq = pattern[q]
+            jq = np.int64(rows[pq, _LOCAL_OF_SEQ + (ilo & 31)])
+            partner = rows[pq, _PARTNER + jq]
+            if partner != -1:
+                # A regular edge paired with a face: its gradient path, the face's other edges.
+                for e in range(4):
+                    j2 = _FACE_EDGES[partner, e]
+                    if j2 != jq:
+                        cand_v[n_cand] = q
+                        cand_j[n_cand] = j2
+                        n_cand += 1
+                continue
+            if active:
+                if n_drained == drained_hi.size:
+                    drained_hi = _grown(drained_hi, 2 * n_drained)
+                    drained_lo = _grown(drained_lo, drained_hi.size)
+                drained_hi[n_drained] = hi
+                drained_lo[n_drained] = lo
+                n_drained += 1
+                continue
+            rank = rows[pq, _CE_RANK + jq]
+            if vertex:
+                rank = rows[pq, _N_CE] - 1 - rank
+            idx = edge_start[q] + rank
+            col = pivot_of[idx]
+            if col < 0:
+                # The pivot: the rest of the heap is the column's remainder, stored as is.
                 pivot_of[idx] = c
                 out_a[c] = q
                 out_b[c] = p
                 pivot_found = True
-                store_start[c] = n_store
-                continue
-            if _DIMS[partner] == 0:
-                continue
-            zq, yq, xq = _decode_voxel(q, height, width)
-            owned_q = owned_sets[pattern[q]]
-            for e in range(4):
-                j2 = _FACE_EDGES[partner, e]
-                if j2 == jq:
-                    continue
-                r, jr = _edge_owner(flat, depth, height, width, q, zq, yq, xq, j2, owned_q,
-                                    vertex)
-                if r >= 0:
-                    lo2 = (n - 1 - r if vertex else r) * 32 + rows[pattern[r], _SEQ + jr]
-                    heap_hi, heap_lo, size = _heap_push(heap_hi, heap_lo, size,
-                                                        _order_word(bits, r, vertex),
-                                                        np.uint64(lo2))
+                if n_store + size > store_hi.size:
+                    store_hi = _grown(store_hi, 2 * (n_store + size))
+                    store_lo = _grown(store_lo, store_hi.size)
+                store_first[c] = n_store
+                store_count[c] = size
+                for s in range(size):
+                    store_hi[n_store + s] = heap_hi[0, s]
+                    store_lo[n_store + s] = heap_lo[0, s]
+                n_store += size
+                break
+            pend_first = store_first[col]
+            pend_count = store_count[col]
+            if not expanded[col]:
+                active = 1
+                sizes1 = 0
+                draining = col
+                n_drained = 0
         if not pivot_found:
             return -1 - c
-        store_start[c + 1] = n_store
     return n_cols
 
 
