@@ -297,34 +297,137 @@ def test_raster_pass_equals_the_rule_applied_pixel_by_pixel(construction):
         square[n] = n
         table = core._RULE_TABLE_V if vertex else rule.RULE_TABLE
         keys, payload = core._decode(flat, height, width, table, corner, square)
-        exterior = (height + 1) * (width + 1)
-        want_corner = np.full_like(corner, exterior)
-        want_corner[-1] = -(n + 1)
-        want_square = np.empty_like(square)
-        want_square[n] = n
-        want_edges = []
-        for row in range(height):
-            for col in range(width):
-                v = row * width + col
-                if vertex:  # the reversed order, outside earlier
-                    mask = rule.neighbour_mask(-flat, -1, True, row, col, height, width)
-                else:
-                    mask = rule.neighbour_mask(flat, 1, False, row, col, height, width)
-                code = rule.pixel_code(mask, rule.RULE_TABLE)
-                for c in range(4):
-                    kind_c = rule.corner_kind(code, c)
-                    if kind_c == rule.CORNER_NOT_OWNED:
-                        continue
-                    cid = rule.corner_id(row, col, c, width)
-                    want_corner[cid] = (-(v + 1) if kind_c == rule.CORNER_CRITICAL else
-                                        cid + rule.corner_parent_offset(kind_c, c, width))
-                side = rule.square_kind(code)
-                if side == rule.SQUARE_CRITICAL:
-                    want_square[v] = v
-                else:
-                    across = rule.side_neighbour(row, col, side, height, width)
-                    want_square[v] = across if across >= 0 else n
-                want_edges += [4 * v + s for s in range(4) if rule.side_is_critical(code, s)]
+        want_corner, want_square, want_edges = rule_cells(flat, height, width, vertex)
         np.testing.assert_array_equal(corner, want_corner)
         np.testing.assert_array_equal(square, want_square)
         assert payload.tolist() == want_edges
+
+
+def rule_cells(flat, height, width, vertex):
+    """What the raster pass must write, from the shared scalar rule pixel by pixel.
+
+    Returns the corner parents (the exterior corner last, ``-(pixel + 1)`` for a critical
+    corner), the square parents (the outside last, a critical square its own parent) and the
+    critical edges ``4 * pixel + side`` in raster order.
+    """
+    n = height * width
+    exterior = (height + 1) * (width + 1)
+    want_corner = np.full(exterior + 1, exterior, dtype=np.int64)
+    want_corner[-1] = -(n + 1)
+    want_square = np.empty(n + 1, dtype=np.int64)
+    want_square[n] = n
+    want_edges = []
+    for row in range(height):
+        for col in range(width):
+            v = row * width + col
+            if vertex:  # the reversed order, outside earlier
+                mask = rule.neighbour_mask(-flat, -1, True, row, col, height, width)
+            else:
+                mask = rule.neighbour_mask(flat, 1, False, row, col, height, width)
+            code = rule.pixel_code(mask, rule.RULE_TABLE)
+            for c in range(4):
+                kind_c = rule.corner_kind(code, c)
+                if kind_c == rule.CORNER_NOT_OWNED:
+                    continue
+                cid = rule.corner_id(row, col, c, width)
+                want_corner[cid] = (-(v + 1) if kind_c == rule.CORNER_CRITICAL else
+                                    cid + rule.corner_parent_offset(kind_c, c, width))
+            side = rule.square_kind(code)
+            if side == rule.SQUARE_CRITICAL:
+                want_square[v] = v
+            else:
+                across = rule.side_neighbour(row, col, side, height, width)
+                want_square[v] = across if across >= 0 else n
+            want_edges += [4 * v + s for s in range(4) if rule.side_is_critical(code, s)]
+    return want_corner, want_square, want_edges
+
+
+def gradient_end(parent, cell, is_end):
+    """The cell at the end of ``cell``'s gradient path (a plain walk, no compression)."""
+    while not is_end(cell):
+        cell = int(parent[cell])
+    return cell
+
+
+@pytest.mark.parametrize("construction", ["T", "V"])
+def test_numbered_raster_pass_and_edge_records_follow_the_gradient(construction):
+    """The core's raster pass numbers the critical cells in raster order, and every edge record
+    holds the numbers of the critical cells at the ends of its corners' and squares' paths."""
+    from satloss_gpu.kernels.cpu import local_pairing as core
+
+    vertex = construction == "V"
+    rng = np.random.default_rng(10)
+    for shape, kind in (((1, 1), "random"), ((1, 6), "ties"), ((7, 1), "random"),
+                        ((13, 11), "ties"), ((20, 17), "random"), ((9, 9), "binary"),
+                        ((31, 40), "smooth"), ((24, 30), "random")):
+        for dtype in (np.float32, np.float64):
+            image = make_image(kind, shape, rng).astype(dtype)
+            height, width = shape
+            n = height * width
+            flat = image.ravel()
+            want_corner, want_square, want_edges = rule_cells(flat, height, width, vertex)
+            exterior = want_corner.size - 1
+            critical_corners = [c for c in range(exterior) if -(n + 1) < want_corner[c] < 0]
+            critical_squares = [v for v in range(n) if want_square[v] == v]
+            corner_number = {c: k + 1 for k, c in enumerate(critical_corners)}
+            corner_number[exterior] = 0
+            square_number = {v: k + 1 for k, v in enumerate(critical_squares)}
+            square_number[n] = 0
+
+            scratch = core._scratch(flat, height, width)
+            corner, square, edge_keys, edge_payload, records, _, sort_keys, _, _, _, cpx, spx = (
+                scratch)
+            table = core._RULE_TABLE_V if vertex else rule.RULE_TABLE
+            keys, payload, n_corners, n_squares = core._decode_into(
+                flat, height, width, table, corner, square, edge_keys, edge_payload, True, cpx,
+                spx)
+            assert payload.tolist() == want_edges
+            assert (n_corners, n_squares) == (len(critical_corners) + 1,
+                                             len(critical_squares) + 1)
+            records, sort_keys, corner_pixel, corner_nodes, square_pixel, square_nodes = (
+                core._resolve_ends(flat, height, width, keys, payload, corner, square,
+                                   cpx[:n_corners], spx[:n_squares], records, sort_keys))
+            assert corner_pixel[1:].tolist() == [-int(want_corner[c]) - 1
+                                                 for c in critical_corners]
+            assert square_pixel[1:].tolist() == critical_squares
+            for pixels, nodes in ((corner_pixel, corner_nodes), (square_pixel, square_nodes)):
+                assert nodes[:, 0].tolist() == list(range(len(pixels)))
+                # The nodes' keys order the numbers as the values order their pixels.
+                np.testing.assert_array_equal(np.argsort(nodes[1:, 1], kind="stable"),
+                                              np.argsort(flat[pixels[1:]], kind="stable"))
+
+            def corner_end(c):
+                return gradient_end(want_corner, c, lambda x: x == exterior or want_corner[x] < 0)
+
+            def square_end(v):
+                return gradient_end(want_square, v, lambda x: x == n or want_square[x] == x)
+
+            assert records.shape == (len(want_edges), 3)
+            for (ends, squares, pixel), packed in zip(records.tolist(), want_edges):
+                v, side = divmod(packed, 4)
+                row, col = divmod(v, width)
+                a, b = rule.side_corners(row, col, side, width)
+                across = rule.side_neighbour(row, col, side, height, width)
+                assert pixel == v
+                assert ends == corner_number[corner_end(a)] | corner_number[corner_end(b)] << 32
+                assert squares == (square_number[square_end(v)]
+                                   | square_number[square_end(across if across >= 0 else n)]
+                                   << 32)
+            assert sort_keys.tolist() == keys.tolist()
+
+
+@pytest.mark.parametrize("construction", ["T", "V"])
+def test_core_equals_gudhi_on_an_image_with_many_critical_cells(construction):
+    """Enough critical corners and squares for the union-find passes to prefetch."""
+    from satloss_gpu.kernels.cpu import local_pairing as core
+
+    images = np.random.default_rng(11).random((1, 640, 1024)).astype(np.float32)
+    vertex = construction == "V"
+    height, width = images.shape[1:]
+    scratch = core._scratch(images[0].ravel(), height, width)
+    table = core._RULE_TABLE_V if vertex else rule.RULE_TABLE
+    counts = core._decode_into(images[0].ravel(), height, width, table, *scratch[:4], True,
+                               *scratch[-2:])[2:]
+    assert min(counts) >= core._PREFETCH_FROM
+    result = batch_pairs(images, 4 if vertex else 8, True, True)
+    assert nonzero_pairs(images, *result[:4]) == oracle_pairs(images, construction, (0, 1))
