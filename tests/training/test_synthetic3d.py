@@ -6,8 +6,10 @@ import pytest
 from scipy import ndimage as ndi
 
 from satloss_gpu.training.data import DataError
-from satloss_gpu.training.synthetic3d import (fill_cavities, generate_volume, load_volume_folder,
-                                              make_volume_dataset, max_intensity_projection)
+from satloss_gpu.metrics import betti_numbers
+from satloss_gpu.training.synthetic3d import (close_slits, fill_cavities, generate_volume,
+                                              load_volume_folder, make_volume_dataset,
+                                              max_intensity_projection)
 
 gudhi = pytest.importorskip("gudhi")
 
@@ -77,6 +79,22 @@ def test_fill_cavities_fills_enclosed_background_only():
     corner = np.ones((6, 6, 6), bool)
     corner[2, 2, 2] = corner[3, 3, 2] = False
     assert fill_cavities(corner).all()
+
+
+def test_close_slits_fills_one_voxel_tunnels_only():
+    block = np.ones((4, 7, 7), bool)
+    slit = block.copy()
+    slit[:, 3, 3] = False                     # a tunnel one voxel wide
+    wide = block.copy()
+    wide[:, 2:5, 2:5] = False                 # a tunnel three voxels wide
+    assert _gudhi_betti(slit)[1] == 1 and _gudhi_betti(wide)[1] == 1
+    assert close_slits(slit).all()
+    assert _gudhi_betti(close_slits(wide)) == (1, 1, 0)     # rounded corners, still a tunnel
+    assert not close_slits(wide)[:, 3, 3].any()
+    rng = np.random.default_rng(0)
+    noise = rng.random((6, 7, 8)) < 0.4
+    assert (close_slits(noise) >= noise).all()    # only adds voxels
+    assert betti_numbers(close_slits(slit).astype(np.uint8), spatial_dims=3).tolist() == [1, 0, 0]
 
 
 def _tree(base):
