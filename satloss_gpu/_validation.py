@@ -395,10 +395,16 @@ def check_matching_problem(cost, diag_pred, diag_target, n, m):
 # ----------------------------------------------------------------------------- losses
 
 
+#: Ranks of the losses' ``pred``: (B, H, W) and (B, C, H, W) images, (B, C, D, H, W) volumes.
+LOSS_RANKS = (3, 4, 5)
+LOSS_SHAPES = "(B, C, H, W), (B, H, W) or (B, C, D, H, W) (volumes)"
+
+
 def check_pred_target(pred: Any, target: Any,
                       logits_hint: str = "for logits pass sigmoid=True or softmax=True"
                       ) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """Validate ``pred`` and ``target``; return both as (B, C, H, W) in the compute dtype.
+    """Validate ``pred`` and ``target``; return both as (B, C, H, W) (images) or
+    (B, C, D, H, W) (volumes) in the compute dtype.
 
     ``logits_hint`` ends the message of a ``pred`` outside [0, 1].
     """
@@ -411,7 +417,7 @@ def check_pred_target(pred: Any, target: Any,
         raise TypeError(
             f"`pred` must be a floating-point tensor of probabilities; got dtype {pred.dtype}"
         )
-    check_rank(pred, "pred", (3, 4), "(B, C, H, W) or (B, H, W)")
+    check_rank(pred, "pred", LOSS_RANKS, LOSS_SHAPES)
     if not isinstance(target, torch.Tensor):
         try:
             target = torch.as_tensor(np.asarray(target))
@@ -545,12 +551,13 @@ def _require(needed: int, what: str, hint: str) -> None:
 def check_memory_for_images(pred: "torch.Tensor") -> None:
     """Raise ``MemoryError`` before the loss allocates, if a CPU batch cannot fit in memory.
 
-    ``pred`` is the validated (B, C, H, W) prediction; CUDA tensors are not checked here.
+    ``pred`` is the validated (B, C, H, W) or (B, C, D, H, W) prediction; CUDA tensors are
+    not checked here.
     """
     if pred.device.type != "cpu":
         return
-    batch, channels, height, width = (int(s) for s in pred.shape)
-    pixels = batch * channels * (height + 2) * (width + 2)
+    batch, channels, *spatial = (int(s) for s in pred.shape)
+    pixels = batch * channels * math.prod(size + 2 for size in spatial)
     needed = pixels * BYTES_PER_PIXEL[pred.element_size()]
     _require(needed, f"the loss of a {tuple(pred.shape)} batch",
              "use smaller images or batches (the loss of images is the sum of its parts)")
@@ -647,7 +654,8 @@ def _weights_tensor(weights: Any) -> "torch.Tensor":
 
 
 def check_loss_pred(pred: Any, logits: bool) -> "torch.Tensor":
-    """``pred`` as a float32/float64 (B, C, H, W) tensor; logits must be finite."""
+    """``pred`` as a float32/float64 (B, C, H, W) or (B, C, D, H, W) tensor; logits must be
+    finite."""
     import torch
 
     if not isinstance(pred, torch.Tensor):
@@ -656,7 +664,7 @@ def check_loss_pred(pred: Any, logits: bool) -> "torch.Tensor":
     if not pred.dtype.is_floating_point:
         kind = "logits" if logits else "probabilities"
         raise TypeError(f"`pred` must be a floating-point tensor of {kind}; got dtype {pred.dtype}")
-    check_rank(pred, "pred", (3, 4), "(B, C, H, W) or (B, H, W)")
+    check_rank(pred, "pred", LOSS_RANKS, LOSS_SHAPES)
     if pred.dtype not in (torch.float32, torch.float64):
         pred = pred.float()  # float16, bfloat16 (autocast): computed in float32
     if logits:
@@ -670,7 +678,7 @@ def check_loss_pred(pred: Any, logits: bool) -> "torch.Tensor":
 
 def check_channels(pred: "torch.Tensor", softmax: bool, num_classes: Optional[int],
                    include_background: bool) -> None:
-    """The channels of a (B, C, H, W) ``pred`` against the input options."""
+    """The channels of a (B, C, H, W) or (B, C, D, H, W) ``pred`` against the input options."""
     channels = int(pred.shape[1])
     if softmax and channels < 2:
         raise ValueError(f"`softmax=True` needs at least 2 channels in `pred`; got shape "
@@ -685,10 +693,10 @@ def check_channels(pred: "torch.Tensor", softmax: bool, num_classes: Optional[in
 
 def _label_map_hint(pred_shape: Sequence[int], target_shape: Sequence[int]) -> str:
     """A hint for a label map given where a target of the shape of ``pred`` was expected."""
-    if len(pred_shape) != 4 or int(pred_shape[1]) < 2:
+    if len(pred_shape) not in (4, 5) or int(pred_shape[1]) < 2:
         return ""
-    batch, channels, height, width = (int(s) for s in pred_shape)
-    if tuple(target_shape) in {(batch, height, width), (batch, 1, height, width)}:
+    batch, channels, *spatial = (int(s) for s in pred_shape)
+    if tuple(target_shape) in {(batch, *spatial), (batch, 1, *spatial)}:
         return f" (for an integer label map pass num_classes={channels})"
     return ""
 
@@ -706,19 +714,21 @@ def _as_tensor(value: Any, name: str) -> "torch.Tensor":
 
 
 def check_label_map(labels: Any, pred: "torch.Tensor", num_classes: int) -> "torch.Tensor":
-    """An integer label map for (B, C, H, W) ``pred`` as a (B, H, W) int64 tensor on its device."""
+    """An integer label map for (B, C, H, W) ``pred`` as a (B, H, W) int64 tensor on its
+    device; for (B, C, D, H, W) ``pred``, a (B, D, H, W) one."""
     import torch
 
     labels = _as_tensor(labels, "target")
-    batch, _, height, width = (int(s) for s in pred.shape)
-    if tuple(labels.shape) not in {(batch, height, width), (batch, 1, height, width)}:
+    batch, _, *spatial = (int(s) for s in pred.shape)
+    if tuple(labels.shape) not in {(batch, *spatial), (batch, 1, *spatial)}:
+        axes = "D, H, W" if len(spatial) == 3 else "H, W"
         raise ValueError(
-            f"`target` must be a label map of shape (B, H, W) = {(batch, height, width)} or "
-            f"(B, 1, H, W) with num_classes={num_classes}; got {tuple(labels.shape)}"
+            f"`target` must be a label map of shape (B, {axes}) = {(batch, *spatial)} or "
+            f"(B, 1, {axes}) with num_classes={num_classes}; got {tuple(labels.shape)}"
         )
     if labels.dtype.is_complex:
         raise TypeError(f"`target` must hold class indices; got dtype {labels.dtype}")
-    labels = labels.detach().to(pred.device).reshape(batch, height, width)
+    labels = labels.detach().to(pred.device).reshape(batch, *spatial)
     if labels.dtype.is_floating_point:
         odd = ~torch.isfinite(labels) | (labels != labels.round())
         if bool(odd.any()):
@@ -749,13 +759,14 @@ def check_target_like(target: Any, pred: "torch.Tensor", squeezed: bool) -> "tor
 
 def check_mask(mask: Any, shape: tuple[int, ...], like: "torch.Tensor") -> "torch.Tensor":
     """``mask`` as a 0/1 tensor like ``like``, of shape (B, 1, H, W) or (B, C, H, W) for
-    (B, C, H, W) ``shape``; given as (B, H, W), (B, 1, H, W) or (B, C, H, W), bool or 0/1."""
+    (B, C, H, W) ``shape``; given as (B, H, W), (B, 1, H, W) or (B, C, H, W), bool or 0/1.
+    For volumes, (B, C, D, H, W) ``shape``, the same with (D, H, W) for (H, W)."""
     import torch
 
     mask = _as_tensor(mask, "mask")
-    batch, channels, height, width = shape
-    allowed = list(dict.fromkeys([(batch, height, width), (batch, 1, height, width),
-                                  (batch, channels, height, width)]))
+    batch, channels, *spatial = shape
+    allowed = list(dict.fromkeys([(batch, *spatial), (batch, 1, *spatial),
+                                  (batch, channels, *spatial)]))
     if tuple(mask.shape) not in allowed:
         shapes = ", ".join(str(a) for a in allowed[:-1]) + f" or {allowed[-1]}"
         raise ValueError(f"`mask` must have shape {shapes}; got {tuple(mask.shape)}")
@@ -768,4 +779,4 @@ def check_mask(mask: Any, shape: tuple[int, ...], like: "torch.Tensor") -> "torc
             raise ValueError(f"`mask` must be bool or hold 0/1 values; found "
                              f"{_describe_values(mask[odd])}")
     mask = mask.to(like.dtype)
-    return mask[:, None] if mask.ndim == 3 else mask
+    return mask[:, None] if mask.ndim == len(shape) - 1 else mask

@@ -69,14 +69,33 @@ def list_blocks(m: np.ndarray, block: int = TARGET_BLOCK) -> np.ndarray:
 
 
 @numba.njit(cache=True, inline="always")
-def point_cost(pb, pd, pr, pc, tb, td, tr, tc, height, width, spatial, low, high):
+def pixel_of(pixels, q, i):
+    """(z, row, col) of point ``i`` of problem ``q`` as float64; ``pixels`` is (Q, N, 2)
+    (images: z = 0) or (Q, N, 3) (volumes)."""
+    if pixels.shape[2] == 3:
+        return (np.float64(pixels[q, i, 0]), np.float64(pixels[q, i, 1]),
+                np.float64(pixels[q, i, 2]))
+    return 0.0, np.float64(pixels[q, i, 0]), np.float64(pixels[q, i, 1])
+
+
+@numba.njit(cache=True, inline="always")
+def spatial_squared(pz, pr, pc, tz, tr, tc, depth, height, width):
+    """Squared spatial distance of two birth pixels, each axis divided by the image size
+    (``depth`` 1 and z 0 for images: the 2D distance, bit for bit)."""
+    z = (pz - tz) / depth
+    row = (pr - tr) / height
+    col = (pc - tc) / width
+    return z * z + row * row + col * col
+
+
+@numba.njit(cache=True, inline="always")
+def point_cost(pb, pd, pz, pr, pc, tb, td, tz, tr, tc, depth, height, width, spatial, low,
+               high):
     """Matching cost of a prediction point and a target point (SATLoss, float64)."""
     distance = math.sqrt((pb - tb) ** 2 + (pd - td) ** 2)
     if not spatial:
         return distance
-    row = (pr - tr) / height
-    col = (pc - tc) / width
-    factor = math.sqrt(row * row + col * col)
+    factor = math.sqrt(spatial_squared(pz, pr, pc, tz, tr, tc, depth, height, width))
     return min(max(factor, low), high) * distance
 
 
@@ -158,21 +177,22 @@ def _sort_row(cand_pred, cand_key, cand_cost, q, j, start, length):
 
 @numba.njit(cache=True, nogil=True)
 def price_points(pred_birth, pred_death, pred_pixel, target_birth, target_death,
-                 target_pixel, n, m, blocks, height, width, spatial, low, high,
+                 target_pixel, n, m, blocks, depth, height, width, spatial, low, high,
                  visit, lower, u, v, tol, new_pred, new_rc, new_cost, new_len, first, stop):
     """The most violating pairs of every target point, costs computed from the points.
 
     Parameters
     ----------
     pred_birth, pred_death : float32 or float64, shape (Q, N)
-    pred_pixel : int64, shape (Q, N, 2)
-        (row, col) of the birth pixels.
+    pred_pixel : int64, shape (Q, N, 2) or (Q, N, 3)
+        (row, col) of the birth pixels; (z, row, col) of the birth voxels of volumes.
     target_birth, target_death : float, shape (Q, M); target_pixel : int64, shape (Q, M, 2)
+        or (Q, M, 3)
     n, m : int64, shape (Q,)
     blocks : int64, shape (W, 3)
         Work items (problem, first target, end target), from :func:`list_blocks`.
-    height, width : float
-        Image size the pixel offsets are divided by.
+    depth, height, width : float
+        Image size the pixel offsets are divided by (``depth`` 1 for images).
     spatial : bool; low, high : float
         Spatial factor on/off and its clamp.
     visit : int64, shape (Q, N)
@@ -212,8 +232,7 @@ def price_points(pred_birth, pred_death, pred_pixel, target_birth, target_death,
             i = visit[q, k]
             pb = np.float64(pred_birth[q, i])
             pd = np.float64(pred_death[q, i])
-            pr = np.float64(pred_pixel[q, i, 0])
-            pc = np.float64(pred_pixel[q, i, 1])
+            pz, pr, pc = pixel_of(pred_pixel, q, i)
             diag_pred = abs(pd - pb) / sqrt2
             v_i = v[q, i]
             for j in range(j0, j1):
@@ -225,16 +244,14 @@ def price_points(pred_birth, pred_death, pred_pixel, target_birth, target_death,
                 tb = np.float64(target_birth[q, j])
                 td = np.float64(target_death[q, j])
                 squared = (pb - tb) ** 2 + (pd - td) ** 2
-                tr = np.float64(target_pixel[q, j, 0])
-                tc = np.float64(target_pixel[q, j, 1])
+                tz, tr, tc = pixel_of(target_pixel, q, j)
                 if spatial:
-                    row = (pr - tr) / height
-                    col = (pc - tc) / width
-                    squared *= min(max(row * row + col * col, low2), high2)
+                    squared *= min(max(spatial_squared(pz, pr, pc, tz, tr, tc, depth, height,
+                                                       width), low2), high2)
                 if squared > reach * reach * (1.0 + 1e-9):
                     continue
-                cost = point_cost(pb, pd, pr, pc, tb, td, tr, tc, height, width, spatial, low,
-                                  high)
+                cost = point_cost(pb, pd, pz, pr, pc, tb, td, tz, tr, tc, depth, height,
+                                  width, spatial, low, high)
                 key = cost - diag_pred
                 if key < limit:
                     _insert(new_pred, new_rc, new_cost, new_len, q, j, cap, i,
@@ -300,8 +317,8 @@ def merge_lists(cand_pred, cand_key, cand_cost, cand_len, new_pred, new_cost, ne
 
 @numba.njit(cache=True, nogil=True)
 def add_partners(pred_birth, pred_death, pred_pixel, target_birth, target_death, target_pixel,
-                 m, height, width, spatial, low, high, partner, diag_pred, diag_target,
-                 cand_pred, cand_key, cand_cost, cand_len):
+                 m, depth, height, width, spatial, low, high, partner, diag_pred,
+                 diag_target, cand_pred, cand_key, cand_cost, cand_len):
     """Add to every target point's list its partner (a prediction point), unless listed.
 
     ``partner[q, j]`` (int64, (Q, M)) is a prediction point of problem ``q`` or -1 (none);
@@ -324,11 +341,11 @@ def add_partners(pred_birth, pred_death, pred_pixel, target_birth, target_death,
                 continue
             pb = np.float64(pred_birth[q, i])
             pd = np.float64(pred_death[q, i])
-            cost = point_cost(pb, pd, np.float64(pred_pixel[q, i, 0]),
-                              np.float64(pred_pixel[q, i, 1]), np.float64(target_birth[q, j]),
-                              np.float64(target_death[q, j]), np.float64(target_pixel[q, j, 0]),
-                              np.float64(target_pixel[q, j, 1]), height, width, spatial, low,
-                              high)
+            pz, pr, pc = pixel_of(pred_pixel, q, i)
+            tz, tr, tc = pixel_of(target_pixel, q, j)
+            cost = point_cost(pb, pd, pz, pr, pc, np.float64(target_birth[q, j]),
+                              np.float64(target_death[q, j]), tz, tr, tc, depth, height, width,
+                              spatial, low, high)
             key = cost - np.float64(diag_pred[q, i])
             if not key < np.float64(diag_target[q, j]):
                 continue

@@ -11,8 +11,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from .._validation import (check_bool, check_choice, check_clamp, check_dims, check_input_options,
-                           check_reduction)
+from .._validation import (HOMOLOGY_DIMS, check_bool, check_choice, check_clamp, check_dims,
+                           check_input_options, check_reduction)
 from ..matching.sinkhorn import check_sinkhorn_options
 from ..persistence import BACKEND_NAMES, CONSTRUCTIONS
 
@@ -32,8 +32,10 @@ class LossOptions:
 
     Attributes
     ----------
-    dims : tuple of int
-        Homology dimensions, a non-empty subset of (0, 1), sorted.
+    dims : tuple of int or None
+        Homology dimensions, a non-empty subset of (0, 1) for images and of (0, 1, 2) for
+        volumes, sorted; None (the default) means all of them: (0, 1) for images,
+        (0, 1, 2) for volumes (see :meth:`dims_for`).
     spatial : bool
         Weight matching costs by the clamped distance of the birth pixels.
     pad : bool
@@ -77,9 +79,11 @@ class LossOptions:
     --------
     >>> LossOptions(dims=[1, 0], solver="emd").dims
     (0, 1)
+    >>> LossOptions().dims_for(3)
+    (0, 1, 2)
     """
 
-    dims: Any = (0, 1)
+    dims: Any = None
     spatial: bool = True
     pad: bool = True
     construction: str = "T"
@@ -97,7 +101,8 @@ class LossOptions:
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__
-        set_field(self, "dims", check_dims(self.dims))
+        if self.dims is not None:
+            set_field(self, "dims", check_dims(self.dims, HOMOLOGY_DIMS[3]))
         set_field(self, "spatial", check_bool("spatial", self.spatial))
         set_field(self, "pad", check_bool("pad", self.pad))
         check_choice("construction", self.construction, CONSTRUCTIONS)
@@ -132,6 +137,19 @@ class LossOptions:
         """The names of the settings, in order."""
         return tuple(f.name for f in dataclasses.fields(cls))
 
+    def dims_for(self, spatial_dims: int) -> tuple[int, ...]:
+        """The homology dimensions of the loss of images (``spatial_dims=2``) or volumes (3).
+
+        Raises ``ValueError`` for a dimension the input does not have (2 for images).
+        """
+        allowed = HOMOLOGY_DIMS[spatial_dims]
+        if self.dims is None:
+            return allowed
+        if any(d not in allowed for d in self.dims):
+            raise ValueError(f"`dims` must be a non-empty subset of {allowed} for "
+                             f"{_INPUT_WORDS[spatial_dims]}; got {self.dims!r}")
+        return self.dims
+
     @property
     def loss_channels(self) -> Optional[int]:
         """Channels the loss is computed on when the settings fix them (``num_classes``
@@ -148,6 +166,11 @@ class LossOptions:
         """The settings as ``name=value`` pairs, for ``repr``."""
         return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
                          if f.name != "solver_options")
+
+
+#: How the messages name the inputs of each number of spatial dimensions.
+_INPUT_WORDS = {2: "images (B, C, H, W) (dimension 2 needs volumes (B, C, D, H, W))",
+                3: "volumes (B, C, D, H, W)"}
 
 
 def check_keywords(owner: str, given: Iterable[str], known: Iterable[str]) -> None:

@@ -12,6 +12,9 @@ point ``(b2, d2)`` born at ``(r2, c2)`` in an image of ``H`` x ``W`` pixels is
     ``sp * pd``,  ``pd = ||(b1 - b2, d1 - d2)||``,
     ``sp = clamp(||((r1 - r2) / H, (c1 - c2) / W)||, lo, hi)``
 
+and in a volume of ``D`` x ``H`` x ``W`` voxels, with birth voxels ``(z1, r1, c1)`` and
+``(z2, r2, c2)``, ``sp = clamp(||((z1 - z2) / D, (r1 - r2) / H, (c1 - c2) / W)||, lo, hi)``
+
 (``pd`` alone without the spatial factor); sending a point to the diagonal costs
 ``|d - b| / sqrt(2)``, never spatially weighted.
 """
@@ -38,8 +41,9 @@ class PaddedDiagrams:
     ----------
     birth, death : (Q, N) float tensor
         Values of the points; 0 in the padding. Differentiable if the packed values were.
-    birth_pixel, death_pixel : (Q, N, 2) int64 tensor
-        (row, col) of the critical pixels; 0 in the padding.
+    birth_pixel, death_pixel : (Q, N, 2) or (Q, N, 3) int64 tensor
+        (row, col) of the critical pixels, (z, row, col) of the critical voxels of volumes;
+        0 in the padding.
     source : (Q, N) int64 tensor
         Index of each point in the flat pair table it was packed from; -1 in the padding.
     size : (Q,) int64 tensor
@@ -83,7 +87,7 @@ def pack_pairs(
     n_problems : int
         Q, the number of problems (problems without pairs get size 0).
     birth, death : (K,) float tensor
-    birth_pixel, death_pixel : (K, 2) int64 tensor
+    birth_pixel, death_pixel : (K, 2) or (K, 3) int64 tensor
     min_width : int, default 1
         Lower bound on the padded width N, so that empty batches still give (Q, 1) tensors.
 
@@ -133,7 +137,7 @@ def pair_costs(
     birth2: torch.Tensor,
     death2: torch.Tensor,
     pixel2: torch.Tensor,
-    image_shape: tuple[int, int],
+    image_shape: tuple[int, ...],
     spatial: bool = True,
     spatial_clamp: tuple[float, float] = (0.05, 1.0),
 ) -> torch.Tensor:
@@ -143,14 +147,15 @@ def pair_costs(
     ----------
     birth1, death1 : float tensor, shape S1
         Values of the first points (the prediction's; may carry gradients).
-    pixel1 : int64 tensor, shape S1 + (2,)
-        (row, col) of their birth (creator) pixels.
+    pixel1 : int64 tensor, shape S1 + (2,) or S1 + (3,)
+        (row, col) of their birth (creator) pixels; (z, row, col) of their birth voxels
+        for volumes.
     birth2, death2 : float tensor, shape S2
         Values of the second points (the target's), broadcastable with S1.
-    pixel2 : int64 tensor, shape S2 + (2,)
-    image_shape : (int, int)
-        (H, W), the size of the image without padding; row offsets are divided by H and
-        column offsets by W.
+    pixel2 : int64 tensor, shape S2 + (2,) or S2 + (3,)
+    image_shape : (int, int) or (int, int, int)
+        (H, W), the size of the image without padding, or (D, H, W) for volumes: the
+        offset along each axis is divided by the size of that axis.
     spatial : bool, default True
         Multiply by the clamped spatial distance; False gives the plain Euclidean distance
         of the diagram points (the Wasserstein topological loss).
@@ -167,9 +172,9 @@ def pair_costs(
     if not spatial:
         return persistence_distance
     dtype = persistence_distance.dtype
-    height, width = image_shape
     offset = (pixel1 - pixel2).to(dtype)
-    spatial_distance = torch.sqrt((offset[..., 0] / height) ** 2 + (offset[..., 1] / width) ** 2)
+    squared = sum((offset[..., axis] / size) ** 2 for axis, size in enumerate(image_shape))
+    spatial_distance = torch.sqrt(squared)
     low, high = spatial_clamp
     return spatial_distance.clamp(low, high) * persistence_distance
 
@@ -177,7 +182,7 @@ def pair_costs(
 def cost_matrices(
     pred: PaddedDiagrams,
     target: PaddedDiagrams,
-    image_shape: tuple[int, int],
+    image_shape: tuple[int, ...],
     spatial: bool = True,
     spatial_clamp: tuple[float, float] = (0.05, 1.0),
 ) -> torch.Tensor:

@@ -59,7 +59,7 @@ def sat_loss(
     softmax: bool = False,
     num_classes: Optional[int] = None,
     include_background: bool = True,
-    dims: Sequence[int] = (0, 1),
+    dims: Optional[Sequence[int]] = None,
     spatial: bool = True,
     pad: bool = True,
     construction: str = "T",
@@ -77,16 +77,20 @@ def sat_loss(
 
     Parameters
     ----------
-    pred : torch.Tensor, shape (B, C, H, W) or (B, H, W), float
+    pred : torch.Tensor, shape (B, C, H, W), (B, H, W) or (B, C, D, H, W), float
         Predicted probabilities in [0, 1], or logits with ``sigmoid=True`` or
-        ``softmax=True``. Any device; half precision (float16, bfloat16, e.g. from
-        ``torch.autocast``) is computed in float32.
+        ``softmax=True``. A 5-D tensor is a batch of volumes (3D: voxels, components,
+        tunnels and voids); 4-D and 3-D tensors are images. Any device; half precision
+        (float16, bfloat16, e.g. from ``torch.autocast``) is computed in float32.
     target : torch.Tensor or array_like
         Binary ground truth (0/1 or bool, 1 is foreground) of the shape of ``pred`` (one-hot
         for several classes), or with ``num_classes`` an integer label map (B, H, W) or
-        (B, 1, H, W). Converted to the dtype and device of ``pred``; never differentiated.
-    mask : torch.Tensor or array_like, shape (B, H, W), (B, 1, H, W) or (B, C, H, W), optional
-        Region of interest (e.g. a retina's field of view), bool or 0/1. Outside it every
+        (B, 1, H, W) ((B, D, H, W) or (B, 1, D, H, W) for volumes). Converted to the dtype
+        and device of ``pred``; never differentiated.
+    mask : torch.Tensor or array_like, optional
+        Shape (B, H, W), (B, 1, H, W) or (B, C, H, W); for volumes (B, D, H, W),
+        (B, 1, D, H, W) or (B, C, D, H, W). Region of interest (e.g. a retina's field of
+        view, a scanned region), bool or 0/1. Outside it every
         channel of the prediction and of the target is set to 0 (background) before the
         persistence, so nothing there creates a feature or gets a gradient: the loss is that
         of ``p * mask`` and ``t * mask``.
@@ -103,13 +107,17 @@ def sat_loss(
     include_background : bool, default True
         False drops channel 0 of prediction and target after the activation and the one-hot
         encoding (MONAI's convention); needs C >= 2.
-    dims : sequence of int, default (0, 1)
-        Homology dimensions: 0 (connected components), 1 (loops).
+    dims : sequence of int, optional
+        Homology dimensions: 0 (connected components), 1 (loops; tunnels in volumes), 2
+        (voids, volumes only). Default: all of them, (0, 1) for images and (0, 1, 2) for
+        volumes.
     spatial : bool, default True
         Weight the matching cost of two points by the clamped distance of their birth
-        pixels; False gives the Wasserstein topological loss (see :func:`topo_loss`).
+        pixels (voxels); False gives the Wasserstein topological loss (see
+        :func:`topo_loss`).
     pad : bool, default True
-        Add a one-pixel foreground frame around prediction and target first.
+        Add a one-pixel (one-voxel) foreground frame around prediction and target first (on
+        the four sides of an image, the six faces of a volume).
     construction : {"T", "V"}, default "T"
         Cubical construction of the persistence (see :func:`~satloss_gpu.cubical_persistence`).
     spatial_clamp : (float, float), default (0.05, 1.0)
@@ -179,11 +187,13 @@ def sat_loss(
     an extra point of mass ``m`` (resp. ``n``): matching ``(b1, d1)`` born at pixel
     ``(r1, c1)`` with ``(b2, d2)`` born at ``(r2, c2)`` costs
     ``clamp(||((r1-r2)/H, (c1-c2)/W)||, *spatial_clamp) * ||(b1-b2, d1-d2)||``; sending a
-    point to the diagonal costs ``|d - b| / sqrt(2)``. The essential class of dimension 0
-    dies at the last pixel of the filtration (the largest value of the padded image, ties
-    to the largest C-order index), and pairs of zero persistence are dropped (also that
-    class, when the image is constant). The loss of an image is the sum over dimensions,
-    averaged (or weighted) over channels.
+    point to the diagonal costs ``|d - b| / sqrt(2)``. In a volume the birth voxels
+    ``(z, r, c)`` give ``||((z1-z2)/D, (r1-r2)/H, (c1-c2)/W)||`` (D, H, W: the unpadded
+    size). The essential class of dimension 0 dies at the last pixel (voxel) of the
+    filtration (the largest value of the padded image, ties to the largest C-order index),
+    and pairs of zero persistence are dropped (also that class, when the image is
+    constant). The loss of an image is the sum over dimensions, averaged (or weighted)
+    over channels.
 
     The gradient is that of the loss with the matching held fixed: it flows only through
     the prediction's values at its critical pixels. At a prediction point equal to the
@@ -211,6 +221,16 @@ def sat_loss(
     >>> loss.backward()
     >>> round(loss.item(), 4), pred.grad.abs().sum().item() > 0
     (0.0483, True)
+
+    A 5-D input is a batch of volumes: here a hollow cube, with one component and one void
+    (dimension 2) on both sides.
+
+    >>> cube = torch.zeros(1, 1, 5, 5, 5)
+    >>> cube[..., 1:4, 1:4, 1:4] = 1.0
+    >>> cube[..., 2, 2, 2] = 0.0
+    >>> pred = 0.2 + 0.6 * cube
+    >>> round(sat_loss(pred, cube).item(), 4), round(sat_loss(pred, cube, dims=(2,)).item(), 4)
+    (0.0483, 0.0241)
     """
     options = LossOptions(dims=dims, spatial=spatial, pad=pad, construction=construction,
                           spatial_clamp=spatial_clamp, solver=solver, reduction=reduction,
@@ -233,9 +253,9 @@ def loss_with_options(
 ) -> torch.Tensor:
     """:func:`sat_loss` with its settings given as one validated :class:`LossOptions`.
 
-    Shape: ``pred`` (B, C, H, W) or (B, H, W), ``target`` of that shape or a label map,
-    ``mask`` (B, H, W), (B, 1, H, W) or (B, C, H, W); output scalar, or (B,) for
-    ``options.reduction == "none"``.
+    Shape: ``pred`` (B, C, H, W), (B, H, W) or (B, C, D, H, W), ``target`` of that shape or
+    a label map, ``mask`` (B, H, W), (B, 1, H, W) or (B, C, H, W) (for volumes the same with
+    (D, H, W)); output scalar, or (B,) for ``options.reduction == "none"``.
     """
     with _autocast_off(pred):
         if needs_preparation(options, mask):
@@ -261,7 +281,7 @@ def _loss_of_probabilities(pred: Any, target: Any, options: LossOptions,
     weights = check_channel_weights(channel_weights, state.channels, state.pred_padded)
     assignment = _solve(state, options)
     per_problem = _loss_from_assignment(state, assignment)
-    per_channel = per_problem.reshape(state.batch, state.channels, len(options.dims)).sum(-1)
+    per_channel = per_problem.reshape(state.batch, state.channels, len(state.dims)).sum(-1)
     per_image = (per_channel if weights is None else per_channel * weights).mean(-1)
     if options.reduction == "mean":
         return per_image.mean()
@@ -277,7 +297,8 @@ def topo_loss(pred: torch.Tensor, target: Any, **kwargs: Any) -> torch.Tensor:
     factor. Takes every keyword of :func:`sat_loss` except ``spatial`` and
     ``spatial_clamp``.
 
-    Shape: ``pred`` and ``target`` (B, C, H, W) or (B, H, W); output scalar or (B,).
+    Shape: ``pred`` and ``target`` (B, C, H, W), (B, H, W) or (B, C, D, H, W); output
+    scalar or (B,).
     """
     check_keywords("topo_loss", kwargs, _TOPO_LOSS_KEYWORDS)
     return sat_loss(pred, target, spatial=False, **kwargs)
@@ -292,8 +313,9 @@ _TOPO_LOSS_KEYWORDS = tuple(name for name in inspect.signature(sat_loss).paramet
 class DiagramMatching:
     """The optimal matching of one image, channel and homology dimension, on the host.
 
-    Pixel coordinates are (row, col) in the unpadded image: with ``pad=True`` a critical
-    pixel on the frame has row or column -1, H or W.
+    Pixel coordinates are (row, col) in the unpadded image, (z, row, col) in the unpadded
+    volume: with ``pad=True`` a critical pixel on the frame has a coordinate -1 or the size
+    of its axis.
 
     Attributes
     ----------
@@ -302,9 +324,9 @@ class DiagramMatching:
     pred_birth, pred_death : (n,) float64 ndarray
         The prediction's diagram (of ``x = 1 - p``, sublevel).
     pred_birth_pixel, pred_death_pixel : (n, 2) int64 ndarray
-        Its critical pixels.
+        Its critical pixels ((n, 3) critical voxels for volumes).
     target_birth, target_death : (m,) float64 ndarray
-    target_birth_pixel, target_death_pixel : (m, 2) int64 ndarray
+    target_birth_pixel, target_death_pixel : (m, 2) or (m, 3) int64 ndarray
         The target's diagram (of ``y = 1 - t``) and critical pixels.
     matches : (k, 2) int64 ndarray
         Pairs (prediction index, target index) matched with each other.
@@ -378,7 +400,7 @@ class _PairTable:
     dim: torch.Tensor          # (K,) int64
     birth: torch.Tensor        # (K,) float, differentiable for the prediction
     death: torch.Tensor
-    birth_index: torch.Tensor  # (K,) int64 flat index in the (padded) image
+    birth_index: torch.Tensor  # (K,) int64 flat index in the (padded) image or volume
     death_index: torch.Tensor
 
     def select(self, mask: torch.Tensor, image_offset: int = 0) -> "_PairTable":
@@ -397,35 +419,53 @@ def _concat(tables: Sequence[_PairTable]) -> _PairTable:
 
 def _diagram_table(images: torch.Tensor, dims: tuple[int, ...], construction: str,
                    backend: str, order: Optional[torch.Tensor] = None) -> _PairTable:
-    """Pairs of the sublevel filtrations of (P, H, W) ``images``, one persistence call.
+    """Pairs of the sublevel filtrations of (P, H, W) ``images`` or (P, D, H, W) volumes,
+    one persistence call.
 
     The birth and death values are gathered from ``images`` in one differentiable ``take``
-    (the only place gradients enter). The essential class dies at the last pixel of the
-    order (returned by the persistence backend); zero-persistence pairs are dropped.
-    ``order`` (P, H, W), optional, is a refinement of the order of ``images`` (equal where
-    ``images`` differ, finer among its ties) whose persistence is computed instead: the
-    same diagram values, with the critical pixels chosen by ``order``.
+    (the only place gradients enter). The essential class dies at the last pixel (voxel) of
+    the order (returned by the persistence backend); zero-persistence pairs are dropped.
+    ``order`` (shape of ``images``), optional, is a refinement of the order of ``images``
+    (equal where ``images`` differ, finer among its ties) whose persistence is computed
+    instead: the same diagram values, with the critical pixels chosen by ``order``.
     """
-    n_images, height, width = (int(s) for s in images.shape)
+    n_images, *shape = (int(s) for s in images.shape)
     detached = (images if order is None else order).detach()
     on_host = detached.device.type == "cpu"
     diagrams = cubical_persistence(detached.numpy() if on_host else detached,
-                                   construction=construction, dims=dims, backend=backend)
+                                   spatial_dims=len(shape), construction=construction,
+                                   dims=dims, backend=backend)
     device = images.device
     image, dim, birth_pixel, death_pixel = (torch.as_tensor(a, device=device) for a in (
         diagrams.image, diagrams.dim, diagrams.birth_pixel, diagrams.death_pixel))
-    flat = images.reshape(n_images, height * width)
-    last_pixel = torch.as_tensor(diagrams.last_pixel, device=device)
-    last = last_pixel[:, 0] * width + last_pixel[:, 1]
-    birth_index = birth_pixel[:, 0] * width + birth_pixel[:, 1]
-    death_index = torch.where(death_pixel[:, 0] < 0, last[image],
-                              death_pixel[:, 0] * width + death_pixel[:, 1])
-    offset = image * (height * width)
-    values = flat.reshape(-1).take(torch.stack([birth_index + offset, death_index + offset]))
+    last = _ravel(torch.as_tensor(diagrams.last_pixel, device=device), shape)
+    birth_index = _ravel(birth_pixel, shape)
+    death_index = torch.where(death_pixel[:, 0] < 0, last[image], _ravel(death_pixel, shape))
+    offset = image * math.prod(shape)
+    values = images.reshape(-1).take(torch.stack([birth_index + offset, death_index + offset]))
     keep = values[0].detach() != values[1].detach()
     values = values[:, keep]
     return _PairTable(image[keep], dim[keep], values[0], values[1], birth_index[keep],
                       death_index[keep])
+
+
+def _ravel(pixels: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """(K,) C-order flat indices of (K, ndim) int64 coordinates in an image of ``shape``
+    (coordinates -1, the essential class's death, give negative indices)."""
+    flat = pixels[:, 0].clone()
+    for axis in range(1, len(shape)):
+        flat = flat * shape[axis] + pixels[:, axis]
+    return flat
+
+
+def _unravel(index: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """(..., ndim) int64 coordinates of the C-order flat indices ``index`` in ``shape``."""
+    coordinates = []
+    for size in reversed(shape[1:]):
+        coordinates.append(index % size)
+        index = index // size
+    coordinates.append(index)
+    return torch.stack(coordinates[::-1], dim=-1)
 
 
 def _target_table(images: torch.Tensor, channels: int, dims: tuple[int, ...], construction: str,
@@ -456,21 +496,22 @@ class _ProblemBatch:
     channels: int
     dims: tuple[int, ...]
     pad: bool
-    image_shape: tuple[int, int]     # unpadded (H, W)
-    padded_width: int                # width of the images the pixel indices refer to
+    image_shape: tuple[int, ...]     # unpadded (H, W), or (D, H, W) for volumes
+    padded_shape: tuple[int, ...]    # shape of the images the pixel indices refer to
     spatial: bool
     spatial_clamp: tuple[float, float]
     pred_table: _PairTable           # the prediction's pairs, values differentiable
     problem: torch.Tensor            # (K,) problem of each prediction pair
     pred: PaddedDiagrams             # detached padded points of both sides
     target: PaddedDiagrams
-    pred_padded: torch.Tensor        # the (B*C, H', W') prediction image x (differentiable)
+    pred_padded: torch.Tensor        # the (B*C, H', W') or (B*C, D', H', W') prediction x
 
 
 def _pad_invert(images: torch.Tensor, pad: bool) -> torch.Tensor:
-    """``1 - images`` with an optional frame of 1 added around ``images`` first."""
+    """``1 - images`` with an optional frame of 1 added first around the spatial axes of
+    (B, C, H, W) images or (B, C, D, H, W) volumes (four sides, or six faces)."""
     if pad:
-        images = F.pad(images, (1, 1, 1, 1), mode="constant", value=1.0)
+        images = F.pad(images, (1, 1) * (images.ndim - 2), mode="constant", value=1.0)
     return 1.0 - images
 
 
@@ -485,21 +526,18 @@ def _by_prediction(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def _problem_of(table: _PairTable, dims: tuple[int, ...]) -> torch.Tensor:
     """(K,) problem ``image * len(dims) + position of the dimension`` of every pair."""
-    position = torch.zeros(2, dtype=torch.int64, device=table.image.device)
+    position = torch.zeros(3, dtype=torch.int64, device=table.image.device)
     position[list(dims)] = torch.arange(len(dims), device=table.image.device)
     return table.image * len(dims) + position[table.dim]
 
 
-def _pack(table: _PairTable, n_channels_images: int, dims: tuple[int, ...], width: int
-          ) -> PaddedDiagrams:
-    """Pack a pair table, detached, into padded problems (for the solvers and inspection)."""
-
-    def pixels(index: torch.Tensor) -> torch.Tensor:
-        return torch.stack([index // width, index % width], dim=1)
-
+def _pack(table: _PairTable, n_channels_images: int, dims: tuple[int, ...],
+          shape: tuple[int, ...]) -> PaddedDiagrams:
+    """Pack a pair table, detached, into padded problems (for the solvers and inspection);
+    pixels as coordinates in images (volumes) of ``shape``."""
     return pack_pairs(_problem_of(table, dims), n_channels_images * len(dims),
-                      table.birth.detach(), table.death.detach(), pixels(table.birth_index),
-                      pixels(table.death_index))
+                      table.birth.detach(), table.death.detach(),
+                      _unravel(table.birth_index, shape), _unravel(table.death_index, shape))
 
 
 def _sample_ids(keys: Any, batch: int) -> Optional[list]:
@@ -555,29 +593,29 @@ def _sample_id(key: Any) -> Hashable:
 
 def _build(pred: Any, target: Any, options: LossOptions, keys: Any, cache: Any) -> _ProblemBatch:
     """Validate the inputs and compute both sides' diagrams (no cost matrix)."""
-    dims, pad, construction, backend = (options.dims, options.pad, options.construction,
-                                        options.backend)
-    pred4, target4 = check_pred_target(pred, target)
-    batch, channels, height, width = (int(s) for s in pred4.shape)
+    pad, construction, backend = options.pad, options.construction, options.backend
+    pred, target = check_pred_target(pred, target)
+    batch, channels, *shape = (int(s) for s in pred.shape)
+    dims = options.dims_for(len(shape))
     keys = _sample_ids(keys, batch)
     cache = as_target_cache(cache)
-    check_memory_for_images(pred4)
-    x = _pad_invert(pred4, pad).reshape(batch * channels, height + 2 * pad, width + 2 * pad)
-    y = _pad_invert(target4, pad).reshape(x.shape)
+    check_memory_for_images(pred)
+    padded_shape = tuple(size + 2 * pad for size in shape)
+    x = _pad_invert(pred, pad).reshape(batch * channels, *padded_shape)
+    y = _pad_invert(target, pad).reshape(x.shape)
     if options.target_tiebreak == "prediction":
         target_table = _diagram_table(y, dims, construction, backend, _by_prediction(y, x))
     else:
-        settings = (construction, pad, dims, (height, width), str(x.dtype), str(x.device))
+        settings = (construction, pad, dims, tuple(shape), str(x.dtype), str(x.device))
         target_table = _target_table(y, channels, dims, construction, backend, keys, cache,
                                      settings)
     pred_table = _diagram_table(x, dims, construction, backend)
-    padded_width = width + 2 * pad
     return _ProblemBatch(
-        batch=batch, channels=channels, dims=dims, pad=pad, image_shape=(height, width),
-        padded_width=padded_width, spatial=options.spatial, spatial_clamp=options.spatial_clamp,
+        batch=batch, channels=channels, dims=dims, pad=pad, image_shape=tuple(shape),
+        padded_shape=padded_shape, spatial=options.spatial, spatial_clamp=options.spatial_clamp,
         pred_table=pred_table, problem=_problem_of(pred_table, dims),
-        pred=_pack(pred_table, batch * channels, dims, padded_width),
-        target=_pack(target_table, batch * channels, dims, padded_width), pred_padded=x,
+        pred=_pack(pred_table, batch * channels, dims, padded_shape),
+        target=_pack(target_table, batch * channels, dims, padded_shape), pred_padded=x,
     )
 
 
@@ -616,7 +654,8 @@ def _solve(state: _ProblemBatch, options: LossOptions) -> torch.Tensor:
     from ..matching._reduced import reduced_match_torch
 
     def pair_cost(index: torch.Tensor) -> torch.Tensor:
-        pixel = torch.gather(pred.birth_pixel, 1, index[:, :, None].expand(-1, -1, 2))
+        axes = pred.birth_pixel.shape[2]
+        pixel = torch.gather(pred.birth_pixel, 1, index[:, :, None].expand(-1, -1, axes))
         dtype = torch.float64
         return pair_costs(pred.birth.to(dtype).gather(1, index)[:, :, None],
                           pred.death.to(dtype).gather(1, index)[:, :, None],
@@ -656,9 +695,7 @@ def _loss_from_assignment(state: _ProblemBatch, pred_of_target: torch.Tensor) ->
     n_problems = pred_of_target.shape[0]
     loss = free.new_zeros(n_problems).index_add(0, state.problem, free)
     if n_pairs:
-        index = table.birth_index[pair]
-        width = state.padded_width
-        pixel = torch.stack([index // width, index % width], dim=-1)
+        pixel = _unravel(table.birth_index[pair], state.padded_shape)
         cost = _matched_costs(state, table.birth[pair], table.death[pair], pixel)
     else:
         cost = free.new_zeros(pred_of_target.shape)
@@ -680,7 +717,8 @@ def _matchings_to_host(state: _ProblemBatch, assignment: torch.Tensor,
     pred_of_target = assignment
     slot = torch.where(pred_of_target >= 0, pred_of_target, torch.zeros_like(pred_of_target))
     pred = state.pred
-    pixel = torch.gather(pred.birth_pixel, 1, slot[:, :, None].expand(-1, -1, 2))
+    axes = pred.birth_pixel.shape[2]
+    pixel = torch.gather(pred.birth_pixel, 1, slot[:, :, None].expand(-1, -1, axes))
     matched_cost = _matched_costs(state, pred.birth.gather(1, slot),
                                   pred.death.gather(1, slot), pixel).detach().cpu().numpy()
     assignment = pred_to_target(pred_of_target, pred.width).cpu().numpy()

@@ -47,12 +47,12 @@ class SATLoss(nn.Module):
     include_background : bool, default True
         False drops channel 0 of prediction and target (MONAI's convention).
 
-    dims : sequence of int, default (0, 1)
-        Homology dimensions.
+    dims : sequence of int, optional
+        Homology dimensions; default all of them: (0, 1) for images, (0, 1, 2) for volumes.
     spatial : bool, default True
         Spatially weighted matching cost (False: the Wasserstein topological loss).
     pad : bool, default True
-        One-pixel foreground frame around prediction and target.
+        One-pixel (one-voxel) foreground frame around prediction and target.
     construction : {"T", "V"}, default "T"
     spatial_clamp : (float, float), default (0.05, 1.0)
     solver : {"auto", "emd", "cpu", "cuda", "sinkhorn"}, default "auto"
@@ -69,11 +69,12 @@ class SATLoss(nn.Module):
 
     Shape
     -----
-    - pred: (B, C, H, W) or (B, H, W), probabilities in [0, 1], or logits with ``sigmoid`` or
-      ``softmax``.
+    - pred: (B, C, H, W) or (B, H, W) images, or (B, C, D, H, W) volumes; probabilities in
+      [0, 1], or logits with ``sigmoid`` or ``softmax``.
     - target: same shape, binary (one-hot); or with ``num_classes`` (B, H, W) or (B, 1, H, W)
-      class indices.
-    - mask (optional): (B, H, W), (B, 1, H, W) or (B, C, H, W), bool or 0/1.
+      class indices ((B, D, H, W) or (B, 1, D, H, W) for volumes).
+    - mask (optional): (B, H, W), (B, 1, H, W) or (B, C, H, W), bool or 0/1 ((D, H, W) for
+      (H, W) for volumes).
     - output: scalar, or (B,) with ``reduction="none"``.
 
     Examples

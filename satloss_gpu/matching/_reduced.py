@@ -263,7 +263,7 @@ def _emd_on_lists(problems, lists, diag_pred, diag_target, n, m, total, pred_of_
 def reduced_match_points(
     pred_birth: np.ndarray, pred_death: np.ndarray, pred_pixel: np.ndarray,
     target_birth: np.ndarray, target_death: np.ndarray, target_pixel: np.ndarray,
-    n: np.ndarray, m: np.ndarray, image_shape: tuple[int, int], spatial: bool = True,
+    n: np.ndarray, m: np.ndarray, image_shape: tuple[int, ...], spatial: bool = True,
     spatial_clamp: tuple[float, float] = (0.05, 1.0),
 ) -> ReducedResult:
     """Exact SATLoss matchings of a padded batch, costs computed only inside compiled code.
@@ -272,14 +272,15 @@ def reduced_match_points(
     ----------
     pred_birth, pred_death : numpy.ndarray, float32 or float64, shape (Q, N)
         Prediction points (padding past ``n[q]`` ignored).
-    pred_pixel : numpy.ndarray, int64, shape (Q, N, 2)
-        (row, col) of their birth pixels.
+    pred_pixel : numpy.ndarray, int64, shape (Q, N, 2) or (Q, N, 3)
+        (row, col) of their birth pixels; (z, row, col) of their birth voxels for volumes.
     target_birth, target_death : numpy.ndarray, float, shape (Q, M)
-    target_pixel : numpy.ndarray, int64, shape (Q, M, 2)
+    target_pixel : numpy.ndarray, int64, shape (Q, M, 2) or (Q, M, 3)
     n, m : numpy.ndarray, int64, shape (Q,)
         True numbers of points.
-    image_shape : (int, int)
-        (H, W) the pixel offsets are divided by.
+    image_shape : (int, int) or (int, int, int)
+        (H, W) the pixel offsets are divided by; (D, H, W) for volumes (one entry per
+        column of the pixel arrays).
     spatial : bool
         Multiply by the clamped spatial distance (False: plain distance of the points).
     spatial_clamp : (float, float)
@@ -294,7 +295,8 @@ def reduced_match_points(
 
     n = np.ascontiguousarray(n, dtype=np.int64)
     m = np.ascontiguousarray(m, dtype=np.int64)
-    height, width = (float(s) for s in image_shape)
+    sizes = (1,) * (3 - len(image_shape)) + tuple(image_shape)  # images: depth 1
+    depth, height, width = (float(s) for s in sizes)
     low, high = (float(s) for s in spatial_clamp)
     sqrt2 = math.sqrt(2.0)
     diag_pred = np.abs(pred_death.astype(np.float64) - pred_birth) / sqrt2
@@ -304,15 +306,15 @@ def reduced_match_points(
 
     def price(blocks, u, v, tol, *new_and_range):
         price_points(pred_birth, pred_death, pred_pixel, target_birth, target_death,
-                     target_pixel, n, m, blocks, height, width, bool(spatial), low, high, visit,
-                     lower, u, v, tol, *new_and_range)
+                     target_pixel, n, m, blocks, depth, height, width, bool(spatial), low, high,
+                     visit, lower, u, v, tol, *new_and_range)
 
     def with_partners(lists):
         # called only for short first lists (more than FULL_LISTS_UP_TO target points)
         partner = _same_pixel_partner(pred_pixel, target_pixel, n, m, image_shape)
         lists = _room(lists, (partner >= 0).astype(np.int64))
         add_partners(pred_birth, pred_death, pred_pixel, target_birth, target_death,
-                     target_pixel, m, height, width, bool(spatial), low, high, partner,
+                     target_pixel, m, depth, height, width, bool(spatial), low, high, partner,
                      diag_pred, diag_target, *lists)
         return lists
 
@@ -320,30 +322,34 @@ def reduced_match_points(
 
 
 def _same_pixel_partner(pred_pixel: np.ndarray, target_pixel: np.ndarray, n: np.ndarray,
-                        m: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
+                        m: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
     """The prediction point born at each target point's birth pixel, int64 (Q, M), or -1.
 
-    One pass per problem over an (H * W) map of the prediction birth pixels (pixels outside
-    the image are ignored; of two points born at one pixel the later one is kept). For
-    components that the prediction reproduces (a dot, a cell), this is the natural partner.
+    One pass per problem over a map of the prediction birth pixels (voxels) of the image
+    (pixels outside the image are ignored; of two points born at one pixel the later one is
+    kept). For components that the prediction reproduces (a dot, a cell), this is the
+    natural partner.
     """
-    height, width = (int(s) for s in image_shape)
+    shape = tuple(int(s) for s in image_shape)
     partner = np.full(target_pixel.shape[:2], -1, dtype=np.int64)
-    where = np.full(height * width, -1, dtype=np.int64)
+    where = np.full(math.prod(shape), -1, dtype=np.int64)
     for q in range(len(n)):
-        points, flat = _flat_pixels(pred_pixel[q, :n[q]], height, width)
+        points, flat = _flat_pixels(pred_pixel[q, :n[q]], shape)
         where[flat] = points
-        targets, target_flat = _flat_pixels(target_pixel[q, :m[q]], height, width)
+        targets, target_flat = _flat_pixels(target_pixel[q, :m[q]], shape)
         partner[q, targets] = where[target_flat]
         where[flat] = -1
     return partner
 
 
-def _flat_pixels(pixel: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(positions, flat indices) of the (row, col) pixels (P, 2) inside an H x W image."""
-    rows, cols = pixel[:, 0], pixel[:, 1]
-    inside = np.nonzero((rows >= 0) & (rows < height) & (cols >= 0) & (cols < width))[0]
-    return inside, rows[inside] * width + cols[inside]
+def _flat_pixels(pixel: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, C-order flat indices) of the pixels (P, ndim) that lie inside ``shape``."""
+    inside = np.all((pixel >= 0) & (pixel < np.asarray(shape)), axis=1)
+    positions = np.nonzero(inside)[0]
+    flat = np.zeros(len(positions), dtype=np.int64)
+    for axis, size in enumerate(shape):
+        flat = flat * size + pixel[positions, axis]
+    return positions, flat
 
 
 def _visit_order(pred_birth, pred_death, diag_pred, target_birth, target_death, n, m,

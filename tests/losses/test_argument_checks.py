@@ -28,11 +28,11 @@ def _batch(shape=(2, 1, 10, 10), seed=0):
     ({"spatial_clamp": (0.1, 0.5, 1.0)}, TypeError, "`spatial_clamp` must be a pair"),
     ({"spatial_clamp": 0.5}, TypeError, "`spatial_clamp` must be a pair of numbers"),
     # dims: ints only
-    ({"dims": (0.7,)}, TypeError, r"`dims` must hold ints from \(0, 1\); got float 0.7"),
+    ({"dims": (0.7,)}, TypeError, r"`dims` must hold ints from \(0, 1, 2\); got float 0.7"),
     ({"dims": (True,)}, TypeError, "`dims` must hold ints .*got bool True"),
     ({"dims": "01"}, TypeError, "`dims` must be a sequence of ints .*got str '01'"),
     ({"dims": 1}, TypeError, "`dims` must be a sequence of ints"),
-    ({"dims": (0, 2)}, ValueError, r"`dims` must be a non-empty subset of \(0, 1\)"),
+    ({"dims": (0, 3)}, ValueError, r"`dims` must be a non-empty subset of \(0, 1, 2\)"),
 ])
 def test_bad_settings_are_refused_not_coerced(settings, error, message):
     with pytest.raises(error, match=message):

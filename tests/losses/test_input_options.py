@@ -245,7 +245,7 @@ def test_autocast_inputs_are_computed_in_float32(dtype):
     (dict(reduction="bar"), ValueError, "`reduction` must be one of"),
     (dict(solver="fast"), ValueError, "`solver` must be one of"),
     (dict(backend="tpu"), ValueError, "`backend` must be one of"),
-    (dict(dims=(2,)), ValueError, "`dims` must be a non-empty subset"),
+    (dict(dims=(3,)), ValueError, "`dims` must be a non-empty subset"),
     (dict(spatial_clamp=(1.0, 0.5)), ValueError, "`spatial_clamp` must satisfy"),
     (dict(pad="yes"), TypeError, "`pad` must be a bool"),
     (dict(sigmoid=True, softmax=True), ValueError, "`sigmoid` and `softmax` are exclusive"),
