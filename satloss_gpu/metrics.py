@@ -58,7 +58,8 @@ from typing import Any, Dict, Iterable, Sequence
 import numpy as np
 
 __all__ = [
-    "METRIC_NAMES", "METRIC_NAMES_3D", "metric_names", "binarize", "accuracy", "precision", "recall", "f1_score", "dice",
+    "METRIC_NAMES", "METRIC_NAMES_3D", "metric_names", "binarize", "accuracy", "precision",
+    "recall", "f1_score", "dice",
     "cldice", "betti_numbers", "betti_errors", "signed_betti_differences",
     "betti_matching_error", "adapted_rand_error", "variation_of_information",
     "segmentation_metrics", "summarize",
@@ -119,7 +120,8 @@ def binarize(mask: Any, threshold: float = 0.5, name: str = "pred",
     TypeError
         A dtype other than bool, integer or float; a threshold that is not a number.
     ValueError
-        A shape other than (H, W) (or (D, H, W)), an empty mask, NaN or inf, integers other than 0 and 1,
+        A shape other than (H, W) (or (D, H, W)), an empty mask, NaN or inf, integers other
+        than 0 and 1,
         floats outside [0, 1] (or, with ``binary``, other than 0 and 1), a threshold
         outside [0, 1].
     """
@@ -553,13 +555,15 @@ def betti_matching_error(pred: Any, target: Any, threshold: float = 0.5,
     6-connected background components not touching a face) as the 2D holes, and H1
     (tunnels): the inclusions send the tunnels of each mask to subspaces ``im_P`` and
     ``im_T`` of H1(C); a pair is matched when both are sent to the same class, and the
-    number of matched pairs is ``matched1 = dim(im_P n im_T)``, the most any breaking of the
-    ties can give (every tunnel is born at 0). It is computed exactly as
-    ``rank_P + rank_T - dim(im_P + im_T)``: the ranks of H1(P) -> H1(C) and H1(T) -> H1(C) are
-    persistent Betti numbers (:func:`satloss_gpu.cubical_persistence` of a filtration 0 on
-    the mask, 1 on the rest of C, with the gudhi backend when gudhi is installed), and by the Mayer-Vietoris sequence of C = P u T,
-    ``dim(im_P + im_T) = beta1(C) - rank(H1(C) -> H0(P n T))``, the last rank counted on the
-    components of P n T. ``error1 = beta1(pred) + beta1(target) - 2 * matched1``.
+    number of matched pairs is ``matched1 = dim(im_P n im_T)``, the number of independent
+    tunnels of C that both masks carry (every tunnel is born at 0, so no order of ties is
+    involved). It is computed exactly as ``rank_P + rank_T - dim(im_P + im_T)``: the ranks of
+    H1(P) -> H1(C) and H1(T) -> H1(C) are persistent Betti numbers
+    (:func:`satloss_gpu.cubical_persistence` of a filtration 0 on the mask, 1 on the rest of
+    C, with the gudhi backend when gudhi is installed), and by the Mayer-Vietoris sequence of
+    C = P u T, ``dim(im_P + im_T) = beta1(C) - rank(H1(C) -> H0(P n T))``, the last rank
+    counted on the components of P n T. ``error1 = beta1(pred) + beta1(target) - 2 *
+    matched1``. For H0 the same count gives the 2D rule; H2 follows the 2D holes.
 
     Parameters
     ----------

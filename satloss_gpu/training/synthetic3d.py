@@ -70,7 +70,8 @@ def _inside(points: np.ndarray, size: Tuple[int, int, int], margin: float = 0.0)
     return np.all((points >= margin) & (points <= upper), axis=1)
 
 
-def _face_start(rng: np.random.Generator, size: Tuple[int, int, int]) -> Tuple[np.ndarray, np.ndarray]:
+def _face_start(rng: np.random.Generator,
+                size: Tuple[int, int, int]) -> Tuple[np.ndarray, np.ndarray]:
     """A point on a random face of the volume and the inward normal there."""
     axis = int(rng.integers(3))
     high = bool(rng.integers(2))
@@ -108,7 +109,8 @@ def _connector(rng: np.random.Generator, a: np.ndarray, b: np.ndarray,
     """A gently bent centreline from ``a`` to ``b`` (a branch touching another one)."""
     n = max(2, int(np.ceil(np.linalg.norm(b - a))) + 1)
     t = np.linspace(0.0, 1.0, n)[:, None]
-    bend = _unit(np.cross(b - a, rng.normal(size=3))) * rng.uniform(0.1, 0.3) * np.linalg.norm(b - a)
+    span = float(np.linalg.norm(b - a))
+    bend = _unit(np.cross(b - a, rng.normal(size=3))) * rng.uniform(0.1, 0.3) * span
     points = a + t * (b - a) + np.sin(np.pi * t) * bend
     return points, np.full(n, radius)
 
@@ -211,12 +213,14 @@ def fill_cavities(label: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- rendering
-def _smooth_field3d(rng: np.random.Generator, size: Tuple[int, int, int], sigma: float) -> np.ndarray:
+def _smooth_field3d(rng: np.random.Generator, size: Tuple[int, int, int],
+                    sigma: float) -> np.ndarray:
     """A smooth random field in [0, 1], drawn coarse and zoomed (fast for large sigma)."""
     factor = max(1, int(sigma // 2))
     coarse = tuple(max(2, -(-n // factor)) for n in size)
     field = ndi.gaussian_filter(rng.normal(size=coarse), sigma / factor, mode="wrap")
-    field = ndi.zoom(field, [n / c for n, c in zip(size, coarse)], order=1)[:size[0], :size[1], :size[2]]
+    field = ndi.zoom(field, [n / c for n, c in zip(size, coarse)], order=1)
+    field = field[:size[0], :size[1], :size[2]]
     field -= field.min()
     return field / max(float(field.max()), 1e-12)
 
@@ -307,7 +311,9 @@ def generate_volume(kind: str = "vessels", size: Sequence[int] = (64, 64, 64),
 
 # --------------------------------------------------------------------------- datasets on disk
 def _present_files(base: Path) -> set:
-    return {p.relative_to(base) for p in base.rglob("*") if not p.is_dir()} if base.is_dir() else set()
+    if not base.is_dir():
+        return set()
+    return {p.relative_to(base) for p in base.rglob("*") if not p.is_dir()}
 
 
 def _clear_volume_target(base: Path, overwrite: bool) -> None:
@@ -388,7 +394,8 @@ def make_volume_dataset(root: str | Path = "data", name: str = "vessels3d", n_tr
             output_dir(base / split / kind, "the dataset folder")
     info = {"kind": "vessels", "spatial_dims": 3, "size": list(size), "seed": seed,
             **{f"n_{k}": v for k, v in counts.items()},
-            "images": "float32 (D, H, W) in [0, 1]", "labels": "uint8 (D, H, W); 0 background, 1 foreground",
+            "images": "float32 (D, H, W) in [0, 1]",
+            "labels": "uint8 (D, H, W); 0 background, 1 foreground",
             "files": files}
     (base / DATASET_RECORD).write_text(json.dumps(info, indent=2))
     for split, i in plan:
@@ -498,7 +505,8 @@ def _label_volume(array: np.ndarray, path: Path) -> np.ndarray:
         kind = "a 2D label" if array.ndim == 2 else "a label"
         raise _data_error(f"{path} holds {kind} of shape {array.shape}; labels must be (D, H, W)")
     if array.dtype.kind not in "biuf":
-        raise _data_error(f"{path} must hold a bool, integer or float label; got dtype {array.dtype}")
+        raise _data_error(f"{path} must hold a bool, integer or float label; got dtype "
+                          f"{array.dtype}")
     values = np.unique(array)
     if array.dtype.kind == "f" and not np.isfinite(values).all():
         raise _data_error(f"{path} holds NaN or infinite values")
@@ -542,7 +550,8 @@ def load_volume_folder(path: str | Path, same_shape: bool = False) -> VolumeFold
     folder = Path(path)
     if not folder.is_dir():
         raise _data_error(f"volume folder {folder} does not exist")
-    images, labels = _volume_files(folder / "images", "images"), _volume_files(folder / "labels", "labels")
+    images = _volume_files(folder / "images", "images")
+    labels = _volume_files(folder / "labels", "labels")
     if not images:
         raise _data_error(f"no .npy or .npz volumes in {folder / 'images'}")
     unpaired = sorted(set(images) ^ set(labels))
@@ -611,7 +620,8 @@ def max_intensity_projection(image: Any, label: Any = None, pred: Any = None,
             rows.append((name, array))
     fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
     for r, (name, array) in enumerate(rows):
-        for axis, view in enumerate(("along z (H x W)", "along rows (D x W)", "along columns (D x H)")):
+        views = ("along z (H x W)", "along rows (D x W)", "along columns (D x H)")
+        for axis, view in enumerate(views):
             ax = axes[r, axis]
             ax.imshow(array.max(axis=axis), cmap="gray", vmin=0.0,
                       vmax=1.0 if name != "image" else None)
