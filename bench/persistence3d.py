@@ -542,6 +542,21 @@ def machine() -> dict:
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
+def source_state() -> dict:
+    """The repository's commit and whether the package's sources differ from it (or why not
+    known): the numbers belong to that code."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(HERE.parent), *args], capture_output=True,
+                              text=True, timeout=30, check=True).stdout
+
+    try:
+        changed = git("status", "--porcelain", "--", "kernels", "satloss_gpu").splitlines()
+        return {"commit": git("rev-parse", "HEAD").strip(),
+                "changed_sources": [line[3:] for line in changed if line.endswith(".py")]}
+    except (OSError, subprocess.SubprocessError) as error:
+        return {"commit": f"unknown ({type(error).__name__})"}
+
+
 def versions() -> dict:
     from importlib import metadata
 
@@ -601,6 +616,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
     numba.set_num_threads(1)
     load_before = os.getloadavg()
+    source = source_state()
     started = time.perf_counter()
     methods, failed = load_methods(args.methods)
     labels = {key: m.label for key, m in methods.items()}
@@ -628,7 +644,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     stages = stage_table({name: make_volume(*spec) for name, spec in volumes.items()},
                          args.repeats)
     return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(),
-            "versions": versions(), "numba_default_threads": int(numba.config.NUMBA_NUM_THREADS),
+            "versions": versions(), "source": source,
+            "numba_default_threads": int(numba.config.NUMBA_NUM_THREADS),
             "settings": {"sizes": args.sizes, "kinds": args.kinds, "repeats": args.repeats,
                          "slow_repeats": args.slow_repeats, "slow_from": SLOW_FROM,
                          "methods": args.methods, "threads": "one (OMP/MKL/OpenBLAS and Numba)"},
@@ -650,7 +667,8 @@ def main(argv: Optional[list] = None) -> int:
     print(f"\n3D cubical persistence H0 + H1 + H2, float32 volumes, one thread, methods "
           f"interleaved; median CPU time of {args.repeats} calls"
           + (f" ({args.slow_repeats} for gudhi from {SLOW_FROM}^3)" if slow else "") + ".")
-    print(f"load average before/after: {record['load_average_before_after']}")
+    print(f"load average before/after: {record['load_average_before_after']}; source "
+          f"{record['source']}")
     print_table(record["results"], labels)
     print_agreement(record["results"], labels)
     print_stages(record["stages"])
