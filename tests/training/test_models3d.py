@@ -63,7 +63,8 @@ def test_build_model_names():
 
 def test_model_logits_checks_volume_outputs():
     x = torch.rand(1, 1, 4, 4, 4)
-    with pytest.raises(ValueError, match=r"logits \(B, K, D, H, W\) of the input's size \(4, 4, 4\)"):
+    message = r"logits \(B, K, D, H, W\) of the input's size \(4, 4, 4\)"
+    with pytest.raises(ValueError, match=message):
         model_logits(nn.Conv3d(1, 1, 3), x)
     with pytest.raises(ValueError, match=r"logits \(B, K, D, H, W\)"):
         model_logits(lambda v: v[:, :, 0], x)

@@ -102,7 +102,8 @@ def _tree(base):
 
 
 def test_make_volume_dataset_layout_record_and_overwrite(tmp_path):
-    base = make_volume_dataset(tmp_path, "v", n_train=2, n_val=1, n_test=0, size=(16, 16, 12), seed=5)
+    base = make_volume_dataset(tmp_path, "v", n_train=2, n_val=1, n_test=0, size=(16, 16, 12),
+                               seed=5)
     assert _tree(base) == ["dataset.json", "train/images/0000.npy", "train/images/0001.npy",
                            "train/labels/0000.npy", "train/labels/0001.npy",
                            "val/images/0000.npy", "val/labels/0000.npy"]
@@ -114,7 +115,8 @@ def test_make_volume_dataset_layout_record_and_overwrite(tmp_path):
     np.testing.assert_array_equal(np.load(base / "train/labels/0001.npy"), label)
     with pytest.raises(ValueError, match="not empty"):
         make_volume_dataset(tmp_path, "v", n_train=1, size=(16, 16, 12))
-    make_volume_dataset(tmp_path, "v", n_train=1, n_val=0, n_test=0, size=(16, 16, 12), overwrite=True)
+    make_volume_dataset(tmp_path, "v", n_train=1, n_val=0, n_test=0, size=(16, 16, 12),
+                        overwrite=True)
     assert _tree(base) == ["dataset.json", "train/images/0000.npy", "train/labels/0000.npy"]
     assert not (base / "val").exists()
     (base / "train" / "notes.txt").write_text("mine")
