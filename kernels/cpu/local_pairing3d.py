@@ -48,7 +48,10 @@ import threading
 import time
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ..common.scalar import find_root, precedes
 from ..common.local_pairing3d import (
@@ -253,6 +256,19 @@ def _build_hash(owned_sets):
     return keys, values
 
 
+def _cell_words(rows: np.ndarray, vertex: bool) -> np.ndarray:
+    """Per owned set and local cell: sequence, partner and critical-edge rank in 13 bits."""
+    seq = rows[:, _SEQ : _SEQ + N_LOCAL].astype(np.int64)
+    partner = rows[:, _PARTNER : _PARTNER + N_LOCAL].astype(np.int64)
+    rank = rows[:, _CE_RANK : _CE_RANK + N_LOCAL].astype(np.int64)
+    if vertex:
+        rank = np.where(rank >= 0, rows[:, _N_CE : _N_CE + 1].astype(np.int64) - 1 - rank, rank)
+    words = np.zeros((rows.shape[0], 32), dtype=np.uint16)
+    words[:, :N_LOCAL] = (np.maximum(seq, 0) | (partner + 2) << 5
+                          | np.maximum(rank, 0) << 10)
+    return words
+
+
 _TABLE_LOCK = threading.Lock()
 _TABLE: list = []
 
@@ -269,6 +285,10 @@ def pattern_table():
         their gradient parents, the cube's partner (offsets ``_PARTNER`` .. in this module).
     hash_keys, hash_values : (65536,) int64, int32
         Open-addressing table from an owned set to its row.
+    words_t, words_v : (P, 32) uint16
+        What H1 reads of cell ``j`` in one cache line: ``sequence | (partner + 2) << 5 |
+        rank << 10``, the rank of a critical edge in generation order of the T- or
+        V-construction.
     """
     with _TABLE_LOCK:
         if not _TABLE:
@@ -277,7 +297,8 @@ def pattern_table():
             if (rows[:, _N_CE] > _MAX_CRITICAL).any() or (rows[:, _N_CF] > _MAX_CRITICAL).any():
                 raise RuntimeError("the voxel rule left more critical cells than expected")
             keys, values = _build_hash(owned)
-            _TABLE.extend([owned, rows, keys, values])
+            _TABLE.extend([owned, rows, keys, values, _cell_words(rows, False),
+                           _cell_words(rows, True)])
     return tuple(_TABLE)
 
 
@@ -647,6 +668,39 @@ def _later(hi_a, lo_a, hi_b, lo_b):
     return (hi_a > hi_b) | ((hi_a == hi_b) & (lo_a > lo_b))
 
 
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Hint the cache to load ``array[index]`` (LLVM ``prefetch``, read, high locality)."""
+    signature = types.void(array, index)
+
+    def codegen(context, builder, sig, args):
+        array_type = sig.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]],
+                                           wraparound=False)
+        byte_pointer = ir.IntType(8).as_pointer()
+        function_type = ir.FunctionType(ir.VoidType(), [byte_pointer] + [ir.IntType(32)] * 3)
+        function = cgutils.get_or_insert_function(builder.module, function_type,
+                                                  "llvm.prefetch.p0i8")
+        builder.call(function, [builder.bitcast(pointer, byte_pointer),
+                                ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 3),
+                                ir.Constant(ir.IntType(32), 1)])
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+#: Columns ahead whose neighbourhoods H1 asks the cache for (values, patterns, edge numbers;
+#: then the table rows and the per-edge flags).
+_AHEAD_FAR = 12
+_AHEAD_NEAR = 6
+
+
+@njit(inline="always", cache=True)
+def _clamp(v, n):
+    return min(max(v, 0), n - 1)
+
+
 @njit(cache=True, nogil=True)
 def _grown_rows(array, capacity):
     """A copy of the 2-row ``array`` with ``capacity`` columns."""
@@ -658,15 +712,16 @@ def _grown_rows(array, capacity):
 
 
 @njit(cache=True, nogil=True)
-def _h1_pass(flat, depth, height, width, columns, pattern, rows, owned_sets, edge_start,
-             negative, vertex, out_a, out_b):
+def _h1_pass(flat, depth, height, width, columns, pattern, words, edge_start, negative, vertex,
+             out_a, out_b):
     """The lazy Morse reduction of the kept faces (see the module docstring).
 
     ``columns`` are the kept faces (payloads ``6 * voxel + slot``) in increasing working
     order. Writes (edge voxel, face voxel) per column.
 
-    Heap entries are edges keyed by ``(order word of the owner voxel, 32 * owner + sequence)``
-    (the owner counted from the end for V). Edges that cannot matter are never pushed:
+    ``words`` is the pattern table's ``words_t`` or ``words_v``. Heap entries are edges keyed
+    by ``(order word of the owner voxel, 1024 * owner + 32 * sequence + local index)`` (the
+    owner counted from the end for V). Edges that cannot matter are never pushed:
     unowned ones (V), those paired with a corner and H0-negative critical ones. A column's
     remainder is stored as the heap holds it when the pivot is found, and expanded down to
     critical edges (on a second heap) the first time another column adds it; most are never
@@ -697,7 +752,31 @@ def _h1_pass(flat, depth, height, width, columns, pattern, rows, owned_sets, edg
     drained_lo = np.empty(64, dtype=np.uint64)
     cand_v = np.empty(4, dtype=np.int64)  # edges to push: voxel, local index there
     cand_j = np.empty(4, dtype=np.int64)
+    hw = height * width
+    word_cells = words.reshape(-1)
     for c in range(n_cols):
+        # Columns follow the filtration, which jumps around the volume: ask for the data of
+        # columns ahead (the reduction below is a chain of dependent loads).
+        if c + _AHEAD_FAR < n_cols:
+            ahead = np.int64(columns[c + _AHEAD_FAR]) // 6
+            for dz in range(-1, 2):
+                for dy in range(-1, 2):
+                    u = _clamp(ahead + dz * hw + dy * width, n)
+                    _prefetch(flat, u)
+                    _prefetch(pattern, u)
+                    _prefetch(edge_start, u)
+        if c + _AHEAD_NEAR < n_cols:
+            ahead = np.int64(columns[c + _AHEAD_NEAR]) // 6
+            for dz in range(-1, 2):
+                for dy in range(-1, 2):
+                    for dx in range(-1, 2):
+                        u = _clamp(ahead + dz * hw + dy * width + dx, n)
+                        _prefetch(word_cells, np.int64(pattern[u]) * 32)
+                    u = _clamp(ahead + dz * hw + dy * width, n)
+                    g = min(edge_start[u], negative.size - 1)
+                    if g >= 0:
+                        _prefetch(negative, g)
+                        _prefetch(pivot_of, g)
         packed = np.int64(columns[c])
         p = packed // 6
         face = _FACE_LOCAL[packed - 6 * p]
@@ -723,11 +802,12 @@ def _h1_pass(flat, depth, height, width, columns, pattern, rows, owned_sets, edg
             for k in range(n_cand):
                 v = cand_v[k]
                 j = cand_j[k]
-                z, y, x = _decode_voxel(v, height, width)
-                if (owned_sets[pattern[v]] >> j) & 1:
+                w = words[pattern[v], j]
+                if (w >> 5) & 31:  # owned by v
                     q = v
                     jq = j
                 else:
+                    z, y, x = _decode_voxel(v, height, width)
                     q = np.int64(-1)
                     jq = np.int64(-1)
                     for i in range(3):
@@ -752,20 +832,17 @@ def _h1_pass(flat, depth, height, width, columns, pattern, rows, owned_sets, edg
                             jq = _EDGE_REFRAMED[j, i]
                     if q < 0:
                         continue  # nobody owns it (V: the volume's surface)
-                pq = pattern[q]
-                partner = rows[pq, _PARTNER + jq]
+                    w = words[pattern[q], jq]
+                partner = np.int64((w >> 5) & 31) - 2
                 if partner == -1:
-                    rank = rows[pq, _CE_RANK + jq]
-                    if vertex:
-                        rank = rows[pq, _N_CE] - 1 - rank
-                    if negative[edge_start[q] + rank]:
+                    if negative[edge_start[q] + ((w >> 10) & 7)]:
                         continue  # compression
                 elif _DIMS[partner] == 0:
                     continue  # flows to a corner: nothing
                 hi = _ordered_key(bits[q])
                 if vertex:
                     hi = ~hi
-                lo = np.uint64((n - 1 - q if vertex else q) * 32 + rows[pq, _SEQ + jq])
+                lo = np.uint64((n - 1 - q if vertex else q) * 1024 + (w & 31) * 32 + jq)
                 i = size
                 while i > 0:
                     parent = (i - 1) >> 1
@@ -851,12 +928,12 @@ def _h1_pass(flat, depth, height, width, columns, pattern, rows, owned_sets, edg
             if not odd:
                 continue
             ilo = np.int64(lo)
-            q = ilo >> 5
+            q = ilo >> 10
             if vertex:
                 q = n - 1 - q
-            pq = pattern[q]
-            jq = np.int64(rows[pq, _LOCAL_OF_SEQ + (ilo & 31)])
-            partner = rows[pq, _PARTNER + jq]
+            jq = ilo & 31
+            w = words[pattern[q], jq]
+            partner = np.int64((w >> 5) & 31) - 2
             if partner != -1:
                 # A regular edge paired with a face: its gradient path, the face's other edges.
                 for e in range(4):
@@ -874,10 +951,7 @@ def _h1_pass(flat, depth, height, width, columns, pattern, rows, owned_sets, edg
                 drained_lo[n_drained] = lo
                 n_drained += 1
                 continue
-            rank = rows[pq, _CE_RANK + jq]
-            if vertex:
-                rank = rows[pq, _N_CE] - 1 - rank
-            idx = edge_start[q] + rank
+            idx = edge_start[q] + ((w >> 10) & 7)
             col = pivot_of[idx]
             if col < 0:
                 # The pivot: the rest of the heap is the column's remainder, stored as is.
@@ -935,7 +1009,7 @@ class _Volume:
     # Step 1-2
     def raster(self, n_slabs: int = 1, run=None) -> None:
         depth, height, width = self.shape
-        owned, rows, keys, values = self.tables
+        owned, rows, keys, values = self.tables[:4]
         self.first, self.last = _extremes(self.flat, depth * height, width)
         n_corners = (depth + 1) * (height + 1) * (width + 1)
         self.corner_parent = np.empty(n_corners + 1, dtype=np.int32)
@@ -994,7 +1068,7 @@ class _Volume:
         self.negative = np.zeros(m, dtype=np.uint8)
         self.h0_a = np.empty(m, dtype=np.int32)
         self.h0_b = np.empty(m, dtype=np.int32)
-        _owned, rows, _k, _v = self.tables
+        rows = self.tables[1]
         self.n_h0 = _h0_pass(self.flat, depth, height, width, self.edges, self.corner_parent,
                              self.pattern, rows, self.edge_start, self.vertex, self.negative,
                              self.h0_a, self.h0_b)
@@ -1017,13 +1091,12 @@ class _Volume:
     # Step 6
     def h1(self) -> None:
         depth, height, width = self.shape
-        owned, rows, _k, _v = self.tables
+        words = self.tables[5 if self.vertex else 4]
         n_cols = self.columns.size
         self.h1_a = np.empty(n_cols, dtype=np.int32)
         self.h1_b = np.empty(n_cols, dtype=np.int32)
-        status = _h1_pass(self.flat, depth, height, width, self.columns, self.pattern, rows,
-                          owned, self.edge_start, self.negative, self.vertex, self.h1_a,
-                          self.h1_b)
+        status = _h1_pass(self.flat, depth, height, width, self.columns, self.pattern, words,
+                          self.edge_start, self.negative, self.vertex, self.h1_a, self.h1_b)
         if status < 0:
             raise RuntimeError(f"internal error: H1 column {-1 - status} of {n_cols} found no "
                                "pivot (a box has no essential H1)")

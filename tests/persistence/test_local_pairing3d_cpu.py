@@ -172,7 +172,7 @@ def test_one_slice_volumes_equal_the_2d_core(vertex, kind):
 
 
 def test_pattern_table_holds_every_owned_set_with_the_rules_output():
-    owned, rows, hash_keys, hash_values = core.pattern_table()
+    owned, rows, hash_keys, hash_values = core.pattern_table()[:4]
     assert owned.size == 15935  # the distinct owned sets of all 2^26 masks
     assert np.unique(owned).size == owned.size
     rng = np.random.default_rng(0)
