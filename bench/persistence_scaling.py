@@ -29,7 +29,7 @@ from typing import Callable, Dict, List
 import numpy as np
 
 OUT = Path(__file__).resolve().parent / "results" / "persistence_scaling_cpu2.json"
-STAGES = ("extremes", "raster pass", "resolve", "sort", "H0 pass", "H1 pass")
+STAGES = ("extremes", "raster pass", "numbering", "resolve", "sort", "H0 pass", "H1 pass")
 
 
 def make_image(kind: str, size: int, seed: int = 0) -> np.ndarray:
@@ -45,32 +45,50 @@ def make_image(kind: str, size: int, seed: int = 0) -> np.ndarray:
 def core_stages(core, flat: np.ndarray, height: int, width: int, vertex: bool) -> List[float]:
     """CPU seconds of each stage of ``core`` (the module) on one image, in :data:`STAGES` order.
 
-    Runs the steps of the core's ``_image_pairs`` one by one, with its work arrays.
+    Runs the steps of the core's ``_image_pairs`` one by one, with its work arrays: the
+    numbered passes when the image has at least ``core._NUMBERED_FROM`` critical edges, the
+    plain passes otherwise (numbering and resolve then take no time).
     """
     clock = time.process_time
-    scratch = core._scratch(flat, height, width)
+    n = height * width
     (corner_parent, square_parent, edge_keys, edge_payload, records, records_tmp, sort_keys,
-     sort_keys_tmp, birth, death, corner_pixel, square_pixel) = scratch
+     sort_keys_tmp, birth, death, corner_pixel, square_pixel) = core._scratch(flat, height,
+                                                                              width)
     table = core._RULE_TABLE_V if vertex else core.RULE_TABLE
+    key_bits = 8 * flat.itemsize
     marks = [clock()]
     core._extremes(flat, height, width)
     marks.append(clock())
-    keys, payload, n_corners, n_squares = core._decode_into(
-        flat, height, width, table, corner_parent, square_parent, edge_keys, edge_payload, True,
-        corner_pixel, square_pixel)
+    keys, payload = core._decode_into(flat, height, width, table, corner_parent, square_parent,
+                                      edge_keys, edge_payload)
     marks.append(clock())
-    records, keys, corner_pixel, corner_nodes, square_pixel, square_nodes = core._resolve_ends(
-        flat, height, width, keys, payload, corner_parent, square_parent,
-        corner_pixel[:n_corners], square_pixel[:n_squares], records, sort_keys)
-    marks.append(clock())
-    records = core._radix_sort_records(keys, records, sort_keys_tmp, records_tmp,
-                                       8 * flat.itemsize)
-    marks.append(clock())
-    _, n_left = core._h0_pass_records(records, corner_nodes, corner_pixel, vertex, True, birth,
-                                      death, np.int64(0))
-    marks.append(clock())
-    core._h1_pass_records(records, n_left, square_nodes, square_pixel, vertex, birth, death,
-                          np.int64(0))
+    if payload.size >= core._NUMBERED_FROM:
+        n_corners = core._number_critical(corner_parent, n, False, corner_pixel)
+        n_squares = core._number_critical(square_parent, n, True, square_pixel)
+        marks.append(clock())
+        records, keys, corner_pixel, corner_nodes, square_pixel, square_nodes = (
+            core._resolve_ends(flat, height, width, keys, payload, corner_parent, square_parent,
+                               corner_pixel[:n_corners], square_pixel[:n_squares], records,
+                               sort_keys))
+        marks.append(clock())
+        records = core._radix_sort_records(keys, records, sort_keys_tmp, records_tmp, key_bits)
+        marks.append(clock())
+        _, n_left = core._h0_pass_records(records, corner_nodes, corner_pixel, vertex, True,
+                                          birth, death, np.int64(0))
+        marks.append(clock())
+        core._h1_pass_records(records, n_left, square_nodes, square_pixel, vertex, birth, death,
+                              np.int64(0))
+    else:
+        corner_parent[-1] = -(n + 1)
+        square_parent[n] = n
+        marks += [clock(), clock()]
+        edges = core._radix_sort(keys, payload, key_bits)
+        marks.append(clock())
+        _, n_left = core._h0_pass(flat, height, width, edges, corner_parent, vertex, True, birth,
+                                  death, np.int64(0))
+        marks.append(clock())
+        core._h1_pass(flat, height, width, edges, n_left, square_parent, vertex, birth, death,
+                      np.int64(0))
     marks.append(clock())
     return list(np.diff(marks))
 

@@ -223,12 +223,8 @@ def _decode(flat, height, width, table, corner_parent, square_parent):
     :func:`_decode_into` with edge buffers of its own; same results.
     """
     capacity = _edge_capacity(height, width)
-    no_pixels = np.empty(0, dtype=np.int32)
-    keys, payload, _, _ = _decode_into(
-        flat, height, width, table, corner_parent, square_parent,
-        np.empty(capacity, dtype=np.uint64), np.empty(capacity, dtype=np.uint32), False,
-        no_pixels, no_pixels)
-    return keys, payload
+    return _decode_into(flat, height, width, table, corner_parent, square_parent,
+                        np.empty(capacity, dtype=np.uint64), np.empty(capacity, dtype=np.uint32))
 
 
 @njit(inline="always", cache=True)
@@ -238,8 +234,7 @@ def _edge_capacity(height, width):
 
 
 @njit(cache=True, nogil=True)
-def _decode_into(flat, height, width, table, corner_parent, square_parent, keys, payload, number,
-                 corner_pixel, square_pixel):
+def _decode_into(flat, height, width, table, corner_parent, square_parent, keys, payload):
     """The raster pass: corner parents, square parents and the critical edges, row by row.
 
     ``corner_parent[c]`` becomes the gradient parent of corner ``c``, ``-(pixel + 1)`` for a
@@ -255,19 +250,12 @@ def _decode_into(flat, height, width, table, corner_parent, square_parent, keys,
     ``keys`` and ``payload`` are the edge buffers to start with (:func:`_edge_capacity` items);
     they grow (new arrays) when the image has more critical edges.
 
-    With ``number``, each row of cells, once written and still in the cache, is numbered by
-    :func:`_number_row`: critical corners and squares get numbers 1, 2, ... in raster order
-    (so in pixel order), number 0 is the exterior corner and the outside square, and
-    ``corner_pixel`` and ``square_pixel`` receive the pixels of the numbers.
-
     Returns
     -------
     keys : (m,) uint64
         Order-preserving bits of each critical edge's value.
     payload : (m,) uint32
         ``4 * pixel + side``, in raster order.
-    n_corner_numbers, n_square_numbers : int
-        With ``number``: critical corners and squares plus one (number 0); otherwise 0.
     """
     n = height * width
     row_masks = np.empty(width, dtype=np.uint8)
@@ -276,12 +264,6 @@ def _decode_into(flat, height, width, table, corner_parent, square_parent, keys,
     stride = width + 1
     exterior = (height + 1) * stride
     j = np.int64(0)  # not the constant 0: a call with a literal compiles once more
-    corner_count = np.int64(0)
-    square_count = np.int64(0)
-    if number:
-        # Number 0: the exterior corner and the outside square.
-        corner_parent[exterior] = -1
-        square_parent[n] = -1
     for row in range(height + 1):
         cur = codes[row & 1]
         prev = codes[(row + 1) & 1]
@@ -300,9 +282,6 @@ def _decode_into(flat, height, width, table, corner_parent, square_parent, keys,
                 outside = (((kind == 0) & top) | ((kind == 3) & bottom)
                            | ((kind == 1) & (col == 0)) | ((kind == 2) & (col == width - 1)))
                 row_squares[col] = n if outside else base + col + offset
-            if number:
-                square_count = _number_row(square_parent, base, width, n, True, square_pixel,
-                                           square_count)
             if j + 3 * width + 1 > keys.size:
                 keys = _grown(keys, 2 * keys.size + 3 * width)
                 payload = _grown(payload, keys.size)
@@ -323,26 +302,19 @@ def _decode_into(flat, height, width, table, corner_parent, square_parent, keys,
             corner = row * stride + col
             corners[col] = (exterior if kind == 0 else
                             (-(owner + 1) if kind == 1 else corner + step))
-        if number:
-            corner_count = _number_row(corner_parent, row * stride, stride, n, False,
-                                       corner_pixel, corner_count)
-    if number:
-        corner_pixel[0] = 0
-        square_pixel[0] = 0
-        corner_count += 1
-        square_count += 1
-    return keys[:j], payload[:j], corner_count, square_count
+    return keys[:j], payload[:j]
 
 
 @njit(inline="always", cache=True)
 def _number_row(parent, start, size, n, squares, pixels, count):
-    """Number the critical cells of ``parent[start:start+size]``, a row of ``corner_parent``
-    or ``square_parent`` as :func:`_decode` writes them.
+    """Number the critical cells of ``parent[start:start+size]``, cells of ``corner_parent``
+    or ``square_parent`` as :func:`_decode` writes them, in raster order.
 
     Critical corners (``-(pixel + 1)``) or critical squares (their own parent) get the next
     numbers and hold ``-(number + 1)`` from then on; ``pixels[number]`` receives the pixel.
-    A cell whose parent comes earlier takes that parent's entry (final already), so paths
-    that run up or left are followed in one step. Branch-free.
+    Branch-free. (Also giving a cell its parent's entry where the parent comes earlier, which
+    shortens the paths, cost about as much as it saved: each cell then waits for the store of
+    the one before.)
 
     Returns
     -------
@@ -359,9 +331,25 @@ def _number_row(parent, start, size, n, squares, pixels, count):
             pixel = -entry - 1
         count += critical
         pixels[count if critical else 0] = pixel
-        earlier = (entry >= 0) & (entry < c)
-        parent[c] = -(count + 1) if critical else parent[entry if earlier else c]
+        parent[c] = -(count + 1) if critical else entry
     return count
+
+
+@njit(cache=True, nogil=True)
+def _number_critical(parent, n, squares, pixels):
+    """:func:`_number_row` over all of ``parent`` but its last entry (the exterior corner or
+    the outside square), which gets number 0.
+
+    Returns
+    -------
+    int
+        Critical cells plus one.
+    """
+    last = parent.size - 1
+    count = _number_row(parent, 0, last, n, squares, pixels, np.int64(0))
+    parent[last] = -1
+    pixels[0] = 0
+    return count + 1
 
 
 @njit(cache=True, nogil=True)
@@ -661,8 +649,8 @@ def _resolve_ends(flat, height, width, keys, payload, corner_parent, square_pare
                   corner_pixel, square_pixel, records, sort_keys):
     """The records of the critical edges, in raster order: their cells' numbers and pixel.
 
-    ``corner_parent`` and ``square_parent`` are numbered (:func:`_decode_into` with
-    ``number``), ``corner_pixel`` and ``square_pixel`` the pixels
+    ``corner_parent`` and ``square_parent`` are numbered (:func:`_number_critical`),
+    ``corner_pixel`` and ``square_pixel`` the pixels
     of the numbers (one per number). The gradient paths followed run in the neighbourhood of
     the edge: the raster order keeps them in the cache.
 
@@ -752,6 +740,12 @@ def _radix_sort_records(keys, records, keys_tmp, records_tmp, key_bits):
 #: they do (smaller node arrays stay in the caches).
 _PREFETCH_AHEAD = 16
 _PREFETCH_FROM = 1 << 16
+
+#: Fewest critical edges for which the core numbers the critical cells (steps 3 to 6 of the
+#: module docstring); fewer run the plain passes, faster while the caches hold the image's
+#: arrays (measured on 256 x 256 noise, 20 k edges, and smooth images to 2048 x 2048, 29 k).
+#: Read at each call: a test lowers it to run every image through the numbered passes.
+_NUMBERED_FROM = 1 << 16
 
 
 @intrinsic
@@ -899,7 +893,7 @@ def image_pairs(flat: np.ndarray, height: int, width: int, vertex: bool, want_h0
     """
     entry = _image_pairs_v_in if vertex else _image_pairs_t_in
     return entry(flat, height, width, bool(want_h0), bool(want_h1),
-                 _scratch(flat, height, width))
+                 _scratch(flat, height, width), int(_NUMBERED_FROM))
 
 
 # One compiled entry per construction, each compiling the core with ``vertex`` a constant: the
@@ -957,45 +951,64 @@ def _new_scratch(flat, height, width):
 def _image_pairs_t(flat, height, width, want_h0, want_h1):
     """:func:`image_pairs` of the T-construction (work arrays allocated here)."""
     return _image_pairs(flat, height, width, False, want_h0, want_h1,
-                        _new_scratch(flat, height, width))
+                        _new_scratch(flat, height, width), _NUMBERED_FROM)
 
 
 @njit(cache=True, nogil=True)
 def _image_pairs_v(flat, height, width, want_h0, want_h1):
     """:func:`image_pairs` of the V-construction (work arrays allocated here)."""
     return _image_pairs(flat, height, width, True, want_h0, want_h1,
-                        _new_scratch(flat, height, width))
+                        _new_scratch(flat, height, width), _NUMBERED_FROM)
 
 
 @njit(cache=True, nogil=True)
-def _image_pairs_t_in(flat, height, width, want_h0, want_h1, scratch):
+def _image_pairs_t_in(flat, height, width, want_h0, want_h1, scratch, numbered_from):
     """:func:`image_pairs` of the T-construction in the work arrays ``scratch``
     (:func:`_scratch`)."""
-    return _image_pairs(flat, height, width, False, want_h0, want_h1, scratch)
+    return _image_pairs(flat, height, width, False, want_h0, want_h1, scratch, numbered_from)
 
 
 @njit(cache=True, nogil=True)
-def _image_pairs_v_in(flat, height, width, want_h0, want_h1, scratch):
+def _image_pairs_v_in(flat, height, width, want_h0, want_h1, scratch, numbered_from):
     """:func:`image_pairs` of the V-construction in the work arrays ``scratch``."""
-    return _image_pairs(flat, height, width, True, want_h0, want_h1, scratch)
+    return _image_pairs(flat, height, width, True, want_h0, want_h1, scratch, numbered_from)
 
 
 @njit(cache=True, nogil=True)
-def _image_pairs(flat, height, width, vertex, want_h0, want_h1, scratch):
-    """:func:`image_pairs`; ``vertex`` is a compile-time constant."""
+def _image_pairs(flat, height, width, vertex, want_h0, want_h1, scratch, numbered_from):
+    """:func:`image_pairs`; ``vertex`` is a compile-time constant.
+
+    Images with at least ``numbered_from`` critical edges run steps 3 to 6 of the module
+    docstring; the others, whose union-find arrays the caches hold anyway, run the plain
+    passes on the parents (:func:`_h0_pass`, :func:`_h1_pass`), which skip the numbering,
+    the resolving and the wider sort.
+    """
     (corner_parent, square_parent, edge_keys, edge_payload, records, records_tmp, sort_keys,
      sort_keys_tmp, birth, death, corner_pixel, square_pixel) = scratch
+    n = height * width
     first, last = _extremes(flat, height, width)
     table = _RULE_TABLE_V if vertex else RULE_TABLE
-    keys, payload, n_corner_numbers, n_square_numbers = _decode_into(
-        flat, height, width, table, corner_parent, square_parent, edge_keys, edge_payload, True,
-        corner_pixel, square_pixel)
-    records, keys, corner_pixel, corner_nodes, square_pixel, square_nodes = _resolve_ends(
-        flat, height, width, keys, payload, corner_parent, square_parent,
-        corner_pixel[:n_corner_numbers], square_pixel[:n_square_numbers], records, sort_keys)
-    records = _radix_sort_records(keys, records, sort_keys_tmp, records_tmp,
-                                  8 * flat.itemsize)
-    n_edges = records.shape[0]
+    keys, payload = _decode_into(flat, height, width, table, corner_parent, square_parent,
+                                 edge_keys, edge_payload)
+    numbered = payload.size >= numbered_from
+    if numbered:
+        n_corner_numbers = _number_critical(corner_parent, n, False, corner_pixel)
+        n_square_numbers = _number_critical(square_parent, n, True, square_pixel)
+        records, keys, corner_pixel, corner_nodes, square_pixel, square_nodes = _resolve_ends(
+            flat, height, width, keys, payload, corner_parent, square_parent,
+            corner_pixel[:n_corner_numbers], square_pixel[:n_square_numbers], records,
+            sort_keys)
+        records = _radix_sort_records(keys, records, sort_keys_tmp, records_tmp,
+                                      8 * flat.itemsize)
+        edges = payload
+    else:
+        # The plain passes: the exterior corner older than every pixel, the outside square.
+        corner_parent[corner_parent.size - 1] = -(n + 1)
+        square_parent[n] = n
+        edges = _radix_sort(keys, payload, 8 * flat.itemsize)
+        corner_nodes = _cell_nodes(flat, corner_pixel[:0])
+        square_nodes = corner_nodes
+    n_edges = edges.size
     capacity = n_edges + 1
     if capacity > birth.size:
         birth = np.empty(capacity, dtype=np.int32)
@@ -1014,8 +1027,12 @@ def _image_pairs(flat, height, width, vertex, want_h0, want_h1, scratch):
     if vertex:
         # H1 pairs (edge pixel, younger birth) at the back; H0 pairs (younger, edge) after
         # the essential class.
-        n_first, n_left = _h0_pass_records(records, corner_nodes, corner_pixel, vertex,
-                                           want_first, death, birth, np.int64(0))
+        if numbered:
+            n_first, n_left = _h0_pass_records(records, corner_nodes, corner_pixel, vertex,
+                                               want_first, death, birth, np.int64(0))
+        else:
+            n_first, n_left = _h0_pass(flat, height, width, edges, corner_parent, vertex,
+                                       want_first, death, birth, np.int64(0))
         if want_first:
             # Written at the front; move them to the back (n_first <= capacity - n_h0).
             for k in range(n_first - 1, -1, -1):
@@ -1025,17 +1042,28 @@ def _image_pairs(flat, height, width, vertex, want_h0, want_h1, scratch):
             if want_h0:
                 birth[0] = first
                 death[0] = -1
-        if want_second:
+        if want_second and numbered:
             n_h0 += _h1_pass_records(records, n_left, square_nodes, square_pixel, vertex,
                                      death, birth, n_h0)
+        elif want_second:
+            n_h0 += _h1_pass(flat, height, width, edges, n_left, square_parent, vertex, death,
+                             birth, n_h0)
     else:
-        n_first, n_left = _h0_pass_records(records, corner_nodes, corner_pixel, vertex,
-                                           want_first, birth, death, n_h0)
+        if numbered:
+            n_first, n_left = _h0_pass_records(records, corner_nodes, corner_pixel, vertex,
+                                               want_first, birth, death, n_h0)
+        else:
+            n_first, n_left = _h0_pass(flat, height, width, edges, corner_parent, vertex,
+                                       want_first, birth, death, n_h0)
         n_h0 += n_first
         if want_second:
             start = capacity - n_left
-            n_h1 = _h1_pass_records(records, n_left, square_nodes, square_pixel, vertex,
-                                    birth, death, start)
+            if numbered:
+                n_h1 = _h1_pass_records(records, n_left, square_nodes, square_pixel, vertex,
+                                        birth, death, start)
+            else:
+                n_h1 = _h1_pass(flat, height, width, edges, n_left, square_parent, vertex,
+                                birth, death, start)
             # Pairs land at [start, capacity): n_h1 == n_left.
     return birth, death, n_h0, n_h1, first, last
 

@@ -167,10 +167,21 @@ def oracle_pairs(images, construction, dims):
     return nonzero_pairs(images, p.image, p.dim, p.birth_index, p.death_index)
 
 
+@pytest.fixture(params=["plain", "numbered"])
+def passes(request, monkeypatch):
+    """Both ways of the core: small images run the plain passes unless every image is made to
+    run the numbered ones."""
+    if request.param == "numbered":
+        from satloss_gpu.kernels.cpu import local_pairing as core
+
+        monkeypatch.setattr(core, "_NUMBERED_FROM", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("construction", ["T", "V"])
 @pytest.mark.parametrize("superlevel", [False, True])
 @pytest.mark.parametrize("kind", KINDS)
-def test_core_equals_gudhi(construction, superlevel, kind):
+def test_core_equals_gudhi(construction, superlevel, kind, passes):
     rng = np.random.default_rng(hash((construction, superlevel, kind, 12)) % 2**32)
     shapes = SHAPES + [tuple(rng.integers(1, 64, size=2)) for _ in range(5)]
     h0_neighbors = 8 if construction == "T" else 4
@@ -204,13 +215,23 @@ def test_core_equals_gudhi(construction, superlevel, kind):
 )
 def test_property_core_equals_gudhi_on_quantised_images(height, width, levels, construction,
                                                         seed):
+    from satloss_gpu.kernels.cpu import local_pairing as core
+
     rng = np.random.default_rng(seed)
     images = rng.integers(0, levels, (2, height, width)).astype(np.float32)
-    result = batch_pairs(images, 8 if construction == "T" else 4, True, True)
-    assert nonzero_pairs(images, *result[:4]) == oracle_pairs(images, construction, (0, 1))
+    oracle = oracle_pairs(images, construction, (0, 1))
+    plain = batch_pairs(images, 8 if construction == "T" else 4, True, True)
+    saved = core._NUMBERED_FROM
+    core._NUMBERED_FROM = 0
+    try:
+        numbered = batch_pairs(images, 8 if construction == "T" else 4, True, True)
+    finally:
+        core._NUMBERED_FROM = saved
+    assert nonzero_pairs(images, *plain[:4]) == oracle
+    assert nonzero_pairs(images, *numbered[:4]) == oracle
 
 
-def test_threads_give_the_same_result_as_one_thread():
+def test_threads_give_the_same_result_as_one_thread(passes):
     rng = np.random.default_rng(4)
     images = rng.random((5, 40, 33)).astype(np.float32)
     for h0_neighbors in (8, 4):
@@ -220,7 +241,7 @@ def test_threads_give_the_same_result_as_one_thread():
             np.testing.assert_array_equal(a, b)
 
 
-def test_negative_zero_sorts_with_zero():
+def test_negative_zero_sorts_with_zero(passes):
     """-0.0 and 0.0 are one value: the tie rule orders them by index, as gudhi's ranks do."""
     images = np.array([[[0.0, -0.0, 1.0], [-0.0, 2.0, 0.0], [1.0, 0.0, -0.0]]],
                       dtype=np.float32)
@@ -231,7 +252,7 @@ def test_negative_zero_sorts_with_zero():
             assert nonzero_pairs(batch, *result[:4]) == oracle_pairs(batch, construction, (0, 1))
 
 
-def test_image_pairs_layout():
+def test_image_pairs_layout(passes):
     """H0 at the front (essential first), H1 at the back of the output buffers."""
     ring = np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
     birth, death, n_h0, n_h1, first, last = image_pairs(ring.ravel(), 3, 3, False, True, True)
@@ -261,7 +282,7 @@ def test_cpu_backend_equals_cripser_with_pixels_on_a_larger_image(construction):
 
 
 @pytest.mark.parametrize("construction", ["T", "V"])
-def test_dense_critical_edges_grow_the_edge_buffer(construction):
+def test_dense_critical_edges_grow_the_edge_buffer(construction, passes):
     """A noisy checkerboard has more critical edges than the first edge buffer holds."""
     from satloss_gpu.kernels.cpu import local_pairing as core
 
@@ -351,8 +372,8 @@ def gradient_end(parent, cell, is_end):
 
 @pytest.mark.parametrize("construction", ["T", "V"])
 def test_numbered_raster_pass_and_edge_records_follow_the_gradient(construction):
-    """The core's raster pass numbers the critical cells in raster order, and every edge record
-    holds the numbers of the critical cells at the ends of its corners' and squares' paths."""
+    """The core numbers the critical cells in raster order, and every edge record holds the
+    numbers of the critical cells at the ends of its corners' and squares' paths."""
     from satloss_gpu.kernels.cpu import local_pairing as core
 
     vertex = construction == "V"
@@ -378,10 +399,11 @@ def test_numbered_raster_pass_and_edge_records_follow_the_gradient(construction)
             corner, square, edge_keys, edge_payload, records, _, sort_keys, _, _, _, cpx, spx = (
                 scratch)
             table = core._RULE_TABLE_V if vertex else rule.RULE_TABLE
-            keys, payload, n_corners, n_squares = core._decode_into(
-                flat, height, width, table, corner, square, edge_keys, edge_payload, True, cpx,
-                spx)
+            keys, payload = core._decode_into(flat, height, width, table, corner, square,
+                                              edge_keys, edge_payload)
             assert payload.tolist() == want_edges
+            n_corners = core._number_critical(corner, n, False, cpx)
+            n_squares = core._number_critical(square, n, True, spx)
             assert (n_corners, n_squares) == (len(critical_corners) + 1,
                                              len(critical_squares) + 1)
             records, sort_keys, corner_pixel, corner_nodes, square_pixel, square_nodes = (
@@ -424,10 +446,13 @@ def test_core_equals_gudhi_on_an_image_with_many_critical_cells(construction):
     images = np.random.default_rng(11).random((1, 640, 1024)).astype(np.float32)
     vertex = construction == "V"
     height, width = images.shape[1:]
-    scratch = core._scratch(images[0].ravel(), height, width)
+    flat = images[0].ravel()
+    scratch = core._scratch(flat, height, width)
     table = core._RULE_TABLE_V if vertex else rule.RULE_TABLE
-    counts = core._decode_into(images[0].ravel(), height, width, table, *scratch[:4], True,
-                               *scratch[-2:])[2:]
+    payload = core._decode_into(flat, height, width, table, *scratch[:4])[1]
+    assert payload.size >= core._NUMBERED_FROM
+    counts = [core._number_critical(scratch[0], flat.size, False, scratch[-2]),
+              core._number_critical(scratch[1], flat.size, True, scratch[-1])]
     assert min(counts) >= core._PREFETCH_FROM
     result = batch_pairs(images, 4 if vertex else 8, True, True)
     assert nonzero_pairs(images, *result[:4]) == oracle_pairs(images, construction, (0, 1))
