@@ -6,6 +6,11 @@ replaced by the rank of each pixel in the strict (value, C-order index) order be
 handed to gudhi: persistence pairs depend on the order of the values only, so this is gudhi
 run on the index-perturbed image, with the values read back unperturbed by the caller.
 Volumes (D, H, W) are handled the same way, with H2 (voids) as well.
+
+Coefficients are in Z/2, as in the other backends (and cripser, Betti-Matching-3D). gudhi's
+default field, Z/11, gives other H1 pairs on some volumes: a loop that winds twice around a
+tunnel of a later sublevel set dies there with Z/2 coefficients only (2D images are not
+affected).
 """
 from __future__ import annotations
 
@@ -124,7 +129,7 @@ class GudhiBackend(PersistenceBackend):
             complex_ = gudhi.CubicalComplex(top_dimensional_cells=ranks)
         else:
             complex_ = gudhi.CubicalComplex(vertices=ranks)
-        complex_.compute_persistence(min_persistence=0)
+        complex_.compute_persistence(homology_coeff_field=2, min_persistence=0)
         if construction == "T":
             regular, essential = complex_.cofaces_of_persistence_pairs()
         else:
