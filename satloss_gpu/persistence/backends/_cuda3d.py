@@ -45,7 +45,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ._base import PairIndices
-from .cuda import _levels, _Pipeline
+from ._cuda2d import _levels, _Pipeline
 
 __all__ = ["Pipeline3D", "check_volume_shape"]
 
