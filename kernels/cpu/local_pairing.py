@@ -9,12 +9,29 @@ Per image (see :mod:`satloss_gpu.kernels.common.local_pairing` for the complex a
    sort key (the order-preserving bits of the pixel's value) and a payload
    ``4 * pixel + side``. Generated in raster order, so a stable sort orders them by
    (value, pixel, side).
-3. One stable LSD radix sort of the critical edges.
-4. H0: Kruskal over the sorted edges with a union-find over corners whose parents start as
-   the gradient (roots carry their birth pixel), the elder rule, and the edges that merge
-   nothing kept, in place, for H1.
-5. H1: those edges in reverse, a union-find over squares whose parents start as the dual
-   gradient, plus one cell for the outside; the younger square dies.
+3. Numbering: one branch-free pass over the corner parents and one over the square parents
+   give the critical corners and squares numbers 1, 2, ... in raster order, hence in pixel
+   order (0: the exterior corner, the outside square).
+4. One pass over the critical edges in raster order: the numbers of the critical cells at
+   the ends of the gradient paths of each edge's two corners and two squares (the paths stay
+   near the edge, so the cache holds them), packed with the pixel into a 24-byte record.
+5. One stable LSD radix sort of the records by key.
+6. H0: Kruskal over the sorted records with a union-find over corner numbers (the elder
+   rule compares values, then numbers), the records that merge nothing kept, in place, for
+   H1.
+7. H1: those records in reverse, a union-find over square numbers; the younger square dies.
+
+Memory locality: the passes that follow the sorted order (6, 7) stream over the records and
+touch only union-find nodes of 8 or 16 bytes per critical cell (parent and value key side by
+side, prefetched a few records ahead on large images), never arrays the size of the image;
+steps 2 to 4 visit the image-sized arrays in raster order; the work arrays come from NumPy,
+whose large allocations use huge pages (fewer page faults). The plain passes
+(:func:`_h0_pass`, :func:`_h1_pass`: the sorted edges' corners and squares looked up in the
+image-sized parent arrays, no steps 3 and 4) missed the caches and the TLB at every find on
+large images: their H0 pass took 13 ns per pixel on 256 x 256 noise and 54 on 2048 x 2048.
+They are still faster while the caches hold those arrays, so images with fewer than
+:data:`_NUMBERED_FROM` critical edges (256 x 256 noise, smooth maps up to 2048 x 2048) run
+them instead of steps 3 to 7. Times per stage and size: ``bench/persistence_scaling.py``.
 
 The V-construction runs the same steps in the reversed order (see the rule's docstring): the
 masks are complemented (``mask ^ 0xFF``), the edges are read from the other end, the elder
@@ -741,7 +758,7 @@ def _radix_sort_records(keys, records, keys_tmp, records_tmp, key_bits):
 _PREFETCH_AHEAD = 16
 _PREFETCH_FROM = 1 << 16
 
-#: Fewest critical edges for which the core numbers the critical cells (steps 3 to 6 of the
+#: Fewest critical edges for which the core numbers the critical cells (steps 3 to 7 of the
 #: module docstring); fewer run the plain passes, faster while the caches hold the image's
 #: arrays (measured on 256 x 256 noise, 20 k edges, and smooth images to 2048 x 2048, 29 k).
 #: Read at each call: a test lowers it to run every image through the numbered passes.
@@ -978,7 +995,7 @@ def _image_pairs_v_in(flat, height, width, want_h0, want_h1, scratch, numbered_f
 def _image_pairs(flat, height, width, vertex, want_h0, want_h1, scratch, numbered_from):
     """:func:`image_pairs`; ``vertex`` is a compile-time constant.
 
-    Images with at least ``numbered_from`` critical edges run steps 3 to 6 of the module
+    Images with at least ``numbered_from`` critical edges run steps 3 to 7 of the module
     docstring; the others, whose union-find arrays the caches hold anyway, run the plain
     passes on the parents (:func:`_h0_pass`, :func:`_h1_pass`), which skip the numbering,
     the resolving and the wider sort.
