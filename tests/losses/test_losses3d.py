@@ -187,6 +187,15 @@ def test_solvers_agree_with_the_reference(solver):
                                pred, target)
 
 
+def test_sinkhorn_is_a_valid_matching_close_to_the_optimum():
+    rng = np.random.default_rng(45)
+    target = _target(rng, (1, 1, 3, 4, 3))
+    pred = _pred(rng, target, "smooth")
+    exact = float(sat_loss(pred, target))
+    approx = float(sat_loss(pred, target, solver="sinkhorn"))
+    assert exact * (1 - 1e-9) <= approx <= exact * 1.05
+
+
 def test_gudhi_backend_and_topo_loss_agree_with_the_reference():
     rng = np.random.default_rng(32)
     target = _target(rng, (2, 2, 6, 7, 5))
