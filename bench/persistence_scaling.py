@@ -161,6 +161,9 @@ def measure(kind: str, size: int, vertex: bool, repeats: int, core, reference,
             start = time.process_time()
             run()
             whole[name].append(time.process_time() - start)
+        # Whatever runs right after cripser (seconds, and much memory on large images) was
+        # measured up to 2x slower: one untimed run settles the machine first.
+        runs["core"]()
     stages = np.median(np.array(stage_times), axis=0) * 1e9 / pixels
     edges = core.image_pairs(flat, size, size, vertex, True, True)
     return {
