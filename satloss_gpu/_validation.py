@@ -526,6 +526,10 @@ def check_bool(name: str, value: Any) -> bool:
 #: margin; per list entry of the reduced matching (three lists and the solver's copies).
 BYTES_PER_PIXEL = {4: 120, 8: 160}
 BYTES_PER_LIST_ENTRY = 64
+#: The same per voxel of a volume (the frame included), measured in ``bench/loss3d.py
+#: --memory`` (float32: 139 B per voxel on 4 x 64^3 and 121 B on 2 x 128^3 noise, 25 B on
+#: smooth predictions), with margin.
+BYTES_PER_VOXEL = {4: 200, 8: 260}
 
 
 def available_memory() -> Optional[int]:
@@ -558,7 +562,8 @@ def check_memory_for_images(pred: "torch.Tensor") -> None:
         return
     batch, channels, *spatial = (int(s) for s in pred.shape)
     pixels = batch * channels * math.prod(size + 2 for size in spatial)
-    needed = pixels * BYTES_PER_PIXEL[pred.element_size()]
+    per_pixel = BYTES_PER_VOXEL if len(spatial) == 3 else BYTES_PER_PIXEL
+    needed = pixels * per_pixel[pred.element_size()]
     _require(needed, f"the loss of a {tuple(pred.shape)} batch",
              "use smaller images or batches (the loss of images is the sum of its parts)")
 

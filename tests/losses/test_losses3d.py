@@ -473,3 +473,14 @@ def test_same_voxel_partner_against_a_plain_search():
                 hits = [i for i in range(n[q]) if (pred_pixel[q, i] == voxel).all()]
                 expected = hits[-1] if hits else -1
             assert partner[q, j] == expected
+
+
+def test_memory_estimate_of_volumes_raises_before_allocating(monkeypatch):
+    from satloss_gpu import _validation
+
+    big = torch.empty((2, 1, 256, 256, 256), dtype=torch.float32)
+    monkeypatch.setattr(_validation, "available_memory", lambda: 8 * 2**30)
+    _validation.check_memory_for_images(big)  # fits: about 6.5 GiB
+    monkeypatch.setattr(_validation, "available_memory", lambda: 4 * 2**30)
+    with pytest.raises(MemoryError, match=r"\(2, 1, 256, 256, 256\)"):
+        _validation.check_memory_for_images(big)
