@@ -80,12 +80,14 @@ HEADERS = {"dice": "Dice", "cldice": "clDice", "betti0_error": "beta0 err",
            "betti1_error": "beta1 err", "betti0_signed": "beta0 signed",
            "betti1_signed": "beta1 signed", "betti0_error_framed": "beta0 err framed",
            "betti1_error_framed": "beta1 err framed", "betti_matching_error": "BM err",
-           "are": "ARE", "voi": "VOI"}
+           "are": "ARE", "voi": "VOI", "betti2_error": "beta2 err",
+           "betti2_signed": "beta2 signed", "betti2_error_framed": "beta2 err framed"}
 #: Direction of improvement; the signed differences have none (None: not scored better/worse).
 HIGHER_IS_BETTER = {"dice": True, "cldice": True, "betti0_error": False, "betti1_error": False,
                     "betti0_signed": None, "betti1_signed": None, "betti0_error_framed": False,
                     "betti1_error_framed": False, "betti_matching_error": False,
-                    "are": False, "voi": False}
+                    "are": False, "voi": False, "betti2_error": False, "betti2_signed": None,
+                    "betti2_error_framed": False}
 
 
 @dataclass
@@ -243,10 +245,11 @@ def _loss_terms(metrics_csv: Path, weight: float) -> Dict[str, float]:
             "wextra_last": weight * float(last["extra"])}
 
 
-def per_image(root: Path, exp: str) -> Dict[str, Dict[str, float]]:
+def per_image(root: Path, exp: str,
+              metrics: Sequence[str] = METRICS) -> Dict[str, Dict[str, float]]:
     """Per-image test metrics of one run, by image name."""
     with open(root / "exp" / exp / "test_last" / "metrics.csv", newline="", encoding="utf-8") as f:
-        return {r["name"]: {m: float(r[m]) for m in METRICS} for r in csv.DictReader(f)}
+        return {r["name"]: {m: float(r[m]) for m in metrics} for r in csv.DictReader(f)}
 
 
 def load_rows(path: Path) -> Dict[str, Dict[str, Any]]:
@@ -271,7 +274,8 @@ def load_rows(path: Path) -> Dict[str, Dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- statistics
-def aggregate(rows: Sequence[Dict[str, Any]], plan: Plan) -> List[Dict[str, Any]]:
+def aggregate(rows: Sequence[Dict[str, Any]], plan: Plan,
+              metrics: Sequence[str] = METRICS) -> List[Dict[str, Any]]:
     """Mean and sample std over seeds of every metric, per dataset and loss."""
     out = []
     for dataset in plan.datasets:
@@ -282,7 +286,7 @@ def aggregate(rows: Sequence[Dict[str, Any]], plan: Plan) -> List[Dict[str, Any]
                 continue
             entry: Dict[str, Any] = {"dataset": dataset, "loss": loss,
                                      "tloss_w": plan.weights[loss], "n_seeds": len(sel)}
-            for m in METRICS + ("train_s",):
+            for m in tuple(metrics) + ("train_s",):
                 values = np.array([r[m] for r in sel], dtype=np.float64)
                 entry[f"{m}_mean"] = float(values.mean())
                 entry[f"{m}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
@@ -296,7 +300,8 @@ VARIANT_PAIRS = (("bce+sat", "bce+sat-predtie"), ("bce+sat-noframe", "bce+sat-no
 
 
 def paired_tests(rows: Sequence[Dict[str, Any]], plan: Plan, root: Path,
-                 pairs: Optional[Sequence[Tuple[str, str]]] = None) -> List[Dict[str, Any]]:
+                 pairs: Optional[Sequence[Tuple[str, str]]] = None,
+                 metrics: Sequence[str] = METRICS) -> List[Dict[str, Any]]:
     """Arms against a reference arm on the same test images and seeds (Wilcoxon signed-rank).
 
     ``pairs`` lists (reference, arm); by default every loss against BCE. For every dataset,
@@ -316,7 +321,7 @@ def paired_tests(rows: Sequence[Dict[str, Any]], plan: Plan, root: Path,
                 if r["dataset"] == dataset and r["loss"] == loss and not r.get("sweep")]
         for r in runs:
             if r["exp"] not in read:
-                read[r["exp"]] = per_image(root, r["exp"])
+                read[r["exp"]] = per_image(root, r["exp"], metrics)
         return {r["seed"]: read[r["exp"]] for r in runs}
 
     out = []
@@ -330,7 +335,7 @@ def paired_tests(rows: Sequence[Dict[str, Any]], plan: Plan, root: Path,
                 continue
             entry: Dict[str, Any] = {"dataset": dataset, "reference": reference, "loss": loss,
                                      "n_pairs": 0}
-            for m in METRICS:
+            for m in metrics:
                 diff = np.array([other[s][name][m] - base[s][name][m] for s in seeds
                                  for name in base[s] if name in other[s]])
                 sign = {True: 1.0, False: -1.0, None: 0.0}[HIGHER_IS_BETTER[m]]
@@ -347,25 +352,26 @@ def paired_tests(rows: Sequence[Dict[str, Any]], plan: Plan, root: Path,
 
 
 # --------------------------------------------------------------------------- output
-def format_table(summary: Sequence[Dict[str, Any]]) -> str:
+def format_table(summary: Sequence[Dict[str, Any]], metrics: Sequence[str] = METRICS) -> str:
     """Markdown table: per dataset and loss, mean +- std over seeds of every metric."""
-    head = "| dataset | loss | w | " + " | ".join(HEADERS[m] for m in METRICS) + " | train s |"
-    lines = [head, "|" + "---|" * (len(METRICS) + 4)]
+    head = "| dataset | loss | w | " + " | ".join(HEADERS[m] for m in metrics) + " | train s |"
+    lines = [head, "|" + "---|" * (len(metrics) + 4)]
     for e in summary:
         cells = [f"{e[f'{m}_mean']:.3f} ± {e[f'{m}_std']:.3f}" if m in ("dice", "cldice", "are")
-                 else f"{e[f'{m}_mean']:.2f} ± {e[f'{m}_std']:.2f}" for m in METRICS]
+                 else f"{e[f'{m}_mean']:.2f} ± {e[f'{m}_std']:.2f}" for m in metrics]
         lines.append(f"| {e['dataset']} | {e['loss']} | {e['tloss_w']:g} | " + " | ".join(cells)
                      + f" | {e['train_s_mean']:.0f} |")
     return "\n".join(lines)
 
 
-def format_paired(paired: Sequence[Dict[str, Any]], against: str = "BCE") -> str:
+def format_paired(paired: Sequence[Dict[str, Any]], against: str = "BCE",
+                  metrics: Sequence[str] = METRICS) -> str:
     """Markdown table of paired comparisons (``against``: the reference's name in the header)."""
     lines = [f"| dataset | loss vs {against} | images | " + " | ".join(
-        f"Δ {HEADERS[m]} (p)" for m in METRICS) + " |", "|" + "---|" * (len(METRICS) + 3)]
+        f"Δ {HEADERS[m]} (p)" for m in metrics) + " |", "|" + "---|" * (len(metrics) + 3)]
     for e in paired:
         cells = []
-        for m in METRICS:
+        for m in metrics:
             p = e[f"{m}_p"]
             cells.append(f"{e[f'{m}_diff']:+.3f} ({'-' if p is None else f'{p:.2g}'})")
         name = e["loss"] if against == "BCE" else f"{e['loss']} vs {e['reference']}"

@@ -14,6 +14,12 @@ and exit status 2; set ``SATLOSS_DEBUG=1`` for the traceback.
 settings become the defaults, each checked like its flag; flags given still override them).
 ``--resume`` continues the interrupted run of ``--exp`` with the settings of its
 ``config.json`` (every arm of a run with ``--baseline``).
+
+``--spatial_dims 3`` works on volumes: ``satloss train --spatial_dims 3`` generates vessel
+volumes into ``./data/vessels3d`` if missing and trains UNet3D_small on random 32^3 patches
+(``--crop``), validating whole volumes by sliding windows (``--tile``, default the patch),
+writing ``./exp/quickstart3d``; ``satloss test --spatial_dims 3`` and ``satloss make-data
+--spatial_dims 3`` likewise.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
-from .config import QUICK_START, REFERENCE
+from .config import QUICK_START, QUICK_START_3D, REFERENCE
 
 __all__ = ["main", "run_main", "build_parser", "build_run_parser", "QUICK_START", "REFERENCE"]
 
@@ -110,7 +116,7 @@ def _model(text: str) -> str:
     """A built-in model name or ``package.module:ClassName`` (its form only: it is imported
     when the run starts)."""
     from .model_spec import is_model_spec, parse_model_spec
-    from .models import MODEL_NAMES
+    from .models import MODEL_NAMES, MODEL_NAMES_3D
 
     if is_model_spec(text):
         try:
@@ -118,9 +124,10 @@ def _model(text: str) -> str:
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc).replace("`model` must be", "must be"))
         return text.strip()
-    if text not in MODEL_NAMES:
+    if text not in MODEL_NAMES + MODEL_NAMES_3D:
         raise argparse.ArgumentTypeError(
-            f"must be one of {', '.join(MODEL_NAMES)} or package.module:ClassName; got {text!r}")
+            f"must be one of {', '.join(MODEL_NAMES + MODEL_NAMES_3D)} or "
+            f"package.module:ClassName; got {text!r}")
     return text
 
 
@@ -141,7 +148,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
     ``settings`` (those of a ``--config`` file) replace the defaults, each checked like its
     flag; flags given on the command line still override them.
     """
-    from .models import MODEL_NAMES
+    from .models import MODEL_NAMES, MODEL_NAMES_3D
     from .config import LOSSES
 
     g = parser.add_argument_group("reference flags")
@@ -152,8 +159,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
     if expmode:
         g.add_argument("--expmode", choices=("train", "test"), default="train", help="(%(default)s)")
     g.add_argument("--model", type=_model, default=defaults["model"],
-                   help=f"{' or '.join(MODEL_NAMES)}, or package.module:ClassName for any "
-                   "nn.Module returning logits (%(default)s)")
+                   help=f"{' or '.join(MODEL_NAMES)} (images), {' or '.join(MODEL_NAMES_3D)} "
+                   "(volumes), or package.module:ClassName for any nn.Module returning logits "
+                   "(%(default)s)")
     g.add_argument("--epoch", "--epochs", dest="epoch", type=_positive_int, default=defaults["epoch"],
                    help="total epochs, those of a resumed run included (%(default)s)")
     g.add_argument("--start_epoch", type=_non_negative_int, default=0,
@@ -236,6 +244,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
                    "of this side, blended; none: whole images (%(default)s)")
     o.add_argument("--tile_overlap", type=_unit_interval, default=0.25,
                    help="overlap of neighbouring windows, in [0, 1) (%(default)s)")
+    o.add_argument("--spatial_dims", type=int, choices=(2, 3), default=defaults["spatial_dims"],
+                   help="2: images; 3: volumes (<dataroot>/<dataset>/<split>/{images,labels}/"
+                   "*.npy, random cubic patches of --crop voxels, validation and test by "
+                   "sliding windows of --tile voxels, default the patch) (%(default)s)")
     if settings:
         _apply_settings(parser, settings, settings_file)
 
@@ -321,8 +333,17 @@ def build_run_parser(config: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
-def build_parser(config: Optional[str] = None) -> argparse.ArgumentParser:
-    """The parser of the ``satloss`` command (``config``: see :func:`build_run_parser`)."""
+def _volumes(argv: Optional[Sequence[str]]) -> bool:
+    """Whether ``argv`` asks for volumes (``--spatial_dims 3``): the presets differ."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--spatial_dims", default="2")
+    known, _ = pre.parse_known_args(argv)
+    return str(known.spatial_dims).strip() == "3"
+
+
+def build_parser(config: Optional[str] = None, volumes: bool = False) -> argparse.ArgumentParser:
+    """The parser of the ``satloss`` command (``config``: see :func:`build_run_parser`;
+    ``volumes``: the defaults of ``--spatial_dims 3``)."""
     from .synthetic import KINDS
 
     parser = argparse.ArgumentParser(
@@ -334,10 +355,11 @@ def build_parser(config: Optional[str] = None) -> argparse.ArgumentParser:
                            description="Train a model. With no arguments: the quick start on a "
                            "synthetic dataset, a few minutes on a CPU.")
     settings = _settings(config)
-    add_run_arguments(train, QUICK_START, expmode=False, **settings)
+    preset = QUICK_START_3D if volumes else QUICK_START
+    add_run_arguments(train, preset, expmode=False, **settings)
     test = sub.add_parser("test", help="test a trained model",
                           description="Predict with a checkpoint and measure every metric.")
-    add_run_arguments(test, QUICK_START, expmode=False, **settings)
+    add_run_arguments(test, preset, expmode=False, **settings)
 
     data = sub.add_parser("make-data", help="write a synthetic or retina dataset",
                           description="Write a deterministic synthetic dataset (or tiles of "
@@ -352,6 +374,9 @@ def build_parser(config: Optional[str] = None) -> argparse.ArgumentParser:
     data.add_argument("--size", type=_image_side, default=None,
                       help="image side (96), or tile side for retina (128)")
     data.add_argument("--seed", type=_non_negative_int, default=0, help="(%(default)s)")
+    data.add_argument("--spatial_dims", type=int, choices=(2, 3), default=2,
+                      help="3: vessel volumes (--kind vessels, --size the side of cubic volumes, "
+                      "default 48; name vessels3d) in the volume layout (%(default)s)")
     data.add_argument("--overwrite", action="store_true",
                       help="replace a dataset that make-data wrote there before (only the files "
                       "its dataset.json lists are removed; any other file stops it)")
@@ -407,6 +432,8 @@ def _cmd_run(args: argparse.Namespace, expmode: str, argv: Optional[Sequence[str
 def _cmd_make_data(args: argparse.Namespace) -> int:
     from .synthetic import make_dataset, make_retina_dataset
 
+    if args.spatial_dims == 3:
+        return _make_volumes(args)
     if args.kind == "retina":
         try:
             path = make_retina_dataset(args.dataroot, args.name or "retina", tile=args.size or 128,
@@ -421,6 +448,22 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
         size = args.size or 96
         path = make_dataset(args.dataroot, name, args.kind, args.n_train, args.n_val, args.n_test,
                             (size, size), args.seed, overwrite=args.overwrite)
+    print(f"wrote {path}")
+    return 0
+
+
+def _make_volumes(args: argparse.Namespace) -> int:
+    """``make-data --spatial_dims 3``: generated vessel volumes in the volume layout."""
+    from .synthetic3d import VOLUME_KINDS, make_volume_dataset
+
+    kind = "vessels" if args.kind == "mixed" else args.kind
+    if kind not in VOLUME_KINDS:
+        raise ValueError(f"--kind {args.kind} has no volumes; with --spatial_dims 3 use "
+                         f"{' or '.join(VOLUME_KINDS)}")
+    size = args.size or 48
+    path = make_volume_dataset(args.dataroot, args.name or "vessels3d", args.n_train,
+                               args.n_val, args.n_test, (size, size, size), args.seed,
+                               overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0
 
@@ -497,8 +540,9 @@ def _guarded(func, *args) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``satloss`` and ``python -m satloss_gpu``; returns the exit status."""
+    preset = QUICK_START_3D if _volumes(argv) else QUICK_START
     try:
-        parser = build_parser(_config_file(argv, QUICK_START))
+        parser = build_parser(_config_file(argv, preset), volumes=preset is QUICK_START_3D)
     except ValueError as exc:
         return _guarded(_raise, exc)
     args = parser.parse_args(argv)

@@ -1,7 +1,8 @@
-"""The settings of a training run: one :class:`Config` dataclass, its defaults and two presets.
+"""The settings of a training run: one :class:`Config` dataclass, its defaults and presets.
 
 :data:`REFERENCE` holds the reference implementation's recipe (the defaults of ``run.py``),
-:data:`QUICK_START` those of ``satloss train``, which runs in a few minutes on 2 CPU cores.
+:data:`QUICK_START` those of ``satloss train``, which runs in a few minutes on 2 CPU cores,
+and :data:`QUICK_START_3D` those of ``satloss train --spatial_dims 3`` (volumes).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, get_args, get_origin, get_type_hints
 
 __all__ = ["check_device_name", "check_setting", "Config", "LOSSES", "REFERENCE", "QUICK_START",
-           "read_config_file"]
+           "QUICK_START_3D", "read_config_file"]
 
 #: Training losses: BCE alone, BCE + a topological or clDice term, or the soft Dice loss.
 LOSSES = ("bce", "bce+sat", "bce+topo", "bce+cldice", "dice")
@@ -45,6 +46,9 @@ the BCE control from the end of the warm-up
 (:func:`satloss_gpu.training.recipe.train_with_baseline`).
     ``val_fraction`` of the training images are held out when there is no ``val`` folder.
     In test mode ``model=None`` takes the checkpoint's model; a name must match it.
+    ``spatial_dims`` 3 trains on volumes: ``crop`` is then the side of the random cubic
+    training patches, and validation and test volumes are predicted whole by sliding windows
+    of ``tile`` (default: ``crop``) voxels a side.
     """
 
     dataset: str = "ROADS"
@@ -90,9 +94,13 @@ the BCE control from the end of the warm-up
     baseline: bool = False
     tloss_kwargs: Dict[str, Any] = field(default_factory=dict)
     val_fraction: float = 0.125
+    spatial_dims: int = 2
 
     def __post_init__(self) -> None:
         check_device_name(self.device)
+        if isinstance(self.spatial_dims, bool) or self.spatial_dims not in (2, 3):
+            raise ValueError(f"`spatial_dims` must be 2 (images) or 3 (volumes); got "
+                             f"{self.spatial_dims!r}")
         if not float(self.tloss_w) >= 0.0:
             raise ValueError(f"`tloss_w` must be >= 0; got {self.tloss_w}")
         if (self.tloss_start is not None and int(self.tloss_start) < 0) or int(self.tloss_ramp) < 0:
@@ -241,7 +249,8 @@ def _preset(**changes: Any) -> Dict[str, Any]:
 #: The settings a preset fixes (the command line's defaults).
 PRESET_FIELDS = ("dataset", "dataroot", "exp", "model", "epoch", "batch_size", "lr",
                  "lr_decay_epoch", "lr_decay_rate", "wd", "tloss_w", "loss", "crop", "augment",
-                 "make_data", "save_every", "tloss_start", "tloss_ramp", "baseline")
+                 "make_data", "save_every", "tloss_start", "tloss_ramp", "baseline",
+                 "spatial_dims")
 #: Defaults of ``run.py``: the reference implementation's training recipe.
 REFERENCE: Dict[str, Any] = _preset()
 #: Defaults of ``satloss train/test``: a quick start that runs in a few minutes on 2 CPU cores.
@@ -249,4 +258,12 @@ QUICK_START: Dict[str, Any] = _preset(
     dataset="synthetic", exp="quickstart", model="UNet_small", epoch=12, batch_size=8, lr=3e-3,
     lr_decay_epoch=10, wd=1e-4, crop=64, augment=True, make_data=True,
     tloss_start=None, tloss_ramp=2, baseline=True,
+)
+#: Defaults of ``satloss train/test --spatial_dims 3``: generated vessel volumes (16/2/2 of
+#: 48^3), UNet3D_small on random 32^3 patches, validated whole by sliding windows; a few
+#: minutes on 2 CPU cores.
+QUICK_START_3D: Dict[str, Any] = _preset(
+    dataset="vessels3d", exp="quickstart3d", model="UNet3D_small", epoch=6, batch_size=2,
+    lr=3e-3, lr_decay_epoch=10, wd=1e-4, crop=32, augment=True, make_data=True,
+    tloss_start=None, tloss_ramp=1, baseline=True, spatial_dims=3,
 )

@@ -270,11 +270,19 @@ class SegmentationDataset:
     of 0/1, ``name`` (str) and ``index`` (int).
     """
 
+    #: Images; :class:`~satloss_gpu.training.patches.VolumeDataset` has 3.
+    spatial_dims = 2
+    #: Channels of the images given to the model (grey images are repeated over three).
+    channels = 3
+
     def __init__(self, dataroot: str | Path, dataset: str, split: str, crop: Optional[int] = None,
                  augment: bool = False, seed: int = 0, cache_bytes: int = 1 << 30) -> None:
         self.image_dir, self.label_dir = split_dirs(dataroot, dataset, split)
         if not self.image_dir.parent.is_dir():
             raise missing_dataset_error(dataroot, dataset, split)
+        if (self.image_dir / "images").is_dir() and not self.label_dir.is_dir():
+            raise DataError(f"{self.image_dir} holds a volume split (images/ and labels/ of "
+                            f".npy volumes): train on volumes with --spatial_dims 3")
         self.items = pair_files(self.image_dir, self.label_dir)
         if crop is not None and int(crop) < 1:
             raise ValueError(f"`crop` must be a positive int or None; got {crop}")
@@ -372,6 +380,13 @@ class SegmentationDataset:
             if label.shape[0] == label.shape[1] and rng.random() < 0.5:
                 image, label = image.transpose(1, 0, 2), label.T
         return image, label
+
+    @staticmethod
+    def as_batch(image: np.ndarray) -> "torch.Tensor":
+        """A decoded image (H, W, 3) as the model's input batch of one, (1, 3, H, W)."""
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
 
     def __getitem__(self, i: int) -> dict:
         import torch

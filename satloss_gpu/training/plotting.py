@@ -18,9 +18,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 __all__ = ["save_png", "plot_curves", "plot_overlay", "error_map", "plot_persistence",
-           "plot_matching"]
+           "plot_matching", "plot_volume_overlay", "plot_volume_matching"]
 
-_DIM_COLOURS = ("tab:blue", "tab:orange")
+_DIM_COLOURS = ("tab:blue", "tab:orange", "tab:green")
 
 
 def _plt():
@@ -80,7 +80,7 @@ def plot_curves(metrics_csv: str | Path, path: str | Path) -> Path:
                 axes[1].plot(epoch, col(name), "o-", label=name[4:])
         axes[1].set_title("validation")
         axes[1].set_ylim(0, 1.02)
-        for name in ("val_betti0_error", "val_betti1_error"):
+        for name in ("val_betti0_error", "val_betti1_error", "val_betti2_error"):
             if name in rows[0]:
                 axes[2].plot(epoch, col(name), "o-", label=name[4:])
         axes[2].set_title("validation Betti errors (per image)")
@@ -216,11 +216,11 @@ def _matchings(prob: np.ndarray, target: np.ndarray, crit: Any = None) -> Sequen
 def _draw_matching(ax: Any, image_ax: Any, m: Any) -> None:
     """One problem's diagram panel on ``ax``; its matched birth pixels on ``image_ax``."""
     d = int(m.dim)
-    colour = _DIM_COLOURS[d % 2]
+    colour = _DIM_COLOURS[d % len(_DIM_COLOURS)]
     for i, j in np.asarray(m.matches).reshape(-1, 2):
         ax.plot([m.pred_birth[i], m.target_birth[j]], [m.pred_death[i], m.target_death[j]],
                 "-", color="0.5", lw=0.8)
-        pb, tb = m.pred_birth_pixel[i], m.target_birth_pixel[j]
+        pb, tb = m.pred_birth_pixel[i][-2:], m.target_birth_pixel[j][-2:]  # (row, col)
         image_ax.plot([pb[1], tb[1]], [pb[0], tb[0]], "-", color=colour, lw=1.0)
         image_ax.scatter([pb[1]], [pb[0]], s=26, facecolors="none", edgecolors=colour)
         image_ax.scatter([tb[1]], [tb[0]], s=26, marker="x", color=colour)
@@ -301,11 +301,15 @@ def plot_betti_comparison(runs: dict, warmup: int, path: str | Path) -> Path:
         PNG written.
     """
     plt = _plt()
-    keys = [k for k in ("betti0_error", "betti1_error", "betti_matching_error", "dice")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    tables = {}
     for label, metrics_csv in runs.items():
         with open(metrics_csv, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+            tables[label] = list(csv.DictReader(f))
+    volumes = any("val_betti2_error" in (rows[0] if rows else {}) for rows in tables.values())
+    keys = ["betti0_error", "betti1_error"] + (["betti2_error"] if volumes else []) + \
+        ["betti_matching_error", "dice"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    for label, rows in tables.items():
         epochs = [int(r["epoch"]) for r in rows]
         for ax, key in zip(axes, keys):
             values = [float(r.get(f"val_{key}") or "nan") for r in rows]
@@ -318,4 +322,91 @@ def plot_betti_comparison(runs: dict, warmup: int, path: str | Path) -> Path:
             ax.set_yscale("symlog", linthresh=1.0)  # the first epochs' errors are far larger
             ax.set_ylim(bottom=0)  # absolute errors: no negative decades
     axes[0].legend(title=f"after a {warmup}-epoch BCE warm-up")
+    return _finish(fig, path)
+
+
+# --------------------------------------------------------------------------- volumes
+_PROJECTIONS = ((0, "along z (H x W)"), (1, "along rows (D x W)"))
+
+
+def plot_volume_overlay(image: np.ndarray, prob: np.ndarray, target: np.ndarray,
+                        path: str | Path, title: str = "", threshold: float = 0.5) -> Path:
+    """:func:`plot_overlay` for a volume, by maximum-intensity projections.
+
+    Two rows (projections along z and along the rows); columns: the image, the
+    probabilities, the target and the colour-coded errors of the projected prediction
+    ``prob > threshold`` against the projected target (white both, red prediction only, blue
+    target only).
+
+    Parameters
+    ----------
+    image : (C, D, H, W) or (D, H, W) float array (the first channel is shown)
+    prob : (D, H, W) float array in [0, 1]
+    target : (D, H, W) bool array
+    path : path of the PNG
+    """
+    from ..metrics import betti_numbers, dice
+
+    volume = np.asarray(image, dtype=np.float32)
+    volume = volume[0] if volume.ndim == 4 else volume
+    prob = np.asarray(prob, dtype=np.float32)
+    pred, target = prob > threshold, np.asarray(target, bool)
+    bp, bt = betti_numbers(np.stack([pred, target]), spatial_dims=3)
+    plt = _plt()
+    fig, axes = plt.subplots(2, 4, figsize=(14, 7.2))
+    for row, (axis, view) in enumerate(_PROJECTIONS):
+        axes[row, 0].imshow(volume.max(axis=axis), cmap="gray")
+        axes[row, 0].set_title(f"image, {view}", fontsize=9)
+        axes[row, 1].imshow(prob.max(axis=axis), cmap="magma", vmin=0, vmax=1)
+        axes[row, 1].set_title("probability (maximum)", fontsize=9)
+        axes[row, 2].imshow(target.max(axis=axis), cmap="gray")
+        axes[row, 2].set_title(f"target (b0={bt[0]}, b1={bt[1]}, b2={bt[2]})", fontsize=9)
+        axes[row, 3].imshow(error_map(pred.max(axis=axis), target.max(axis=axis)))
+        axes[row, 3].set_title(f"prediction: Dice {dice(pred, target, spatial_dims=3):.3f} "
+                               f"(b0={bp[0]}, b1={bp[1]}, b2={bp[2]})\nprojected: white both, "
+                               f"red FP, blue FN", fontsize=9)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def plot_volume_matching(prob: np.ndarray, target: np.ndarray, path: str | Path,
+                         image: Optional[np.ndarray] = None, crit: Any = None,
+                         title: str = "") -> Path:
+    """:func:`plot_matching` for a volume: the diagrams (H0, H1, H2) and their matching, and
+    the matched birth voxels on the projection along z of the prediction.
+
+    Parameters
+    ----------
+    prob : (D, H, W) float array in [0, 1]
+    target : (D, H, W) bool array
+    path : path of the PNG
+    image : (C, D, H, W) or (D, H, W) array, optional
+        Not drawn (the projected prediction shows where the voxels lie); accepted for the
+        same call as :func:`plot_matching`.
+    crit : SATLoss, optional
+        The loss whose ``match`` gives the matching (default settings otherwise).
+
+    Notes
+    -----
+    A voxel (z, row, col) is drawn at (row, col) on the maximum-intensity projection of the
+    probabilities along z, with the projected target outlined.
+    """
+    del image
+    matchings = [m for m in _matchings(prob, target, crit) if int(getattr(m, "image", 0)) == 0]
+    plt = _plt()
+    fig, axes = plt.subplots(1, 1 + len(matchings), figsize=(5.2 * (1 + len(matchings)), 5.2))
+    axes = np.atleast_1d(axes)
+    for ax, m in zip(axes[1:], matchings):
+        _draw_matching(ax, axes[0], m)
+    projected = np.asarray(prob, dtype=np.float32).max(axis=0)
+    _draw_image_panel(axes[0], projected, np.asarray(target, bool).max(axis=0), None)
+    axes[0].set_title("matched birth voxels on the projection along z\n(circle: prediction, "
+                      "cross: target; green: projected target outline)", fontsize=9)
+    total = sum(float(m.cost) for m in matchings)
+    fig.suptitle(title or f"SATLoss matching, loss {total:.4f}")
+    fig.tight_layout()
     return _finish(fig, path)

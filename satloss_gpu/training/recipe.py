@@ -34,9 +34,10 @@ from .config import Config
 
 __all__ = ["train_with_baseline", "follows_recipe", "COMPARED", "CONTROL", "WARMUP"]
 
-#: The validation metrics compared (columns ``val_<name>`` of ``metrics.csv``).
-COMPARED = ("dice", "cldice", "betti0_error", "betti1_error", "betti0_signed", "betti1_signed",
-            "betti_matching_error")
+#: The validation metrics compared (columns ``val_<name>`` of ``metrics.csv``; the H2 ones
+#: for volumes only).
+COMPARED = ("dice", "cldice", "betti0_error", "betti1_error", "betti2_error", "betti0_signed",
+            "betti1_signed", "betti2_signed", "betti_matching_error")
 #: The control's run folder, inside the run's.
 CONTROL = "baseline_bce"
 #: The checkpoint at the end of the warm-up, inside the run's folder.

@@ -1,4 +1,4 @@
-"""Sliding-window inference: predict large images tile by tile and blend the tiles.
+"""Sliding-window inference: predict large images or volumes tile by tile and blend the tiles.
 
 A network applied to a whole 4096 x 4096 image needs all of its activations at once. Here
 the image is cut into overlapping windows of the training size, the windows go through the
@@ -9,11 +9,13 @@ at any time; the output image is accumulated on the device of the input.
 
 Where one window covers the whole image, the result is the network's output on the whole
 image; for a network whose output at a pixel depends on that pixel alone, it is the whole
-image's output for any windows, overlap and weights.
+image's output for any windows, overlap and weights. Volumes (B, C, D, H, W) are cut into
+boxes the same way along their three axes.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+import itertools
+from typing import Callable, Sequence, Tuple, Union
 
 import torch
 
@@ -23,22 +25,29 @@ __all__ = ["sliding_window_inference", "window_starts", "number_of_windows", "bl
 BLEND_MODES = ("gaussian", "constant")
 
 
-def _pair(value: Union[int, Sequence[int]], name: str) -> tuple[int, int]:
-    """(rows, cols) from an int or a pair of ints, each >= 1."""
+def _sides(value: Union[int, Sequence[int]], name: str, n: int = 2) -> Tuple[int, ...]:
+    """``n`` sides (rows, cols; or depth, rows, cols for ``n = 3``) from an int or ``n``
+    ints, each >= 1."""
+    what = "a pair" if n == 2 else "a triple"
     if isinstance(value, bool):
-        raise TypeError(f"`{name}` must be an int or a pair of ints; got {value!r}")
+        raise TypeError(f"`{name}` must be an int or {what} of ints; got {value!r}")
     if isinstance(value, int):
-        pair = (value, value)
+        sides = (value,) * n
     else:
         try:
-            pair = tuple(int(v) for v in value)
+            sides = tuple(int(v) for v in value)
         except (TypeError, ValueError):
-            raise TypeError(f"`{name}` must be an int or a pair of ints; got {value!r}")
-        if len(pair) != 2:
-            raise ValueError(f"`{name}` must be an int or a pair of ints; got {value!r}")
-    if min(pair) < 1:
+            raise TypeError(f"`{name}` must be an int or {what} of ints; got {value!r}")
+        if len(sides) != n:
+            raise ValueError(f"`{name}` must be an int or {what} of ints; got {value!r}")
+    if min(sides) < 1:
         raise ValueError(f"`{name}` must be >= 1; got {value!r}")
-    return pair  # type: ignore[return-value]
+    return sides
+
+
+def _pair(value: Union[int, Sequence[int]], name: str) -> Tuple[int, ...]:
+    """(rows, cols) from an int or a pair of ints, each >= 1."""
+    return _sides(value, name, 2)
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
@@ -61,10 +70,10 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     return starts
 
 
-def blend_weights(shape: tuple[int, int], mode: str = "gaussian",
+def blend_weights(shape: Tuple[int, ...], mode: str = "gaussian",
                   device: Union[str, torch.device, None] = None,
                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(h, w) weights of a window's pixels, 1 at the centre.
+    """(h, w) (or (d, h, w)) weights of a window's pixels, 1 at the centre.
 
     "gaussian": a product of Gaussians with standard deviation 1/8 of the window side,
     floored at 1e-3 so that every pixel keeps a positive weight; "constant": all ones.
@@ -76,7 +85,9 @@ def blend_weights(shape: tuple[int, int], mode: str = "gaussian",
         position = torch.arange(length, device=device, dtype=torch.float64)
         sigma = max(length / 8.0, 1e-6)
         axes.append(torch.exp(-0.5 * ((position - (length - 1) / 2.0) / sigma) ** 2))
-    weights = axes[0][:, None] * axes[1][None, :]
+    weights = axes[0]
+    for axis in axes[1:]:
+        weights = weights[..., None] * axis
     return (weights / weights.max()).clamp_min(1e-3).to(dtype)
 
 
@@ -90,9 +101,9 @@ def _check_arguments(predict: Callable, image: torch.Tensor, overlap: float, ble
     if not image.is_floating_point():
         raise TypeError(f"`image` must be a real floating-point tensor (a network's input); "
                         f"got {image.dtype}")
-    if image.ndim != 4 or any(int(s) == 0 for s in image.shape):
-        raise ValueError(f"`image` must have shape (B, C, H, W) with no empty dimension; got "
-                         f"{tuple(image.shape)}")
+    if image.ndim not in (4, 5) or any(int(s) == 0 for s in image.shape):
+        raise ValueError(f"`image` must have shape (B, C, H, W) or (B, C, D, H, W) with no "
+                         f"empty dimension; got {tuple(image.shape)}")
     if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or \
             not 0.0 <= float(overlap) < 1.0:
         raise ValueError(f"`overlap` must be a number in [0, 1); got {overlap!r}")
@@ -116,14 +127,15 @@ def sliding_window_inference(
     Parameters
     ----------
     predict : callable
-        Maps a batch of windows (N, C, h, w) to outputs (N, K, h, w) of the same height and
-        width (probabilities or logits), e.g. a model in eval mode.
-    image : torch.Tensor, shape (B, C, H, W)
-        The images, on the device ``predict`` runs on.
-    window : int or (int, int)
-        Window side (rows, cols); clipped to the image size.
+        Maps a batch of windows (N, C, h, w) (volumes: (N, C, d, h, w)) to outputs
+        (N, K, h, w) ((N, K, d, h, w)) of the same spatial size (probabilities or logits),
+        e.g. a model in eval mode.
+    image : torch.Tensor, shape (B, C, H, W) or (B, C, D, H, W)
+        The images or volumes, on the device ``predict`` runs on.
+    window : int or (int, int) or (int, int, int)
+        Window side (rows, cols; volumes: depth, rows, cols); clipped to the input's size.
     overlap : float, default 0.25
-        Fraction of a window shared with the next one, in [0, 1).
+        Fraction of a window shared with the next one along each axis, in [0, 1).
     blend : {"gaussian", "constant"}, default "gaussian"
         Weights of a window's pixels in the mean (see :func:`blend_weights`).
     batch_size : int, default 4
@@ -131,7 +143,8 @@ def sliding_window_inference(
 
     Returns
     -------
-    torch.Tensor, shape (B, K, H, W), float32 (float64 if ``predict`` returns float64)
+    torch.Tensor, shape (B, K, H, W) or (B, K, D, H, W), float32 (float64 if ``predict``
+    returns float64)
         On the device of ``image``.
 
     Examples
@@ -141,40 +154,52 @@ def sliding_window_inference(
     >>> out = sliding_window_inference(lambda x: x.mean(1, keepdim=True), image, 8)
     >>> out.shape, torch.allclose(out, image.mean(1, keepdim=True))
     (torch.Size([1, 1, 20, 30]), True)
+    >>> volume = torch.rand(1, 1, 9, 12, 10)
+    >>> torch.allclose(sliding_window_inference(lambda x: 2 * x, volume, 4), 2 * volume)
+    True
     """
     _check_arguments(predict, image, overlap, blend, batch_size)
-    win_rows, win_cols = _pair(window, "window")
-    batch, _, height, width = (int(s) for s in image.shape)
-    tile_rows, tile_cols = min(win_rows, height), min(win_cols, width)
-    windows = [(b, r, c) for b in range(batch)
-               for r in window_starts(height, win_rows, float(overlap))
-               for c in window_starts(width, win_cols, float(overlap))]
+    size = tuple(int(n) for n in image.shape[2:])
+    sides = _sides(window, "window", len(size))
+    tile = tuple(min(w, n) for w, n in zip(sides, size))
+    starts = [window_starts(n, w, float(overlap)) for n, w in zip(size, sides)]
+    windows = [(b,) + corner for b in range(int(image.shape[0]))
+               for corner in itertools.product(*starts)]
     total = weight_sum = weights = None
     for first in range(0, len(windows), batch_size):
         chunk = windows[first:first + batch_size]
-        tiles = torch.stack([image[b, :, r:r + tile_rows, c:c + tile_cols] for b, r, c in chunk])
+        boxes = [(b, _box(corner, tile)) for b, *corner in chunk]
+        tiles = torch.stack([image[(b, slice(None)) + box] for b, box in boxes])
         out = predict(tiles)
         if not isinstance(out, torch.Tensor) or not out.is_floating_point():
             raise TypeError(f"`predict` must return a floating-point torch.Tensor; got "
                             f"{getattr(out, 'dtype', type(out).__name__)}")
-        if out.ndim != 4 or tuple(out.shape[-2:]) != (tile_rows, tile_cols):
-            raise ValueError(f"`predict` must return (N, K, h, w) for windows (N, C, h, w) = "
-                             f"{tuple(tiles.shape)}; got {tuple(out.shape)}")
+        if out.ndim != image.ndim or tuple(out.shape[2:]) != tile:
+            shape = "(N, K, h, w)" if len(size) == 2 else "(N, K, d, h, w)"
+            raise ValueError(f"`predict` must return {shape} for windows {tuple(tiles.shape)}; "
+                             f"got {tuple(out.shape)}")
         if total is None:
             dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
-            total = image.new_zeros((batch, int(out.shape[1]), height, width), dtype=dtype)
-            weight_sum = image.new_zeros((batch, 1, height, width), dtype=dtype)
-            weights = blend_weights((tile_rows, tile_cols), blend, image.device, dtype)
+            total = image.new_zeros((int(image.shape[0]), int(out.shape[1])) + size, dtype=dtype)
+            weight_sum = image.new_zeros((int(image.shape[0]), 1) + size, dtype=dtype)
+            weights = blend_weights(tile, blend, image.device, dtype)
         out = out.to(total.dtype)
-        for (b, r, c), tile_out in zip(chunk, out):
-            total[b, :, r:r + tile_rows, c:c + tile_cols] += weights * tile_out
-            weight_sum[b, :, r:r + tile_rows, c:c + tile_cols] += weights
+        for (b, box), tile_out in zip(boxes, out):
+            total[(b, slice(None)) + box] += weights * tile_out
+            weight_sum[(b, slice(None)) + box] += weights
     return total / weight_sum
 
 
-def number_of_windows(shape: tuple[int, int], window: Union[int, Sequence[int]],
-                      overlap: float = 0.25) -> int:
-    """Windows per image of ``shape`` (H, W)."""
-    rows, cols = _pair(window, "window")
-    return len(window_starts(shape[0], rows, overlap)) * len(window_starts(shape[1], cols, overlap))
+def _box(corner: Sequence[int], tile: Tuple[int, ...]) -> Tuple[slice, ...]:
+    """The slices of the window starting at ``corner`` with sides ``tile``."""
+    return tuple(slice(c, c + t) for c, t in zip(corner, tile))
 
+
+def number_of_windows(shape: Tuple[int, ...], window: Union[int, Sequence[int]],
+                      overlap: float = 0.25) -> int:
+    """Windows per image of ``shape`` (H, W), or per volume of ``shape`` (D, H, W)."""
+    sides = _sides(window, "window", len(shape))
+    count = 1
+    for n, w in zip(shape, sides):
+        count *= len(window_starts(n, w, overlap))
+    return count

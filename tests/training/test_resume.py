@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from satloss_gpu.training import checkpoints, recipe
-from satloss_gpu.training import train as train_module
+from satloss_gpu.training import loop as train_module
 from satloss_gpu.training.checkpoints import load_checkpoint
 from satloss_gpu.training.cli import main
 from satloss_gpu.training.synthetic import make_dataset
