@@ -53,10 +53,7 @@ import threading
 import time
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
 from ..common.scalar import precedes
 from ..common.local_pairing3d import (
@@ -75,6 +72,7 @@ from .local_pairing import (
     _radix_sort,
     _unsigned_bits,
 )
+from .morse_reduction import _prefetch, reduce_ranked
 
 __all__ = ["batch_pairs3d", "volume_pairs3d", "stage_times3d", "pattern_table", "estimated_bytes",
            "MAX_VOXELS"]
@@ -536,28 +534,6 @@ def _concatenate(parts_keys, parts_payload):
 def _shift(array, start, stop, offset):
     for i in range(start, stop):
         array[i] += offset
-
-
-@intrinsic
-def _prefetch(typingctx, array, index):
-    """Hint the cache to load ``array[index]`` (LLVM ``prefetch``, read, high locality)."""
-    signature = types.void(array, index)
-
-    def codegen(context, builder, sig, args):
-        array_type = sig.args[0]
-        view = context.make_array(array_type)(context, builder, args[0])
-        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]],
-                                           wraparound=False)
-        byte_pointer = ir.IntType(8).as_pointer()
-        function_type = ir.FunctionType(ir.VoidType(), [byte_pointer] + [ir.IntType(32)] * 3)
-        function = cgutils.get_or_insert_function(builder.module, function_type,
-                                                  "llvm.prefetch.p0i8")
-        builder.call(function, [builder.bitcast(pointer, byte_pointer),
-                                ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 3),
-                                ir.Constant(ir.IntType(32), 1)])
-        return context.get_dummy_value()
-
-    return signature, codegen
 
 
 # ---------------------------------------------------------------------------------------
@@ -1103,7 +1079,232 @@ def _h1_pass(flat, depth, height, width, columns, pattern, words, edge_start, ne
 
 
 # ---------------------------------------------------------------------------------------
+# Step 6, two stages: every column's full Morse boundary in raster order, then the reduction.
+
+
+@njit(cache=True, nogil=True)
+def _h1_boundaries(flat, depth, height, width, columns, raster, first, stop, pattern, words,
+                   edge_start, negative, rank, vertex):
+    """Stage A: the Morse boundaries of columns ``columns[raster[first:stop]]``.
+
+    ``raster`` orders the columns by their face's payload (raster order of the voxels: the
+    neighbourhoods of consecutive columns overlap in the caches). Each boundary is expanded as
+    in :func:`_h1_pass`, with the same keys and the same edges never pushed, down to the
+    critical edges that are not H0-negative; no pivot map is read, so the columns are
+    independent. ``rank[g]`` is the filtration rank (working order) of the critical edge of
+    generation index ``g``.
+
+    Returns
+    -------
+    term_start : (stop - first + 1,) int64
+        Row ``r`` (column ``raster[first + r]``) holds ``terms[term_start[r]:term_start[r+1]]``.
+    terms : (T,) int32
+        Ranks of the boundary's critical edges, each row by decreasing rank.
+    """
+    n = depth * height * width
+    bits = _unsigned_bits(flat)
+    n_rows = stop - first
+    term_start = np.empty(n_rows + 1, dtype=np.int64)
+    terms = np.empty(max(64, 4 * n_rows), dtype=np.int32)
+    n_terms = 0
+    heap_hi = np.empty(1024, dtype=np.uint64)
+    heap_lo = np.empty(1024, dtype=np.uint64)
+    cand_v = np.empty(4, dtype=np.int64)
+    cand_j = np.empty(4, dtype=np.int64)
+    for r in range(n_rows):
+        term_start[r] = n_terms
+        packed = np.int64(columns[raster[first + r]])
+        p = packed // 6
+        face = _FACE_LOCAL[packed - 6 * p]
+        for e in range(4):
+            cand_v[e] = p
+            cand_j[e] = _FACE_EDGES[face, e]
+        n_cand = 4
+        size = 0
+        while True:
+            if size + n_cand > heap_hi.size:
+                heap_hi = _grown(heap_hi, 2 * (size + n_cand))
+                heap_lo = _grown(heap_lo, heap_hi.size)
+            for k in range(n_cand):
+                v = cand_v[k]
+                j = cand_j[k]
+                w = words[pattern[v], j]
+                if (w >> 5) & 31:  # owned by v
+                    q = v
+                    jq = j
+                else:
+                    z, y, x = _decode_voxel(v, height, width)
+                    q = np.int64(-1)
+                    jq = np.int64(-1)
+                    for i in range(3):
+                        t = _EDGE_SHARERS[j, i]
+                        zz = z + t // 9 - 1
+                        yy = y + (t // 3) % 3 - 1
+                        xx = x + t % 3 - 1
+                        if not ((0 <= zz < depth) & (0 <= yy < height) & (0 <= xx < width)):
+                            if vertex:
+                                q = np.int64(-2)
+                                break
+                            continue
+                        u = (zz * height + yy) * width + xx
+                        if q < 0:
+                            earlier = True
+                        elif vertex:
+                            earlier = precedes(flat[q], q, flat[u], u)
+                        else:
+                            earlier = precedes(flat[u], u, flat[q], q)
+                        if earlier:
+                            q = u
+                            jq = _EDGE_REFRAMED[j, i]
+                    if q < 0:
+                        continue  # nobody owns it (V: the volume's surface)
+                    w = words[pattern[q], jq]
+                partner = np.int64((w >> 5) & 31) - 2
+                if partner == -1:
+                    if negative[edge_start[q] + ((w >> 10) & 7)]:
+                        continue  # compression
+                elif _DIMS[partner] == 0:
+                    continue  # flows to a corner: nothing
+                hi = _ordered_key(bits[q])
+                if vertex:
+                    hi = ~hi
+                lo = np.uint64((n - 1 - q if vertex else q) * 1024 + (w & 31) * 32 + jq)
+                i = size
+                while i > 0:
+                    parent = (i - 1) >> 1
+                    if not _later(hi, lo, heap_hi[parent], heap_lo[parent]):
+                        break
+                    heap_hi[i] = heap_hi[parent]
+                    heap_lo[i] = heap_lo[parent]
+                    i = parent
+                heap_hi[i] = hi
+                heap_lo[i] = lo
+                size += 1
+            n_cand = 0
+            if size == 0:
+                break
+            # Pop the youngest entry with its multiplicity (pairs cancel).
+            hi = heap_hi[0]
+            lo = heap_lo[0]
+            odd = False
+            while size > 0 and heap_hi[0] == hi and heap_lo[0] == lo:
+                odd = not odd
+                size -= 1
+                last_hi = heap_hi[size]
+                last_lo = heap_lo[size]
+                i = 0
+                while True:
+                    child = 2 * i + 1
+                    if child >= size:
+                        break
+                    if child + 1 < size and _later(heap_hi[child + 1], heap_lo[child + 1],
+                                                   heap_hi[child], heap_lo[child]):
+                        child += 1
+                    if not _later(heap_hi[child], heap_lo[child], last_hi, last_lo):
+                        break
+                    heap_hi[i] = heap_hi[child]
+                    heap_lo[i] = heap_lo[child]
+                    i = child
+                heap_hi[i] = last_hi
+                heap_lo[i] = last_lo
+            if not odd:
+                continue
+            ilo = np.int64(lo)
+            q = ilo >> 10
+            if vertex:
+                q = n - 1 - q
+            jq = ilo & 31
+            w = words[pattern[q], jq]
+            partner = np.int64((w >> 5) & 31) - 2
+            if partner != -1:
+                # A regular edge paired with a face: its gradient path, the face's other edges.
+                for e in range(4):
+                    j2 = _FACE_EDGES[partner, e]
+                    if j2 != jq:
+                        cand_v[n_cand] = q
+                        cand_j[n_cand] = j2
+                        n_cand += 1
+                continue
+            if n_terms == terms.size:
+                terms = _grown(terms, 2 * n_terms)
+            # Terms come youngest first; the insertion keeps a row sorted whatever happens.
+            term = rank[edge_start[q] + ((w >> 10) & 7)]
+            i = n_terms
+            while i > term_start[r] and terms[i - 1] < term:
+                terms[i] = terms[i - 1]
+                i -= 1
+            terms[i] = term
+            n_terms += 1
+    term_start[n_rows] = n_terms
+    return term_start, terms[:n_terms]
+
+
+#: Fewest columns per part when stage A is split over threads.
+_MIN_PART = 4096
+
+
+def _h1_staged(volume, words, run=None, n_parts: int = 1):
+    """Stage A (optionally over ``n_parts`` contiguous runs of the raster order, on ``run``),
+    then stage B; returns the status of :func:`reduce_ranked`."""
+    depth, height, width = volume.shape
+    columns = volume.columns
+    n_cols = columns.size
+    m = volume.edge_order.size
+    raster = np.argsort(columns, kind="stable")
+    rank = np.empty(m, dtype=np.int32)
+    if volume.vertex:
+        rank[volume.edge_order[::-1]] = np.arange(m, dtype=np.int32)
+    else:
+        rank[volume.edge_order] = np.arange(m, dtype=np.int32)
+    n_parts = max(1, min(int(n_parts), n_cols // _MIN_PART + 1))
+    bounds = [n_cols * s // n_parts for s in range(n_parts + 1)]
+
+    def part(s):
+        return _h1_boundaries(volume.flat, depth, height, width, columns, raster, bounds[s],
+                              bounds[s + 1], volume.pattern, words, volume.edge_start,
+                              volume.negative, rank, volume.vertex)
+
+    if n_parts == 1:
+        term_start, terms = part(0)
+    else:
+        parts = run([lambda s=s: part(s) for s in range(n_parts)])
+        offsets = np.cumsum([0] + [p[1].size for p in parts])
+        term_start = np.concatenate([p[0][:-1] + offsets[s] for s, p in enumerate(parts)]
+                                    + [offsets[-1:]]).astype(np.int64)
+        terms = np.concatenate([p[1] for p in parts])
+    row_of = np.empty(n_cols, dtype=np.int64)
+    row_of[raster] = np.arange(n_cols, dtype=np.int64)
+    pivot = np.empty(n_cols, dtype=np.int32)
+    status = reduce_ranked(term_start, terms, row_of, m, pivot)
+    if status == n_cols and n_cols:
+        index = m - 1 - pivot if volume.vertex else pivot
+        volume.h1_a[:] = volume.edge_payload[volume.edge_order[index]] // 12
+        volume.h1_b[:] = columns // 6
+    return status
+
+
+# ---------------------------------------------------------------------------------------
 # One volume.
+
+
+#: How H1 runs: "lazy" (:func:`_h1_pass`), "staged" (:func:`_h1_staged`) or "auto" (staged
+#: from :data:`_STAGED_COLUMNS` columns on).
+H1_METHOD = "auto"
+
+#: Columns from which "auto" runs the two stages. The lazy pass jumps around the volume and
+#: slows down once its data leaves the caches; the staged pass expands every column in full
+#: (long V-paths on smooth volumes) but in raster order. Measured (one thread, CPU ms, lazy
+#: vs staged): 64^3 noise 47k columns 147 vs 118; 64^3 noise blurred with sigma 0.7, 20k
+#: columns, 52 vs 63; 128^3 sigma 1, 65k columns, 382 vs 340; 128^3 sigma 2, 10k columns,
+#: 140 vs 173.
+_STAGED_COLUMNS = 32768
+
+
+def _h1_method(n_cols: int, n_voxels: int) -> str:
+    """The H1 method for a volume with ``n_cols`` columns (see :data:`H1_METHOD`)."""
+    if H1_METHOD != "auto":
+        return H1_METHOD
+    return "staged" if n_cols >= _STAGED_COLUMNS else "lazy"
 
 
 def _plan(dims: tuple[int, ...], vertex: bool):
@@ -1198,7 +1399,8 @@ class _Volume:
         self.h0_b = np.empty(m, dtype=np.int32)
         self.n_h0 = _h0_pass(self.flat, self.edge_order, ends_a, ends_b, self.edge_payload,
                              births, self.n, self.vertex, self.negative, self.h0_a, self.h0_b)
-        self.edge_order = self.edge_payload = None
+        if not self.run_h1:
+            self.edge_order = self.edge_payload = None
 
     # Step 5
     def h2(self) -> None:
@@ -1219,14 +1421,20 @@ class _Volume:
         self.face_order = self.face_payload = None
 
     # Step 6
-    def h1(self) -> None:
+    def h1(self, n_parts: int = 1, run=None) -> None:
         depth, height, width = self.shape
         words = self.tables[5 if self.vertex else 4]
         n_cols = self.columns.size
         self.h1_a = np.empty(n_cols, dtype=np.int32)
         self.h1_b = np.empty(n_cols, dtype=np.int32)
-        status = _h1_pass(self.flat, depth, height, width, self.columns, self.pattern, words,
-                          self.edge_start, self.negative, self.vertex, self.h1_a, self.h1_b)
+        self.h1_method = _h1_method(n_cols, self.n)
+        if self.h1_method == "staged":
+            status = _h1_staged(self, words, run, n_parts)
+        else:
+            status = _h1_pass(self.flat, depth, height, width, self.columns, self.pattern,
+                              words, self.edge_start, self.negative, self.vertex, self.h1_a,
+                              self.h1_b)
+        self.edge_order = self.edge_payload = None
         if status < 0:
             raise RuntimeError(f"internal error: H1 column {-1 - status} of {n_cols} found no "
                                "pivot (a box has no essential H1)")
@@ -1292,7 +1500,7 @@ def _run_parallel(volume: _Volume, n_threads: int) -> None:
         tasks.append(lambda: (volume.sort_faces(), volume.h2()))
     _run_threads(tasks, n_threads)
     if volume.run_h1:
-        volume.h1()
+        volume.h1(n_threads, lambda tasks: _run_threads(tasks, n_threads))
 
 
 def volume_pairs3d(volume: np.ndarray, vertex: bool, dims: tuple[int, ...],

@@ -15,7 +15,8 @@ module computes those pairs in two stages (the design study's section 6.4):
   in the owner's order are recomputed from the order words with the shared rule
   (:func:`satloss_gpu.kernels.common.local_pairing3d.voxel_rule`). A column whose heap would
   overflow sets a flag and the caller computes H1 another way: no buffer can truncate.
-* **Stage B (host)**, :func:`reduce_columns`: the standard column reduction of those short,
+* **Stage B (host)**, :func:`reduce_columns` (shared with the CPU core, in
+  :mod:`satloss_gpu.kernels.cpu.morse_reduction`): the standard column reduction of those short,
   sorted columns in filtration order, each column's lowest term (its youngest edge) looked up
   in a pivot map, earlier reduced columns added by merging sorted lists.
 
@@ -26,9 +27,10 @@ order) and the cell's position in the owner's refined order; keys sort like the 
 from __future__ import annotations
 
 import numpy as np
-from numba import cuda, int8, int32, int64, njit, uint32, uint64
+from numba import cuda, int8, int32, int64, uint32, uint64
 
 from ..common import local_pairing3d as rule3d
+from ..cpu.morse_reduction import reduce_columns
 from .local_pairing import NO_MERGE
 from .local_pairing3d import _DIMS, _OFFSETS, _masks, voxel_rule
 
@@ -265,103 +267,3 @@ def column_kernel(keys, item_seg, seg_start, names, pos_bits, flip, words, depth
                 overflow[0] = 1
                 count = 0
             column_count[c] = count
-
-
-@njit(cache=True, nogil=True)
-def _merge(a_key, a_slot, a_len, b_key, b_slot, b_start, b_len, out_key, out_slot):
-    """Symmetric difference of two lists sorted by decreasing key; returns its length."""
-    i = 0
-    k = 0
-    m = 0
-    while i < a_len or k < b_len:
-        if k >= b_len or (i < a_len and a_key[i] > b_key[b_start + k]):
-            out_key[m] = a_key[i]
-            out_slot[m] = a_slot[i]
-            i += 1
-            m += 1
-        elif i >= a_len or b_key[b_start + k] > a_key[i]:
-            out_key[m] = b_key[b_start + k]
-            out_slot[m] = b_slot[b_start + k]
-            k += 1
-            m += 1
-        else:
-            i += 1
-            k += 1
-    return m
-
-
-@njit(cache=True, nogil=True)
-def reduce_columns(column_start, term_key, term_slot, n_slots, n, flip, edge_voxel):
-    """Stage B: reduce the Morse columns in order; ``edge_voxel[c]`` = the voxel of column
-    ``c``'s pivot (its youngest remaining edge).
-
-    Parameters
-    ----------
-    column_start : (C + 1,) int64
-        Terms of column ``c`` are ``column_start[c] .. column_start[c + 1] - 1``, sorted by
-        decreasing key (columns of a volume in filtration order; volumes one after another).
-    term_key : (T,) uint64
-    term_slot : (T,) int64
-        Emission slot of each term's critical edge (unique per edge of the batch).
-    n_slots : int
-        Number of critical edges of the batch.
-    n : int
-        Voxels per volume.
-    flip : int
-        1 for the reversed order (order positions count from the last voxel).
-    edge_voxel : (C,) int64
-        Output.
-
-    Returns
-    -------
-    int
-        C, or ``-1 - c`` if column ``c`` reduced to zero (impossible for a box).
-    """
-    n_cols = column_start.size - 1
-    pivot_of = np.full(max(n_slots, 1), -1, dtype=np.int64)
-    store_start = np.zeros(n_cols + 1, dtype=np.int64)
-    store_key = np.empty(max(16, 2 * term_key.size), dtype=np.uint64)
-    store_slot = np.empty(store_key.size, dtype=np.int64)
-    n_store = 0
-    work_key = np.empty(64, dtype=np.uint64)
-    work_slot = np.empty(64, dtype=np.int64)
-    next_key = np.empty(64, dtype=np.uint64)
-    next_slot = np.empty(64, dtype=np.int64)
-    for c in range(n_cols):
-        length = column_start[c + 1] - column_start[c]
-        if length > work_key.size:
-            work_key = np.empty(2 * length, dtype=np.uint64)
-            work_slot = np.empty(2 * length, dtype=np.int64)
-        for i in range(length):
-            work_key[i] = term_key[column_start[c] + i]
-            work_slot[i] = term_slot[column_start[c] + i]
-        while True:
-            if length == 0:
-                return -1 - c
-            owner = pivot_of[work_slot[0]]
-            if owner < 0:
-                break
-            other = store_start[owner + 1] - store_start[owner]
-            if length + other > next_key.size:
-                next_key = np.empty(2 * (length + other), dtype=np.uint64)
-                next_slot = np.empty(next_key.size, dtype=np.int64)
-            length = _merge(work_key, work_slot, length, store_key, store_slot,
-                            store_start[owner], other, next_key, next_slot)
-            work_key, next_key = next_key, work_key
-            work_slot, next_slot = next_slot, work_slot
-        pivot_of[work_slot[0]] = c
-        order = np.int64(work_key[0] & np.uint64(_LOW_MASK)) >> 5
-        edge_voxel[c] = n - 1 - order if flip else order
-        while n_store + length > store_key.size:
-            grown_key = np.empty(2 * store_key.size, dtype=np.uint64)
-            grown_slot = np.empty(grown_key.size, dtype=np.int64)
-            grown_key[:n_store] = store_key[:n_store]
-            grown_slot[:n_store] = store_slot[:n_store]
-            store_key, store_slot = grown_key, grown_slot
-        store_start[c] = n_store
-        for i in range(length):
-            store_key[n_store + i] = work_key[i]
-            store_slot[n_store + i] = work_slot[i]
-        n_store += length
-        store_start[c + 1] = n_store
-    return n_cols

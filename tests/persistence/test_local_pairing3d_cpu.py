@@ -224,3 +224,34 @@ def test_stage_times_cover_the_stages():
     for stage in ("raster", "sort", "h0", "h2", "h1", "pack", "total"):
         assert times[stage] >= 0.0
     assert times["edges"] > 0 and times["faces"] > 0 and times["columns"] > 0
+
+
+@pytest.mark.parametrize("method", ["lazy", "staged"])
+@pytest.mark.parametrize("vertex", [False, True])
+@pytest.mark.parametrize("kind", ["noise", "smooth", "quantised"])
+def test_each_h1_method_equals_gudhi(monkeypatch, method, vertex, kind):
+    monkeypatch.setattr(core, "H1_METHOD", method)
+    monkeypatch.setattr(core, "_MIN_PART", 16)  # stage A in parts on two threads
+    rng = np.random.default_rng(17 + vertex)
+    shape = (14, 12, 13)
+    if kind == "smooth":
+        from scipy.ndimage import gaussian_filter
+
+        volume = gaussian_filter(rng.random(shape), 1.5).astype(np.float32)
+    else:
+        volume = make_volume(rng, shape, kind, np.float32)
+    for n_threads in (1, 2):
+        check_against_gudhi(volume[None], vertex, (0, 1, 2), n_threads)
+        check_against_gudhi(volume[None], vertex, (1,), n_threads)
+
+
+@pytest.mark.parametrize("vertex", [False, True])
+def test_h1_methods_give_identical_pairs(monkeypatch, vertex):
+    rng = np.random.default_rng(23 + vertex)
+    volumes = np.stack([rng.random((20, 18, 19)), rng.random((20, 18, 19)).round(1)])
+    got = {}
+    for method in ("lazy", "staged"):
+        monkeypatch.setattr(core, "H1_METHOD", method)
+        got[method] = core.batch_pairs3d(volumes, vertex, (0, 1, 2), 1)
+    for a, b in zip(got["lazy"], got["staged"]):
+        np.testing.assert_array_equal(a, b)
