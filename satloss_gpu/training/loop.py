@@ -143,7 +143,6 @@ def _ensure_data(cfg: Config, log: _Log, info: dist.DistInfo) -> None:
 def _ensure_volumes(cfg: Config, log: _Log, info: dist.DistInfo) -> None:
     """:func:`_ensure_data` for volumes: a missing ``vessels3d`` is generated with
     ``--make_data`` (:func:`~satloss_gpu.training.synthetic3d.make_volume_dataset`)."""
-    from .data import missing_dataset_error
     from .synthetic3d import make_volume_dataset
 
     if (Path(cfg.dataroot) / cfg.dataset).is_dir():
@@ -152,8 +151,11 @@ def _ensure_volumes(cfg: Config, log: _Log, info: dist.DistInfo) -> None:
         names = ", ".join(VOLUME_DATASETS)
         hint = (f"with --make_data a missing volume dataset is generated only for the names "
                 f"{names}" if cfg.make_data else f"pass --make_data to generate {names}")
-        raise missing_dataset_error(cfg.dataroot, cfg.dataset, hint=f"{hint}; write others "
-                                    f"with `satloss make-data --spatial_dims 3`")
+        base = Path(cfg.dataroot) / cfg.dataset
+        raise DataError(f"volume dataset folder not found: {base} (--dataroot {cfg.dataroot}, "
+                        f"--dataset {cfg.dataset}; looked for {base / 'train' / 'images'} and "
+                        f"{base / 'train' / 'labels'}); {hint}; write others with `satloss "
+                        f"make-data --spatial_dims 3`")
     if info.is_main:
         params = dict(VOLUME_DATA, seed=cfg.seed)
         params.update(cfg.extra.get("make_data", {}))

@@ -127,3 +127,12 @@ def test_losses_without_a_volume_version_are_refused_before_anything_runs(traine
         assert main(_run_args(trained, f"loss_{loss}", "--loss", loss)) == 2
         assert f"--loss {loss} is for images only" in _error(capsys)
         assert not (trained / "exp" / f"loss_{loss}").exists()
+
+
+def test_a_missing_volume_dataset_names_the_volume_layout(tmp_path, capsys):
+    args = ["train", "--spatial_dims", "3", "--dataroot", str(tmp_path / "d"), "--dataset",
+            "nope", "--exp_root", str(tmp_path / "e"), "--no-progress"]
+    assert main(args) == 2
+    error = _error(capsys)
+    assert "volume dataset folder not found" in error and "nope/train/images" in error
+    assert not (tmp_path / "d").exists()
