@@ -20,8 +20,10 @@ remaining budget is skipped, so the summary is always printed. Sections:
    CPU path (float64 and float32);
 6. ``volumes``: 3D persistence (``spatial_dims=3``): the ``cuda`` backend against the ``cpu``
    backend on batches of 8 x 64^3 and 4 x 128^3 volumes (noise and smooth, T and V),
-   identical diagrams, values and critical voxels, then CUDA-event medians per volume of the
-   ``cuda`` backend (T, float32) with its stages, peak GPU memory and, for scale, one call of
+   identical diagrams, values and critical voxels (also with the backend option
+   ``h1="device"`` on the 64^3 batches, where the backend has it), then CUDA-event medians
+   per volume of the ``cuda`` backend (T, float32; each H1 path) with its stages, peak GPU
+   memory and, for scale, one call of
    the ``cpu`` backend on all CPU cores; a reported skip where the ``cuda`` backend has no 3D
    path;
 7. ``timing_persistence``, ``timing_matching``, ``timing_loss``: CUDA-event medians after
@@ -836,6 +838,8 @@ def volumes_supported() -> None:
 
 
 def section_volumes(run: Run) -> str:
+    import inspect
+
     volumes_supported()
     sim = run.simulate
     shapes = [(2, 4), (1, 5)] if sim else [(8, 64), (4, 128)]
@@ -850,6 +854,19 @@ def section_volumes(run: Run) -> str:
             run.guarded(label, lambda volumes=volumes, label=label, construction=construction:
                         persistence_pair(run, label, volumes, spatial_dims=3,
                                          construction=construction))
+    device_h1 = "h1" in inspect.signature(internal("cuda_backend").__init__).parameters
+    (b, n), variants = shapes[0], ({"h1": "device"},) if device_h1 else ()
+    for option in variants:  # the backend's other H1 path, on the smaller batches
+        for kind in ("noise", "smooth"):
+            for construction in ("T", "V"):
+                label = f"volumes {b}x{n}^3 {kind} {construction} float32, h1=device"
+
+                def one(kind=kind, construction=construction, label=label, option=option):
+                    with cuda_backend_with(**option):
+                        persistence_pair(run, label, batches[(b, n, kind)], spatial_dims=3,
+                                         construction=construction)
+
+                run.guarded(label, one)
     table = {}
     for (b, n, kind), volumes in batches.items():
         name = f"{b}x{n}^3 {kind}"
@@ -857,23 +874,53 @@ def section_volumes(run: Run) -> str:
             run.skip(f"timing {name}", "out of budget")
             continue
         run.guarded(f"timing {name}", lambda volumes=volumes, name=name:
-                    table.update({name: time_volumes(run, volumes)}))
+                    table.update({name: time_volumes(run, volumes, variants)}))
     run.number("timing_per_volume", table)
     parts = [f"{k} {v['cuda']['per_volume_ms']:.1f}" for k, v in table.items() if "cuda" in v]
     run.key("ms per volume (cuda, T): " + ", ".join(parts) if parts else "no timing")
     return "passed"
 
 
-def time_volumes(run: Run, volumes) -> dict:
+def time_volumes(run: Run, volumes, variants: tuple = ()) -> dict:
     """cuda backend medians on one batch (per call and per volume), its stages, its peak GPU
-    memory, and one call of the cpu backend on every CPU core for scale."""
-    from satloss_gpu import cubical_persistence
-
+    memory, the same with each backend option of ``variants``, and one call of the cpu
+    backend on every CPU core for scale."""
     sim = run.simulate
     batch = int(volumes.shape[0])
     device_volumes = Backends(sim).to_cuda(volumes)
+    row = {"cuda": time_cuda_volumes(run, device_volumes, {})}
+    for option in variants:
+        name = "cuda " + ", ".join(f"{k}={v}" for k, v in option.items())
+        row[name] = time_cuda_volumes(run, device_volumes, option)
+    if not sim:
+        import numba
+
+        from satloss_gpu import cubical_persistence
+
+        host = volumes.numpy()
+        started = time.perf_counter()
+        cubical_persistence(host, spatial_dims=3, backend="cpu")
+        seconds = time.perf_counter() - started
+        row["cpu_one_call"] = {"ms": round(1e3 * seconds, 1),
+                               "per_volume_ms": round(1e3 * seconds / batch, 1),
+                               "threads": numba.get_num_threads()}
+    run.log(f"  {tuple(volumes.shape)}: " + ", ".join(
+        f"{k} {v['median_ms']} ms ({v['per_volume_ms']} ms per volume)"
+        for k, v in row.items() if k.startswith("cuda"))
+        + f", stages {row['cuda']['stage_ms']}"
+        + (f", cpu {row['cpu_one_call']['ms']} ms" if "cpu_one_call" in row else ""))
+    return row
+
+
+def time_cuda_volumes(run: Run, device_volumes, option: dict) -> dict:
+    """Timer medians of the cuda backend with ``option`` on one batch, per volume, stages,
+    peak GPU memory and the backend's ``last_stats``."""
+    from satloss_gpu import cubical_persistence
+
+    sim = run.simulate
+    batch = int(device_volumes.shape[0])
     repeats, warmup = (1, 0) if sim else (5, 1)
-    with cuda_backend_with() as backend:
+    with cuda_backend_with(**option) as backend:
         def call():
             return cubical_persistence(device_volumes, spatial_dims=3, backend="cuda")
 
@@ -883,21 +930,7 @@ def time_volumes(run: Run, volumes) -> dict:
         cuda["peak_mib"] = peak_mib()
         cuda["stage_ms"] = stage_times(backend, call, sim)
         cuda["stats"] = dict(getattr(backend, "last_stats", {}))
-    row = {"cuda": cuda}
-    if not sim:
-        import numba
-
-        host = volumes.numpy()
-        started = time.perf_counter()
-        cubical_persistence(host, spatial_dims=3, backend="cpu")
-        seconds = time.perf_counter() - started
-        row["cpu_one_call"] = {"ms": round(1e3 * seconds, 1),
-                               "per_volume_ms": round(1e3 * seconds / batch, 1),
-                               "threads": numba.get_num_threads()}
-    run.log(f"  {tuple(volumes.shape)}: cuda {cuda['median_ms']} ms "
-            f"({cuda['per_volume_ms']} ms per volume), stages {cuda['stage_ms']}"
-            + (f", cpu {row['cpu_one_call']['ms']} ms" if "cpu_one_call" in row else ""))
-    return row
+    return cuda
 
 
 # ---------------------------------------------------------------------------- timings
