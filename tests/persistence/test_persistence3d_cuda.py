@@ -9,6 +9,7 @@ The oracle is gudhi on the strict-rank volume (the tie rule), written here indep
 the package's gudhi backend: T-construction ``top_dimensional_cells`` with
 ``cofaces_of_persistence_pairs``, V-construction ``vertices`` with
 ``vertices_of_persistence_pairs``; gudhi's flat indices run with the first axis fastest.
+Coefficients are Z/2, as in every backend (gudhi's default field differs on some volumes).
 """
 import importlib.util
 import inspect
@@ -47,7 +48,7 @@ def gudhi_pairs(volume, construction, dims):
         complex_ = gudhi.CubicalComplex(top_dimensional_cells=ranks)
     else:
         complex_ = gudhi.CubicalComplex(vertices=ranks)
-    complex_.compute_persistence(min_persistence=0)
+    complex_.compute_persistence(homology_coeff_field=2, min_persistence=0)
     regular, essential = (complex_.cofaces_of_persistence_pairs() if construction == "T"
                           else complex_.vertices_of_persistence_pairs())
 
