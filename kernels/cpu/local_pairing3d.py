@@ -35,6 +35,16 @@ complex, the local cells of a voxel and the rule that pairs them):
    O(critical cells). Columns follow the filtration, spatially random, so the data of
    columns ahead is prefetched.
 
+   From :data:`_STAGED_COLUMNS` columns on (noise; the lazy pass's data no longer stays in
+   the caches), H1 runs in two stages instead. Stage A expands every column's boundary in
+   full, with the same heap and the same edges never pushed, down to critical edges, written
+   as their ranks in the filtration (CSR rows); the columns go in raster order of their
+   voxels, so consecutive columns share their neighbourhoods in the caches, and with threads
+   the raster order is cut into parts. Stage B
+   (:func:`satloss_gpu.kernels.cpu.morse_reduction.reduce_ranked`) reduces the short rows
+   (about 3 terms on noise) in filtration order with a pivot map, adding reduced columns by
+   merging sorted lists. Both give the same pairs.
+
 H0 and H2 are independent: with two threads they run concurrently. H1 needs both.
 
 The V-construction runs the same steps in the reversed order with the outside earlier (as in
@@ -45,7 +55,7 @@ three passes give the V-construction's H2, H0 and H1 (births and deaths swapped)
 
 :func:`batch_pairs3d` runs the volumes of a batch on the calling thread and helper threads of
 the 2D core's non-spinning pool; a single volume splits its raster pass into z-slabs over
-the threads and runs H0 and H2 concurrently.
+the threads, runs H0 and H2 concurrently and splits H1's stage A.
 """
 from __future__ import annotations
 
@@ -1111,6 +1121,7 @@ def _h1_boundaries(flat, depth, height, width, columns, raster, first, stop, pat
     heap_lo = np.empty(1024, dtype=np.uint64)
     cand_v = np.empty(4, dtype=np.int64)
     cand_j = np.empty(4, dtype=np.int64)
+    found = np.empty(64, dtype=np.int32)
     for r in range(n_rows):
         term_start[r] = n_terms
         packed = np.int64(columns[raster[first + r]])
@@ -1121,6 +1132,7 @@ def _h1_boundaries(flat, depth, height, width, columns, raster, first, stop, pat
             cand_j[e] = _FACE_EDGES[face, e]
         n_cand = 4
         size = 0
+        n_found = 0
         while True:
             if size + n_cand > heap_hi.size:
                 heap_hi = _grown(heap_hi, 2 * (size + n_cand))
@@ -1161,9 +1173,16 @@ def _h1_boundaries(flat, depth, height, width, columns, raster, first, stop, pat
                     w = words[pattern[q], jq]
                 partner = np.int64((w >> 5) & 31) - 2
                 if partner == -1:
-                    if negative[edge_start[q] + ((w >> 10) & 7)]:
+                    g = edge_start[q] + ((w >> 10) & 7)
+                    if negative[g]:
                         continue  # compression
-                elif _DIMS[partner] == 0:
+                    # A term: it never expands, so its place in the order does not matter.
+                    if n_found == found.size:
+                        found = _grown(found, 2 * n_found)
+                    found[n_found] = rank[g]
+                    n_found += 1
+                    continue
+                if _DIMS[partner] == 0:
                     continue  # flows to a corner: nothing
                 hi = _ordered_key(bits[q])
                 if vertex:
@@ -1209,32 +1228,37 @@ def _h1_boundaries(flat, depth, height, width, columns, raster, first, stop, pat
                 heap_lo[i] = last_lo
             if not odd:
                 continue
+            # A regular edge paired with a face: its gradient path, the face's other edges.
             ilo = np.int64(lo)
             q = ilo >> 10
             if vertex:
                 q = n - 1 - q
             jq = ilo & 31
-            w = words[pattern[q], jq]
-            partner = np.int64((w >> 5) & 31) - 2
-            if partner != -1:
-                # A regular edge paired with a face: its gradient path, the face's other edges.
-                for e in range(4):
-                    j2 = _FACE_EDGES[partner, e]
-                    if j2 != jq:
-                        cand_v[n_cand] = q
-                        cand_j[n_cand] = j2
-                        n_cand += 1
+            partner = np.int64((words[pattern[q], jq] >> 5) & 31) - 2
+            for e in range(4):
+                j2 = _FACE_EDGES[partner, e]
+                if j2 != jq:
+                    cand_v[n_cand] = q
+                    cand_j[n_cand] = j2
+                    n_cand += 1
+        # The terms by decreasing rank, pairs cancelled.
+        for i in range(1, n_found):
+            term = found[i]
+            k = i
+            while k > 0 and found[k - 1] < term:
+                found[k] = found[k - 1]
+                k -= 1
+            found[k] = term
+        if n_terms + n_found > terms.size:
+            terms = _grown(terms, 2 * (n_terms + n_found))
+        i = 0
+        while i < n_found:
+            if i + 1 < n_found and found[i + 1] == found[i]:
+                i += 2
                 continue
-            if n_terms == terms.size:
-                terms = _grown(terms, 2 * n_terms)
-            # Terms come youngest first; the insertion keeps a row sorted whatever happens.
-            term = rank[edge_start[q] + ((w >> 10) & 7)]
-            i = n_terms
-            while i > term_start[r] and terms[i - 1] < term:
-                terms[i] = terms[i - 1]
-                i -= 1
-            terms[i] = term
+            terms[n_terms] = found[i]
             n_terms += 1
+            i += 1
     term_start[n_rows] = n_terms
     return term_start, terms[:n_terms]
 
@@ -1491,7 +1515,7 @@ def _run_threads(tasks, n_threads: int):
 
 
 def _run_parallel(volume: _Volume, n_threads: int) -> None:
-    """One volume on ``n_threads`` threads: z-slabs, then H0 beside H2, then H1."""
+    """One volume on ``n_threads`` threads: z-slabs, H0 beside H2, H1 (stage A in parts)."""
     volume.raster(n_threads, lambda tasks: _run_threads(tasks, n_threads))
     tasks = []
     if volume.run_h0:
@@ -1516,7 +1540,7 @@ def volume_pairs3d(volume: np.ndarray, vertex: bool, dims: tuple[int, ...],
     dims : tuple of int
         Sorted, non-empty subset of (0, 1, 2).
     n_threads : int
-        Threads for this volume (z-slabs of the raster pass, H0 beside H2).
+        Threads for this volume (z-slabs of the raster pass, H0 beside H2, parts of H1).
 
     Returns
     -------
@@ -1603,7 +1627,7 @@ def batch_pairs3d(volumes: np.ndarray, vertex: bool, dims: tuple[int, ...],
     n_threads : int, optional
         Threads, the calling thread included; default ``numba.get_num_threads()``. Volumes
         are spread over the threads; a batch with fewer volumes than threads also splits
-        each volume (z-slabs, H0 beside H2).
+        each volume (z-slabs, H0 beside H2, parts of H1).
 
     Returns
     -------
