@@ -1099,10 +1099,13 @@ def _h1_boundaries(flat, depth, height, width, columns, raster, first, stop, pat
 
     ``raster`` orders the columns by their face's payload (raster order of the voxels: the
     neighbourhoods of consecutive columns overlap in the caches). Each boundary is expanded as
-    in :func:`_h1_pass`, with the same keys and the same edges never pushed, down to the
-    critical edges that are not H0-negative; no pivot map is read, so the columns are
-    independent. ``rank[g]`` is the filtration rank (working order) of the critical edge of
-    generation index ``g``.
+    in :func:`_h1_pass`, with the same keys and the same edges dropped, down to the critical
+    edges that are not H0-negative; no pivot map is read, so the columns are independent.
+    Only edges paired with faces go on the heap (critical ones never expand: they are
+    collected, then sorted and cancelled in pairs), and an edge's owner is the sharing voxel
+    whose owned set holds it (one table read per sharer instead of comparing values).
+    ``rank[g]`` is the filtration rank (working order) of the critical edge of generation
+    index ``g``.
 
     Returns
     -------
@@ -1145,32 +1148,24 @@ def _h1_boundaries(flat, depth, height, width, columns, raster, first, stop, pat
                     q = v
                     jq = j
                 else:
+                    # The sharer whose owned set holds the edge (none: V's surface).
                     z, y, x = _decode_voxel(v, height, width)
                     q = np.int64(-1)
-                    jq = np.int64(-1)
                     for i in range(3):
                         t = _EDGE_SHARERS[j, i]
                         zz = z + t // 9 - 1
                         yy = y + (t // 3) % 3 - 1
                         xx = x + t % 3 - 1
                         if not ((0 <= zz < depth) & (0 <= yy < height) & (0 <= xx < width)):
-                            if vertex:
-                                q = np.int64(-2)
-                                break
                             continue
                         u = (zz * height + yy) * width + xx
-                        if q < 0:
-                            earlier = True
-                        elif vertex:
-                            earlier = precedes(flat[q], q, flat[u], u)
-                        else:
-                            earlier = precedes(flat[u], u, flat[q], q)
-                        if earlier:
+                        jq = _EDGE_REFRAMED[j, i]
+                        w = words[pattern[u], jq]
+                        if (w >> 5) & 31:
                             q = u
-                            jq = _EDGE_REFRAMED[j, i]
+                            break
                     if q < 0:
-                        continue  # nobody owns it (V: the volume's surface)
-                    w = words[pattern[q], jq]
+                        continue
                 partner = np.int64((w >> 5) & 31) - 2
                 if partner == -1:
                     g = edge_start[q] + ((w >> 10) & 7)
