@@ -120,8 +120,6 @@ def open_split(cfg: Config, split: str, train: bool) -> Dataset:
                 augment=cfg.augment and train, seed=cfg.seed)
 
 
-_dataset = open_split
-
 
 def _ensure_data(cfg: Config, log: _Log, info: dist.DistInfo) -> None:
     """Generate a missing built-in synthetic dataset when asked to (rank 0 only); any other
@@ -375,9 +373,9 @@ def _training_sets(cfg: Config) -> Tuple[Dataset, Dataset]:
     Without a ``val`` folder, ``val_fraction`` of the training images (at least one, chosen
     by ``seed``) are held out for validation and not trained on.
     """
-    train_set = _dataset(cfg, "train", True)
+    train_set = open_split(cfg, "train", True)
     if split_dirs(cfg.dataroot, cfg.dataset, "val")[0].exists():
-        val_set = _dataset(cfg, "val", False)
+        val_set = open_split(cfg, "val", False)
     else:
         val_set = _held_out(cfg, train_set)
     shapes = train_set.check(require_foreground=True)
@@ -400,7 +398,7 @@ def _held_out(cfg: Config, train_set: Dataset) -> Dataset:
     n_val = min(n - 1, max(1, int(round(cfg.val_fraction * n))))
     order = np.random.default_rng(cfg.seed).permutation(n)
     held = set(order[:n_val].tolist())
-    val_set = _dataset(cfg, "train", False)
+    val_set = open_split(cfg, "train", False)
     val_set.items = [item for i, item in enumerate(train_set.items) if i in held]
     train_set.items = [item for i, item in enumerate(train_set.items) if i not in held]
     return val_set
