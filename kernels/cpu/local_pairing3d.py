@@ -1140,6 +1140,8 @@ def _h1_boundaries(flat, depth, height, width, columns, raster, first, stop, pat
             if size + n_cand > heap_hi.size:
                 heap_hi = _grown(heap_hi, 2 * (size + n_cand))
                 heap_lo = _grown(heap_lo, heap_hi.size)
+            decoded = np.int64(-1)
+            z = y = x = np.int64(0)
             for k in range(n_cand):
                 v = cand_v[k]
                 j = cand_j[k]
@@ -1149,7 +1151,9 @@ def _h1_boundaries(flat, depth, height, width, columns, raster, first, stop, pat
                     jq = j
                 else:
                     # The sharer whose owned set holds the edge (none: V's surface).
-                    z, y, x = _decode_voxel(v, height, width)
+                    if v != decoded:
+                        z, y, x = _decode_voxel(v, height, width)
+                        decoded = v
                     q = np.int64(-1)
                     for i in range(3):
                         t = _EDGE_SHARERS[j, i]
