@@ -1316,10 +1316,11 @@ H1_METHOD = "auto"
 
 #: Columns from which "auto" runs the two stages. The lazy pass jumps around the volume and
 #: slows down once its data leaves the caches; the staged pass expands every column in full
-#: (long V-paths on smooth volumes) but in raster order. Measured (one thread, CPU ms, lazy
-#: vs staged): 64^3 noise 47k columns 147 vs 118; 64^3 noise blurred with sigma 0.7, 20k
-#: columns, 52 vs 63; 128^3 sigma 1, 65k columns, 382 vs 340; 128^3 sigma 2, 10k columns,
-#: 140 vs 173.
+#: (long V-paths on smooth volumes) but in raster order. Measured (T, one thread, CPU ms,
+#: lazy vs staged, interleaved): 64^3 noise, 47k columns, 109 vs 72; 64^3 noise blurred with
+#: sigma 0.7, 20k columns, 40 vs 43; sigma 1, 8k columns, 28 vs 32; 128^3 sigma 1, 65k
+#: columns, 334 vs 291; 128^3 sigma 2, 10k columns, 145 vs 160; 128^3 noise, 386k columns,
+#: 1456 vs 773.
 _STAGED_COLUMNS = 32768
 
 

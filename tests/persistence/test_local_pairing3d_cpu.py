@@ -255,3 +255,12 @@ def test_h1_methods_give_identical_pairs(monkeypatch, vertex):
         got[method] = core.batch_pairs3d(volumes, vertex, (0, 1, 2), 1)
     for a, b in zip(got["lazy"], got["staged"]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_auto_h1_method_stages_many_columns(monkeypatch):
+    monkeypatch.setattr(core, "H1_METHOD", "auto")
+    assert core._h1_method(core._STAGED_COLUMNS - 1, 10**6) == "lazy"
+    assert core._h1_method(core._STAGED_COLUMNS, 10**6) == "staged"
+    monkeypatch.setattr(core, "_STAGED_COLUMNS", 8)
+    volume = np.random.default_rng(29).random((1, 9, 10, 11)).astype(np.float32)
+    check_against_gudhi(volume, False, (1,))
