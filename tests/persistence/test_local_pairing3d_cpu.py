@@ -27,14 +27,15 @@ def strict_ranks(volume: np.ndarray) -> np.ndarray:
 
 def gudhi_pairs(volume: np.ndarray, vertex: bool, dims) -> Counter:
     """Multiset of (dim, birth voxel, death voxel) from gudhi on the rank volume, pairs of
-    zero persistence (equal input values) dropped."""
+    zero persistence (equal input values) dropped. Z/2 coefficients, as the core (gudhi's
+    default field pairs some H1 classes of volumes differently)."""
     depth, height, width = volume.shape
     ranks = strict_ranks(volume)
     if vertex:
         complex_ = gudhi.CubicalComplex(vertices=ranks)
     else:
         complex_ = gudhi.CubicalComplex(top_dimensional_cells=ranks)
-    complex_.compute_persistence(min_persistence=0)
+    complex_.compute_persistence(homology_coeff_field=2, min_persistence=0)
     if vertex:
         regular, essential = complex_.vertices_of_persistence_pairs()
     else:
