@@ -66,7 +66,7 @@ class Plan:
     seeds: Tuple[int, ...] = (0, 1, 2)
     size: int = 48                 # training and validation volumes, voxels a side
     test_size: int = 64            # test volumes (larger than the patches)
-    n_train: int = 12
+    n_train: int = 16
     n_val: int = 2
     n_test: int = 6
     patch: int = 32                # random training patches and sliding windows
@@ -227,6 +227,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--patch", type=int, default=None,
                         help="override the training patch and sliding window side (a multiple of 8)")
     parser.add_argument("--sat-w", type=float, default=None, help="weight of SATLoss and TopoLoss")
+    parser.add_argument("--lr", type=float, default=None, help="override the learning rate")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the runs already in <out>/runs.csv, run only the missing ones")
     parser.add_argument("--threads", type=int, default=None, help="torch and Numba CPU threads")
@@ -242,7 +243,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         plan.lr_decay_epoch = max(1, int(round(0.85 * args.epochs)))
     if args.seeds:
         plan.seeds = tuple(int(s) for s in args.seeds.split(","))
-    for name in ("n_train", "size", "test_size", "patch"):
+    for name in ("n_train", "size", "test_size", "patch", "lr"):
         if getattr(args, name):
             setattr(plan, name, getattr(args, name))
     if args.sat_w is not None:
