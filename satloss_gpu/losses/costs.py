@@ -94,25 +94,33 @@ def pack_pairs(
     Returns
     -------
     PaddedDiagrams
-        Points in the order of the table within each problem (stable). Reads one integer,
-        the largest problem size, back from the device.
+        Points in the order of the table within each problem (stable). Reads one bool
+        (whether the table is already grouped by problem) and one integer, the largest
+        problem size, back from the device.
     """
     device = birth.device
-    order = torch.sort(problem, stable=True).indices
-    sorted_problem = problem[order]
+    count = problem.shape[0]
+    grouped = count < 2 or bool((problem[1:] >= problem[:-1]).all())
+    if grouped:  # the usual case (tables come grouped by problem): no sort
+        order = torch.arange(count, device=device)
+        sorted_problem = problem
+    else:
+        order = torch.sort(problem, stable=True).indices
+        sorted_problem = problem[order]
     size = torch.bincount(sorted_problem, minlength=n_problems)
     start = torch.cumsum(size, 0) - size
-    slot = torch.arange(problem.shape[0], device=device) - start[sorted_problem]
+    slot = torch.arange(count, device=device) - start[sorted_problem]
     width = max(int(size.max()) if n_problems and problem.numel() else 0, int(min_width))
+    flat_slot = sorted_problem * width + slot
 
     def scatter(values: torch.Tensor, fill: float) -> torch.Tensor:
-        shape = (n_problems, width) + tuple(values.shape[1:])
-        out = values.new_full(shape, fill)
-        out[sorted_problem, slot] = values[order]
-        return out
+        tail = tuple(values.shape[1:])
+        out = values.new_full((n_problems * width,) + tail, fill)
+        out.index_copy_(0, flat_slot, values if grouped else values[order])
+        return out.view((n_problems, width) + tail)
 
-    source = torch.full((n_problems, width), -1, dtype=torch.int64, device=device)
-    source[sorted_problem, slot] = order
+    source = torch.full((n_problems * width,), -1, dtype=torch.int64, device=device)
+    source = source.index_copy_(0, flat_slot, order).view(n_problems, width)
     return PaddedDiagrams(
         birth=scatter(birth, 0.0),
         death=scatter(death, 0.0),

@@ -376,11 +376,17 @@ def _visit_order(pred_birth, pred_death, diag_pred, target_birth, target_death, 
     gap_birth = np.maximum(0.0, np.maximum(birth_low - pred_birth, pred_birth - birth_high))
     gap_death = np.maximum(0.0, np.maximum(death_low - pred_death, pred_death - death_high))
     lower = low * np.hypot(gap_birth, gap_death) * (1.0 - 1e-12) - diag_pred * (1.0 + 1e-12)
-    rows = np.arange(big_n)[None, :] < n[:, None]
-    lower = np.where(rows, lower, np.inf)
-    visit = np.argsort(lower, axis=1, kind="stable")
-    return (np.ascontiguousarray(visit, dtype=np.int64),
-            np.ascontiguousarray(np.take_along_axis(lower, visit, axis=1)))
+    # padding slots (past n[q]) come last, in index order, as a stable sort of inf puts them;
+    # only each row's points are sorted
+    visit = np.empty((batch, big_n), dtype=np.int64)
+    visit[:] = np.arange(big_n)
+    sorted_lower = np.full((batch, big_n), np.inf)
+    for q in range(batch):
+        count = int(n[q])
+        order = np.argsort(lower[q, :count], kind="stable")
+        visit[q, :count] = order
+        sorted_lower[q, :count] = lower[q, order]
+    return visit, sorted_lower
 
 
 def reduced_match_dense(cost: np.ndarray, diag_pred: np.ndarray, diag_target: np.ndarray,
