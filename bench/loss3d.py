@@ -88,7 +88,8 @@ def _pairs(volume: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     ranks[order] = np.arange(order.size)
     ranks = ranks.reshape(volume.shape)
     complex_ = gudhi.CubicalComplex(top_dimensional_cells=ranks)
-    complex_.compute_persistence()
+    # Z/2 coefficients, as every backend: gudhi's default Z/11 pairs some 3D H1 classes differently
+    complex_.compute_persistence(homology_coeff_field=2, min_persistence=0)
     regular, essential = complex_.cofaces_of_persistence_pairs()
 
     def voxels(flat_f) -> np.ndarray:

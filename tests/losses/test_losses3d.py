@@ -33,7 +33,8 @@ def _critical_voxels(volume: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarr
     """(birth voxels, death voxels), each (K, 3) int64, of the pairs of dimension ``dim``."""
     ranks = strict_ranks(volume)
     complex_ = gudhi.CubicalComplex(top_dimensional_cells=ranks)
-    complex_.compute_persistence()
+    # Z/2 coefficients, as every backend: gudhi's default Z/11 pairs some 3D H1 classes differently
+    complex_.compute_persistence(homology_coeff_field=2, min_persistence=0)
     regular, essential = complex_.cofaces_of_persistence_pairs()
 
     def voxels(flat_f) -> np.ndarray:
