@@ -304,11 +304,13 @@ def _written_files(base: Path) -> set:
     return {Path(f) for f in files if isinstance(f, str)} | {Path(DATASET_RECORD)}
 
 
-def _clear_target(base: Path, overwrite: bool) -> None:
+def _clear_target(base: Path, overwrite: bool,
+                  folders: Optional[Sequence[str]] = None) -> None:
     """Make ``base`` ready for a new dataset without losing anything a user wrote.
 
     An empty or missing folder is used as is. A non-empty one is refused unless
-    ``overwrite``; with it, the files its record lists are removed (then the empty split
+    ``overwrite``; with it, the files its record lists are removed (then the empty
+    ``folders``, relative to ``base``, innermost first; default: the image layout's split
     folders), and only if the folder holds nothing else.
     """
     present = {p.relative_to(base) for p in base.rglob("*") if not p.is_dir()} \
@@ -327,10 +329,12 @@ def _clear_target(base: Path, overwrite: bool) -> None:
                          f"replacing it; move them away or choose another name or root")
     for relative in present:
         (base / relative).unlink()
-    for split in SPLITS:
-        for folder in (base / split, base / f"{split}_labels"):
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+    if folders is None:
+        folders = [name for split in SPLITS for name in (split, f"{split}_labels")]
+    for name in folders:
+        folder = base / name
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _write_dataset(base: Path, items: Sequence[Tuple[str, str]],

@@ -310,36 +310,14 @@ def generate_volume(kind: str = "vessels", size: Sequence[int] = (64, 64, 64),
 
 
 # --------------------------------------------------------------------------- datasets on disk
-def _present_files(base: Path) -> set:
-    if not base.is_dir():
-        return set()
-    return {p.relative_to(base) for p in base.rglob("*") if not p.is_dir()}
-
-
 def _clear_volume_target(base: Path, overwrite: bool) -> None:
-    """As the image datasets' writer: an empty or missing folder is used as is; a non-empty
-    one only with ``overwrite`` and only if its record lists every file in it."""
-    from .synthetic import DATASET_RECORD, _written_files
+    """The image datasets' rule (:func:`satloss_gpu.training.synthetic._clear_target`) on the
+    volume layout: an empty or missing folder is used as is; a non-empty one only with
+    ``overwrite`` and only if its record lists every file in it."""
+    from .synthetic import _clear_target
 
-    present = _present_files(base)
-    if not present:
-        return
-    if not overwrite:
-        raise ValueError(f"dataset folder {base} is not empty ({len(present)} files); pass "
-                         f"overwrite=True to replace a dataset written here, or choose another "
-                         f"name or root")
-    foreign = sorted(str(p) for p in present - _written_files(base))
-    if foreign:
-        raise ValueError(f"dataset folder {base} holds {len(foreign)} file(s) that its "
-                         f"{DATASET_RECORD} does not list as written here ("
-                         f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): not "
-                         f"replacing it; move them away or choose another name or root")
-    for relative in present:
-        (base / relative).unlink()
-    for split in _SPLITS:
-        for folder in (base / split / "images", base / split / "labels", base / split):
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+    folders = [f"{split}/{kind}" for split in _SPLITS for kind in ("images", "labels")]
+    _clear_target(base, overwrite, folders + list(_SPLITS))
 
 
 def make_volume_dataset(root: str | Path = "data", name: str = "vessels3d", n_train: int = 16,
